@@ -1,0 +1,18 @@
+// Lint runs in `make test`. typescript-eslint's recommended rules plus a ban on
+// shell-string process spawning: every child process gets an argv array.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'build/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-imports': ['error', {
+        paths: [{ name: 'node:child_process', importNames: ['exec', 'execSync'], message: 'Never build a shell string: use spawn/execFile with an argv array.' }],
+      }],
+    },
+  },
+);

@@ -1,0 +1,38 @@
+/** An event, `P/log/<sortable-id>` (CONTRACT.md section 5). */
+import { randomBytes } from 'node:crypto';
+
+export type EventLevel = 'info' | 'warn' | 'error';
+
+/** Short codes; the list grows with the product (docs/events.md lists them). */
+export type EventCode =
+  | 'vm.started'
+  | 'vm.adopted'
+  | 'vm.stopped'
+  | 'vm.crashed'
+  | 'vm.restarted'
+  | 'vm.poweroff'
+  | 'vm.killed'
+  | 'vm.deleted'
+  | 'vm.error'
+  | 'vm.foreign'
+  | 'vm.missing'
+  | 'host.up'
+  | 'host.down'
+  | 'agent.resync';
+
+export interface DroverEvent {
+  ts: string;
+  host: string;
+  vm?: string;
+  level: EventLevel;
+  event: EventCode;
+  message: string;
+}
+
+/**
+ * Sortable ids: the time in milliseconds, zero-padded, then random bits, so
+ * that a range read of `P/log/` returns events oldest first.
+ */
+export function eventId(now: Date): string {
+  return `${now.getTime().toString().padStart(15, '0')}-${randomBytes(5).toString('hex')}`;
+}

@@ -1,0 +1,48 @@
+/**
+ * The etcd key layout (CONTRACT.md section 2, plus drover's own keys,
+ * documented in docs/etcd-keys.md). Every key is built here and nowhere else.
+ */
+export const DEFAULT_PREFIX = '/v1';
+
+export interface KeySpace {
+  readonly prefix: string;
+  readonly vmPrefix: string;
+  readonly hostPrefix: string;
+  readonly alivePrefix: string;
+  readonly logPrefix: string;
+  vm(uuid: string): string;
+  host(name: string): string;
+  /** Liveness key of a host, attached to the agent's lease. */
+  alive(name: string): string;
+  log(id: string): string;
+  /** The last segment of a key below `under` (e.g. the uuid of a VM key). */
+  idOf(key: string, under: string): string;
+}
+
+export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
+  const p = normalizePrefix(prefix);
+  const vmPrefix = `${p}/vm/`;
+  const hostPrefix = `${p}/host/`;
+  const alivePrefix = `${p}/alive/`;
+  const logPrefix = `${p}/log/`;
+  return Object.freeze({
+    prefix: p,
+    vmPrefix,
+    hostPrefix,
+    alivePrefix,
+    logPrefix,
+    vm: (uuid: string) => vmPrefix + uuid,
+    host: (name: string) => hostPrefix + name,
+    alive: (name: string) => alivePrefix + name,
+    log: (id: string) => logPrefix + id,
+    idOf: (key: string, under: string) => key.slice(under.length),
+  });
+}
+
+/** "/v1/" and "v1" both become "/v1"; the root prefix "/" becomes "". */
+export function normalizePrefix(prefix: string): string {
+  let p = prefix.trim();
+  if (!p.startsWith('/')) p = `/${p}`;
+  while (p.endsWith('/')) p = p.slice(0, -1);
+  return p;
+}

@@ -1,0 +1,33 @@
+/**
+ * Status words of a VM record (CONTRACT.md section 3), as one closed list so the
+ * schema, the reconcile decision and the CLI cannot disagree.
+ *
+ * Requests are written by users (or the CLI on their behalf); states are
+ * written by the agent or the scheduler.
+ */
+export const REQUEST_STATUSES = [
+  'REQUESTED_NEW',
+  'REQUESTED_START',
+  'TO_STOP',
+  'REQUESTED_RESTART',
+  'REQUESTED_DELETE',
+] as const;
+
+export const STATE_STATUSES = [
+  'SCHEDULED',
+  'STARTING',
+  'RUNNING',
+  'STOPPING',
+  'STOP',
+  'KILLED',
+  'ERROR',
+] as const;
+
+export const VM_STATUSES = [...REQUEST_STATUSES, ...STATE_STATUSES] as const;
+
+export type RequestStatus = (typeof REQUEST_STATUSES)[number];
+export type StateStatus = (typeof STATE_STATUSES)[number];
+export type VmStatus = (typeof VM_STATUSES)[number];
+
+export const HOST_STATUSES = ['ALIVE', 'DEAD'] as const;
+export type HostStatus = (typeof HOST_STATUSES)[number];

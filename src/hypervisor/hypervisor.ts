@@ -1,0 +1,126 @@
+/**
+ * The hypervisor boundary (STYLE.md 1, after Nomad's DriverPlugin).
+ *
+ * The agent knows only this interface. `qemu/` implements it for real;
+ * `fake/` implements it in memory for agent tests, and both pass the same
+ * contract suite (test/contract/hypervisor.contract.ts).
+ *
+ * Restart safety (STYLE.md 2): `start` persists a handle (pid, process start
+ * time, QMP socket) on disk under the VM's run directory; a new agent calls
+ * `recover` to re-attach to a VM a previous agent left running, and never
+ * restarts it.
+ */
+import type { VmSpec } from '../contract/vm-record.js';
+
+export type Accel = 'kvm' | 'tcg';
+
+/** What a running VM is, as persisted and reported. */
+export interface VmHandle {
+  uuid: string;
+  name: string;
+  pid: number;
+  /** Process start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart. */
+  startTime: number;
+  /** ISO time the process was spawned. */
+  startedAt: string;
+  qmpSocket: string;
+  /** Unix socket path or "127.0.0.1:5901"-style address; absent when vnc is none. */
+  vnc?: string;
+  serialLog: string;
+}
+
+export interface StartRequest {
+  uuid: string;
+  name: string;
+  spec: VmSpec;
+}
+
+export interface StartHooks {
+  /** Called once the process exists (before it is known to run): the agent writes STARTING. */
+  onSpawned?(handle: VmHandle): void;
+}
+
+/** Why a VM's process ended. */
+export type ExitReason =
+  /** The agent asked for it (stop, restart, delete). */
+  | 'requested'
+  /** The guest powered itself off (QMP SHUTDOWN with guest: true). */
+  | 'guest-poweroff'
+  /** Anything else: killed by a signal, qemu crashed, stopped by someone else. */
+  | 'crash';
+
+export interface VmExit {
+  uuid: string;
+  reason: ExitReason;
+  /** One sentence: "qemu was killed by SIGKILL.", "the guest powered off." */
+  detail: string;
+  at: Date;
+}
+
+export interface StopOptions {
+  /** How long to wait for the guest's graceful ACPI power-down before forcing. */
+  timeoutMs: number;
+  /** Skip the graceful step. */
+  force: boolean;
+}
+
+/** A VM process found on the host by scanning, whoever started it. */
+export interface DiscoveredVm {
+  pid: number;
+  /** From the process's `-uuid`, when it has one. */
+  uuid?: string;
+  /** From `-name guest=...`, when it has one. */
+  name?: string;
+  /** The full argv, for the operator's report. */
+  argv: string[];
+  /** True when this hypervisor instance manages it (started or recovered it). */
+  managed: boolean;
+}
+
+export type VmObservation =
+  | { state: 'absent' }
+  | { state: 'running'; handle: VmHandle }
+  | { state: 'paused'; handle: VmHandle };
+
+export interface Hypervisor {
+  readonly accel: Accel;
+
+  /**
+   * Spawns the VM and resolves once the hypervisor reports it running.
+   * Rejects with a DroverError carrying the hypervisor's own message when it
+   * cannot start (terminal: a bad kernel path; retryable: a transient fault).
+   * Starting a VM that already runs resolves with its handle.
+   */
+  start(req: StartRequest, hooks?: StartHooks): Promise<VmHandle>;
+
+  /**
+   * Stops the VM: ACPI power-down, waits up to `timeoutMs`, then kills it.
+   * Resolves once the process is gone. A VM that is not running is a no-op.
+   * The exit that follows is reported with reason `requested`.
+   */
+  stop(uuid: string, opts: StopOptions): Promise<void>;
+
+  /**
+   * Re-attaches to a VM left running by an earlier agent. Returns null when
+   * no saved handle exists or the saved pid is no longer that same process.
+   */
+  recover(uuid: string): Promise<VmHandle | null>;
+
+  /** Every uuid with a saved handle (recoverable or stale), for adoption at start-up. */
+  listSaved(): Promise<string[]>;
+
+  /** What is known right now about the VM, without waiting. */
+  inspect(uuid: string): VmObservation;
+
+  /** Every VM process on this host, managed or foreign. */
+  scan(): Promise<DiscoveredVm[]>;
+
+  /** Removes a stopped VM's runtime directory (sockets, logs, handle, its disks). */
+  destroy(uuid: string): Promise<void>;
+
+  /** Subscribes to process exits of managed VMs; returns the unsubscribe function. */
+  onExit(listener: (exit: VmExit) => void): () => void;
+
+  /** Lets go of every VM (closes QMP connections) without stopping any. */
+  detachAll(): Promise<void>;
+}

@@ -1,0 +1,158 @@
+/**
+ * The etcd boundary: raw key-value reads, compare-and-swap writes and prefix
+ * watches. Everything above talks to this class, never to etcd3 directly, and
+ * etcd's errors are translated here into DroverError (retryable).
+ *
+ * Every update of an existing key is a transaction that compares the key's
+ * mod revision (CONTRACT.md section 2): a writer that lost a race gets `false`
+ * and must re-read and re-decide.
+ */
+import { Range, type Etcd3, type IKeyValue, type Watcher } from 'etcd3';
+import { DroverError, errorMessage } from '../lib/errors.js';
+
+export interface KvEntry {
+  key: string;
+  raw: string;
+  modRevision: string;
+  createRevision: string;
+  lease: string;
+}
+
+export interface KvList {
+  entries: KvEntry[];
+  /** The store revision the list was read at; watch from revision + 1. */
+  revision: string;
+}
+
+/** `'absent'` as the expected revision means "only if the key does not exist". */
+export type ExpectedRevision = string | 'absent';
+
+export type WatchEvent = { type: 'put'; entry: KvEntry } | { type: 'delete'; key: string; modRevision: string };
+
+export interface WatchHandlers {
+  onEvent(event: WatchEvent): void;
+  /** The watch could not resume (compaction, cancel): re-list and watch again. */
+  onBroken(reason: string): void;
+  onDisconnected?(reason: string): void;
+  onReconnected?(): void;
+}
+
+export interface WatchHandle {
+  close(): Promise<void>;
+}
+
+function toEntry(kv: IKeyValue): KvEntry {
+  return {
+    key: kv.key.toString(),
+    raw: kv.value.toString(),
+    modRevision: String(kv.mod_revision),
+    createRevision: String(kv.create_revision),
+    lease: String(kv.lease),
+  };
+}
+
+async function translate<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof DroverError) throw err;
+    throw new DroverError('ETCD_UNAVAILABLE', `etcd ${what} failed: ${errorMessage(err)}`, true, { cause: err });
+  }
+}
+
+export class KvStore {
+  constructor(readonly client: Etcd3) {}
+
+  get(key: string): Promise<KvEntry | null> {
+    return translate(`read of ${key}`, async () => {
+      const res = await this.client.get(key).exec();
+      const kv = res.kvs[0];
+      return kv ? toEntry(kv) : null;
+    });
+  }
+
+  list(prefix: string, opts: { limit?: number } = {}): Promise<KvList> {
+    return translate(`list of ${prefix}`, async () => {
+      let q = this.client.getAll().prefix(prefix).sort('Key', 'Ascend');
+      if (opts.limit !== undefined) q = q.limit(opts.limit);
+      const res = await q.exec();
+      return { entries: res.kvs.map(toEntry), revision: String(res.header.revision) };
+    });
+  }
+
+  count(prefix: string): Promise<number> {
+    return translate(`count of ${prefix}`, () => this.client.getAll().prefix(prefix).count());
+  }
+
+  /** Unconditional put: only for keys one writer owns (events, its own host record). */
+  put(key: string, raw: string, lease?: string): Promise<void> {
+    return translate(`write of ${key}`, async () => {
+      const p = this.client.put(key).value(raw);
+      await (lease ? p.lease(lease) : p).exec();
+    });
+  }
+
+  /** Writes `raw` only if the key is still at `expected`; false when it moved. */
+  putIf(key: string, raw: string, expected: ExpectedRevision, lease?: string): Promise<boolean> {
+    return translate(`write of ${key}`, async () => {
+      const put = this.client.put(key).value(raw);
+      const res = await this.client
+        .if(key, expected === 'absent' ? 'Create' : 'Mod', '==', expected === 'absent' ? 0 : expected)
+        .then(lease ? put.lease(lease) : put)
+        .commit();
+      return res.succeeded;
+    });
+  }
+
+  deleteIf(key: string, expected: string): Promise<boolean> {
+    return translate(`delete of ${key}`, async () => {
+      const res = await this.client.if(key, 'Mod', '==', expected).then(this.client.delete().key(key)).commit();
+      return res.succeeded;
+    });
+  }
+
+  delete(key: string): Promise<void> {
+    return translate(`delete of ${key}`, async () => {
+      await this.client.delete().key(key).exec();
+    });
+  }
+
+  /** Deletes the keys in [from, to] inclusive (used for event retention). */
+  deleteRange(from: string, toInclusive: string): Promise<void> {
+    return translate('range delete', async () => {
+      await this.client.delete().range(new Range(from, `${toInclusive}\0`)).exec();
+    });
+  }
+
+  /**
+   * Watches every key under `prefix` from `fromRevision` on. etcd3 reconnects
+   * the stream by itself and resumes at the last revision it saw; when etcd
+   * has compacted that revision, the watch is cancelled and `onBroken` fires.
+   */
+  async watchPrefix(prefix: string, fromRevision: string, handlers: WatchHandlers): Promise<WatchHandle> {
+    const watcher: Watcher = await translate(`watch of ${prefix}`, () =>
+      this.client.watch().prefix(prefix).startRevision(fromRevision).create(),
+    );
+    let disconnected = false;
+    watcher.on('put', (kv) => handlers.onEvent({ type: 'put', entry: toEntry(kv) }));
+    watcher.on('delete', (kv) => handlers.onEvent({ type: 'delete', key: kv.key.toString(), modRevision: String(kv.mod_revision) }));
+    watcher.on('disconnected', (err: Error) => {
+      disconnected = true;
+      handlers.onDisconnected?.(errorMessage(err));
+    });
+    watcher.on('connected', () => {
+      if (disconnected) {
+        disconnected = false;
+        handlers.onReconnected?.();
+      }
+    });
+    watcher.on('error', (err: Error) => handlers.onBroken(errorMessage(err)));
+    return {
+      close: async () => {
+        watcher.removeAllListeners();
+        watcher.on('error', () => undefined);
+        await watcher.cancel().catch(() => undefined);
+      },
+    };
+  }
+}

@@ -1,0 +1,55 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { KvStore } from '../../src/store/kv-store.js';
+
+describe('KvStore against real etcd', () => {
+  let etcd: TestEtcd;
+  let kv: KvStore;
+  before(async () => {
+    etcd = await startTestEtcd();
+    kv = new KvStore(etcd.client);
+  });
+  after(async () => etcd.close());
+
+  it('creates only when absent and updates only at the expected revision', async () => {
+    const key = `${etcd.newPrefix()}/vm/a`;
+    assert.equal(await kv.putIf(key, '{"n":1}', 'absent'), true);
+    assert.equal(await kv.putIf(key, '{"n":2}', 'absent'), false);
+    const first = await kv.get(key);
+    assert.ok(first);
+    assert.equal(await kv.putIf(key, '{"n":2}', first.modRevision), true);
+    // A writer holding the old revision loses the race and changes nothing.
+    assert.equal(await kv.putIf(key, '{"n":3}', first.modRevision), false);
+    assert.equal((await kv.get(key))?.raw, '{"n":2}');
+  });
+
+  it('watches from a listed revision without missing a change', async () => {
+    const prefix = `${etcd.newPrefix()}/vm/`;
+    await kv.put(`${prefix}x`, '1');
+    const listed = await kv.list(prefix);
+    await kv.put(`${prefix}y`, '2'); // written between list and watch
+    const seen: string[] = [];
+    const done = new Promise<void>((resolve) => {
+      void kv
+        .watchPrefix(prefix, String(BigInt(listed.revision) + 1n), {
+          onEvent: (e) => {
+            if (e.type === 'put') seen.push(e.entry.key);
+            if (seen.length === 2) resolve();
+          },
+          onBroken: () => undefined,
+        })
+        .then((w) => done.then(() => w.close()));
+    });
+    await kv.put(`${prefix}z`, '3');
+    await done;
+    assert.deepEqual(seen, [`${prefix}y`, `${prefix}z`]);
+  });
+
+  it('deletes a range of keys inclusively', async () => {
+    const prefix = `${etcd.newPrefix()}/log/`;
+    for (const id of ['001', '002', '003', '004']) await kv.put(prefix + id, '{}');
+    await kv.deleteRange(`${prefix}001`, `${prefix}003`);
+    assert.deepEqual((await kv.list(prefix)).entries.map((e) => e.key), [`${prefix}004`]);
+  });
+});
