@@ -93,14 +93,20 @@ export class KvStore {
   }
 
   /** Writes `raw` only if the key is still at `expected`; false when it moved. */
-  putIf(key: string, raw: string, expected: ExpectedRevision, lease?: string): Promise<boolean> {
+  async putIf(key: string, raw: string, expected: ExpectedRevision, lease?: string): Promise<boolean> {
+    return (await this.putIfRevision(key, raw, expected, lease)) !== null;
+  }
+
+  /** Like putIf, but resolves with the key's new mod revision, or null when it moved. */
+  putIfRevision(key: string, raw: string, expected: ExpectedRevision, lease?: string): Promise<string | null> {
     return translate(`write of ${key}`, async () => {
       const put = this.client.put(key).value(raw);
       const res = await this.client
         .if(key, expected === 'absent' ? 'Create' : 'Mod', '==', expected === 'absent' ? 0 : expected)
         .then(lease ? put.lease(lease) : put)
         .commit();
-      return res.succeeded;
+      // A successful transaction's header revision is the revision it wrote.
+      return res.succeeded ? String(res.header.revision) : null;
     });
   }
 

@@ -1,0 +1,70 @@
+/**
+ * The agent's configuration: one schema for the check and the type (STYLE.md 7).
+ *
+ * Sources, later wins: the config file (TOML), then its `.d` directory's
+ * `*.toml` files in alphanumeric order (Vcycle's rule), then the environment,
+ * then command-line flags. Parsed once at the edge into a frozen object;
+ * nothing deeper reads process.env.
+ */
+import { z } from 'zod';
+import { HOST_NAME_RE } from '../contract/vm-record.js';
+
+const seconds = (def: number, min = 0) => z.number().min(min).default(def);
+
+export const agentConfigSchema = z.strictObject({
+  name: z.string().regex(HOST_NAME_RE, 'must be a host name (letters, digits, ".", "_", "-")'),
+  etcd: z.array(z.string().min(1)).min(1).default(['http://127.0.0.1:2379']),
+  state_dir: z.string().refine((p) => p.startsWith('/'), 'must be an absolute path'),
+  prefix: z.string().default('/v1'),
+  accel: z.enum(['kvm', 'tcg', 'auto']).default('auto'),
+  /** Address reported in the host record; auto-detected when absent. */
+  ip: z.string().optional(),
+  /** MiB kept back for the host itself, never offered to VMs. */
+  reserved_memory: z.int().min(0).default(512),
+  /** Seconds between full resyncs (v2's periodic check). */
+  resync_interval: seconds(300, 1),
+  /** Seconds between host record heartbeats. */
+  heartbeat_interval: seconds(10, 1),
+  /** TTL in seconds of the agent's liveness lease. */
+  lease_ttl: z.int().min(2).max(3600).default(10),
+  /** Default seconds for a graceful stop before it is forced (spec.stop_timeout overrides). */
+  stop_timeout: seconds(60),
+  /** Unplanned exits within crash_window seconds that end in KILLED. */
+  crash_limit: z.int().min(1).default(5),
+  crash_window: seconds(600, 1),
+  /** Restart backoff: first delay and cap, in seconds (Triton: 0.5 doubling to 30). */
+  restart_backoff_min: seconds(0.5),
+  restart_backoff_max: seconds(30),
+  /** What to do with a qemu process no record designates to this host. */
+  foreign_vms: z.enum(['report', 'stop']).default('report'),
+  /**
+   * Which qemu processes the foreign check looks at: every qemu-system process
+   * on the machine, or only those whose argv mentions this agent's state dir
+   * (for several agents sharing one machine, as in tests).
+   */
+  foreign_scope: z.enum(['all', 'state-dir']).default('all'),
+  /** How many events to keep under P/log/ (oldest pruned at each resync). */
+  event_retention: z.int().min(10).default(10000),
+  notify_email: z.array(z.string().email()).default([]),
+  smtp_url: z.string().optional(),
+  notify_from: z.string().default('drover@localhost'),
+  qemu_binary: z.string().default('qemu-system-x86_64'),
+  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+});
+
+export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
+
+/** Keys that were renamed or that people guess: say what to use instead. */
+export const RENAMED_KEYS: Readonly<Record<string, string>> = {
+  hostname: 'name',
+  statedir: 'state_dir',
+  'state-dir': 'state_dir',
+  etcd_endpoints: 'etcd',
+  resync: 'resync_interval',
+  zonemon_interval: 'resync_interval',
+  smtp: 'smtp_url',
+  notify: 'notify_email',
+  email: 'notify_email',
+  reserved: 'reserved_memory',
+  ttl: 'lease_ttl',
+};
