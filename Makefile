@@ -1,0 +1,43 @@
+# The two commands a newcomer runs (README.md): `make run` and `make test`.
+# Both install what is missing first (Debian packages, npm modules).
+
+STATE_DIR ?= $(CURDIR)/.drover
+GUEST := build/guest/vmlinuz build/guest/initrd.gz
+TESTS = $(shell find dist/test -name '*.test.js' | sort)
+
+.PHONY: all deps build guest lint typecheck run test test-unit bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	npx tsc -p tsconfig.json
+
+typecheck: deps
+	npx tsc -p tsconfig.json --noEmit
+
+lint: deps
+	npx eslint src test bench
+
+guest: $(GUEST)
+$(GUEST): scripts/build-guest.sh
+	scripts/build-guest.sh build/guest
+
+## Start drover with an embedded etcd, the agent, and a demo VM, in the foreground.
+run: build guest
+	bin/drover up --state-dir $(STATE_DIR) --demo
+
+## Lint, type-check, build, and run the whole suite (unit, contract, CLI, integration).
+test: build guest lint
+	node --test --test-concurrency=2 --test-timeout=300000 $(TESTS)
+
+test-unit: build
+	node --test $(shell find dist/test/unit -name '*.test.js' | sort)
+
+bench: build guest
+	node dist/bench/start-latency.js
+
+clean:
+	rm -rf dist build
