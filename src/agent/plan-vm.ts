@@ -126,8 +126,10 @@ export function planVm(input: PlanInput): Step {
 }
 
 function planInvalid(vm: StoredVm, error: string): Step {
+  // Once it says ERROR with a reason, leave it for a human: rewriting the
+  // reason each time would loop (a quarantined record is itself invalid).
   const current = rawStatusAndError(vm.raw);
-  if (current.status === 'ERROR' && current.error === error) return NONE;
+  if (current.status === 'ERROR' && typeof current.error === 'string' && current.error !== '') return NONE;
   return {
     kind: 'write',
     patch: { status: 'ERROR', error },

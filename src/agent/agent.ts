@@ -1,0 +1,371 @@
+/**
+ * The drover agent: one per hypervisor host.
+ *
+ * Overview of responsibilities
+ *  - claim the host's name and keep its liveness lease (HostRegistration);
+ *  - adopt the VMs a previous agent left running (Hypervisor.recover), never
+ *    restarting them;
+ *  - list then watch `P/vm/` from the listed revision, so no change is
+ *    missed, and hand each record designated to this host to its VmWorker;
+ *  - pass process exits from the hypervisor to the VM's worker;
+ *  - every resync_interval (and on SIGHUP, and after etcd comes back):
+ *    re-read the config, re-offer every record (catches missed changes and
+ *    VMs that should run but do not), report foreign qemu processes, prune
+ *    old events;
+ *  - heartbeat the host record.
+ *
+ * Theory of operation
+ *  The decision of what to do for a VM is planVm, a pure function; this
+ *  class only routes inputs to workers. etcd being away never stops a VM:
+ *  workers back off and retry, the watch reconnects by itself and a resync
+ *  follows, and a lost lease is claimed again.
+ */
+import type { Etcd3 } from 'etcd3';
+import { keySpace, type KeySpace } from '../contract/keys.js';
+import type { AgentConfig } from '../config/agent-config.js';
+import { DroverError, errorMessage, isTerminal } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
+import { EventLog } from '../store/event-log.js';
+import { KvStore, type WatchEvent, type WatchHandle } from '../store/kv-store.js';
+import { toStoredVm, VmRepository, type StoredVm } from '../store/vm-repository.js';
+import { CrashTracker } from './crash-tracker.js';
+import { EventReporter } from './event-reporter.js';
+import { findForeignVms } from './find-foreign.js';
+import { detectIp, hostCpus, hostMemoryMiB } from './host-facts.js';
+import { HostRegistration } from './host-registration.js';
+import { createNotifier, type Notifier } from './notifier.js';
+import { designatedHostOfRaw, isDesignatedTo, type PlanLimits } from './plan-vm.js';
+import type { StateDir } from './state-dir.js';
+import { VmWorker } from './vm-worker.js';
+
+export interface AgentDeps {
+  config: AgentConfig;
+  /** Re-reads the config (SIGHUP, each resync); absent when there is no file. */
+  reloadConfig?: () => Promise<AgentConfig>;
+  client: Etcd3;
+  hypervisor: Hypervisor;
+  stateDir: StateDir;
+  logger: Logger;
+  version: string;
+}
+
+/** Config keys that only take effect after a restart. */
+const RESTART_KEYS = ['name', 'etcd', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary'] as const;
+
+export class Agent {
+  private config: AgentConfig;
+  private readonly keys: KeySpace;
+  private readonly kv: KvStore;
+  private readonly repo: VmRepository;
+  private readonly events: EventLog;
+  private readonly registration: HostRegistration;
+  private readonly crashes: CrashTracker;
+  private readonly workers = new Map<string, VmWorker>();
+  private readonly reportedForeign = new Set<number>();
+  private notifier: Notifier;
+  private reporter: EventReporter;
+  private watch: WatchHandle | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private unsubscribeExit: (() => void) | null = null;
+  private resyncRunning: Promise<void> | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly deps: AgentDeps) {
+    this.config = deps.config;
+    this.log = deps.logger;
+    this.keys = keySpace(deps.config.prefix);
+    this.kv = new KvStore(deps.client);
+    this.repo = new VmRepository(this.kv, this.keys);
+    this.events = new EventLog(this.kv, this.keys);
+    this.crashes = new CrashTracker(() => this.config.crash_window * 1000);
+    this.notifier = this.makeNotifier();
+    this.reporter = new EventReporter(this.name, this.events, this.notifier, this.log);
+    this.registration = new HostRegistration(
+      deps.client,
+      this.kv,
+      this.keys,
+      {
+        name: this.name,
+        hostid: deps.stateDir.hostid,
+        ip: deps.config.ip ?? detectIp(),
+        cpus: hostCpus(),
+        memory: hostMemoryMiB(),
+        reservedMemory: deps.config.reserved_memory,
+        version: deps.version,
+        accel: deps.hypervisor.accel,
+      },
+      deps.config.lease_ttl,
+      this.log,
+    );
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /**
+   * Claims the host name (retrying while etcd is away; a name held by another
+   * live host is fatal), adopts running VMs, then starts watching.
+   */
+  async start(): Promise<void> {
+    this.unsubscribeExit = this.deps.hypervisor.onExit((exit) => this.onExit(exit));
+    await this.adoptRunningVms();
+    await this.retryUntilDone('claim the host name', () => this.registration.claim());
+    this.registration.on('lost', () => void this.reclaim());
+    await this.retryUntilDone('list and watch VMs', () => this.listAndWatch());
+    await this.heartbeat();
+    await this.reporter.report({ level: 'info', event: 'host.up', message: `Agent ${this.name} is up (hostid ${this.deps.stateDir.hostid}, accel ${this.deps.hypervisor.accel}).` });
+    this.every(() => this.config.heartbeat_interval, () => this.heartbeat());
+    this.scheduleResync();
+  }
+
+  /** Stops the agent, leaving every VM running (they are adopted on the next start). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    await this.watch?.close();
+    this.watch = null;
+    this.unsubscribeExit?.();
+    for (const w of this.workers.values()) w.close();
+    await this.deps.hypervisor.detachAll();
+    this.registration.release();
+    this.notifier.close();
+  }
+
+  /** Resolves once every worker is idle (for tests and orderly shutdown). */
+  async whenIdle(): Promise<void> {
+    await Promise.all([...this.workers.values()].map((w) => w.whenIdle()));
+  }
+
+  /** The periodic check; also run on SIGHUP and after etcd comes back. */
+  resync(reason: string): Promise<void> {
+    this.resyncRunning ??= this.doResync(reason).finally(() => (this.resyncRunning = null));
+    return this.resyncRunning;
+  }
+
+  private async doResync(reason: string): Promise<void> {
+    this.log.info({ reason }, 'resync');
+    await this.reloadConfig();
+    const { vms } = await this.repo.list();
+    const designated = new Set<string>();
+    for (const vm of vms) {
+      if (vm.parsed.ok && vm.parsed.value.host === this.name) designated.add(vm.uuid);
+      this.route(vm, vm.modRevision);
+    }
+    await this.checkForeign(designated);
+    const pruned = await this.events.prune(this.config.event_retention);
+    if (pruned > 0) this.log.info({ pruned }, 'pruned old events');
+    await this.heartbeat();
+  }
+
+  private async adoptRunningVms(): Promise<void> {
+    const saved = await this.deps.hypervisor.listSaved();
+    for (const uuid of saved) {
+      try {
+        const handle = await this.deps.hypervisor.recover(uuid);
+        if (handle) this.log.info({ vm: uuid, pid: handle.pid }, 'adopted running VM');
+        else this.log.info({ vm: uuid }, 'saved VM is not running');
+      } catch (err) {
+        this.log.warn({ vm: uuid, err: errorMessage(err) }, 'could not adopt VM');
+      }
+    }
+  }
+
+  private async listAndWatch(): Promise<void> {
+    await this.watch?.close();
+    this.watch = null;
+    const { vms, revision } = await this.repo.list();
+    for (const vm of vms) this.route(vm, vm.modRevision);
+    this.watch = await this.kv.watchPrefix(this.keys.vmPrefix, String(BigInt(revision) + 1n), {
+      onEvent: (e) => this.onWatchEvent(e),
+      onBroken: (why) => {
+        this.log.warn({ why }, 'VM watch broke; listing again');
+        void this.retryUntilDone('list and watch VMs', () => this.listAndWatch());
+      },
+      onDisconnected: (why) => this.log.warn({ why }, 'lost the etcd watch; VMs keep running'),
+      onReconnected: () => {
+        this.log.info('etcd watch is back');
+        void this.resync('etcd reconnected').catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'resync failed'));
+      },
+    });
+  }
+
+  private onWatchEvent(e: WatchEvent): void {
+    if (e.type === 'put') {
+      this.route(toStoredVm(e.entry, this.keys), e.entry.modRevision);
+    } else {
+      const uuid = this.keys.idOf(e.key, this.keys.vmPrefix);
+      this.workers.get(uuid)?.offer(null, e.modRevision);
+    }
+  }
+
+  /**
+   * Hands a record to its worker when it is this host's to act on: designated
+   * here, unreadable JSON (no host to tell; CAS makes the race between
+   * agents safe), or a VM this host runs.
+   */
+  private route(vm: StoredVm, revision: string): void {
+    const existing = this.workers.get(vm.uuid);
+    const ours =
+      isDesignatedTo(vm, this.name) ||
+      (!vm.parsed.ok && designatedHostOfRaw(vm.raw) === undefined) ||
+      this.deps.hypervisor.inspect(vm.uuid).state !== 'absent';
+    if (ours || existing) this.worker(vm.uuid).offer(vm, revision);
+  }
+
+  private worker(uuid: string): VmWorker {
+    let w = this.workers.get(uuid);
+    if (!w) {
+      w = new VmWorker(uuid, {
+        host: this.name,
+        hypervisor: this.deps.hypervisor,
+        repo: this.repo,
+        reporter: this.reporter,
+        crashes: this.crashes,
+        limits: () => this.limits(),
+        logger: this.log,
+        now: () => new Date(),
+      });
+      this.workers.set(uuid, w);
+    }
+    return w;
+  }
+
+  private limits(): PlanLimits {
+    const c = this.config;
+    return {
+      crashLimit: c.crash_limit,
+      crashWindowSeconds: c.crash_window,
+      stopTimeoutMs: c.stop_timeout * 1000,
+      backoffMinMs: c.restart_backoff_min * 1000,
+      backoffMaxMs: c.restart_backoff_max * 1000,
+    };
+  }
+
+  private onExit(exit: VmExit): void {
+    this.log.info({ vm: exit.uuid, reason: exit.reason, detail: exit.detail }, 'VM process ended');
+    this.worker(exit.uuid).exited(exit);
+  }
+
+  private async checkForeign(designated: ReadonlySet<string>): Promise<void> {
+    const scope = this.config.foreign_scope === 'all' ? ({ kind: 'all' } as const) : ({ kind: 'state-dir', stateDir: this.deps.stateDir.root } as const);
+    const foreign = findForeignVms(await this.deps.hypervisor.scan(), designated, scope);
+    const live = new Set(foreign.map((f) => f.vm.pid));
+    for (const pid of this.reportedForeign) if (!live.has(pid)) this.reportedForeign.delete(pid);
+    for (const f of foreign) {
+      if (this.reportedForeign.has(f.vm.pid)) continue;
+      this.reportedForeign.add(f.vm.pid);
+      const stop = this.config.foreign_vms === 'stop';
+      await this.reporter.report({
+        level: 'warn',
+        event: 'vm.foreign',
+        ...(f.vm.uuid ? { vm: f.vm.uuid } : {}),
+        message: `${f.why} ${stop ? 'Stopping it (foreign_vms = stop).' : 'Leaving it running (foreign_vms = report).'}`,
+        email: true,
+      });
+      if (stop) {
+        try {
+          process.kill(f.vm.pid, 'SIGTERM');
+        } catch (err) {
+          this.log.warn({ pid: f.vm.pid, err: errorMessage(err) }, 'could not stop foreign qemu');
+        }
+      }
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    let vmMemory = 0;
+    let vms = 0;
+    for (const w of this.workers.values()) {
+      const rec = w.record;
+      if (!rec?.parsed.ok || rec.parsed.value.host !== this.name) continue;
+      const status = rec.parsed.value.status;
+      if (status === 'STOP' || status === 'KILLED' || status === 'ERROR') continue;
+      vmMemory += rec.parsed.value.spec.memory;
+      vms++;
+    }
+    try {
+      await this.registration.heartbeat({ vmMemory, vms });
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, 'heartbeat failed');
+    }
+  }
+
+  private async reclaim(): Promise<void> {
+    if (this.stopped) return;
+    await this.retryUntilDone('claim the host name again', () => this.registration.claim()).catch((err: unknown) => {
+      this.log.fatal({ err: errorMessage(err) }, 'cannot hold the host name any more');
+    });
+    if (this.registration.claimed) await this.resync('lease renewed').catch(() => undefined);
+  }
+
+  private async reloadConfig(): Promise<void> {
+    if (!this.deps.reloadConfig) return;
+    let next: AgentConfig;
+    try {
+      next = await this.deps.reloadConfig();
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'config reload failed; keeping the current config');
+      return;
+    }
+    for (const key of RESTART_KEYS) {
+      if (JSON.stringify(next[key]) !== JSON.stringify(this.config[key])) {
+        this.log.warn({ key }, `config key ${key} changed; it takes effect after a restart`);
+      }
+    }
+    const mailChanged = next.smtp_url !== this.config.smtp_url || next.notify_email.join() !== this.config.notify_email.join();
+    // Keys that need a restart keep their running values.
+    this.config = Object.freeze({ ...next, ...Object.fromEntries(RESTART_KEYS.map((k) => [k, this.config[k]])) }) as AgentConfig;
+    this.log.level = this.config.log_level;
+    if (mailChanged) {
+      this.notifier.close();
+      this.notifier = this.makeNotifier();
+      this.reporter = new EventReporter(this.name, this.events, this.notifier, this.log);
+    }
+  }
+
+  private makeNotifier(): Notifier {
+    return createNotifier({ smtpUrl: this.config.smtp_url, to: this.config.notify_email, from: this.config.notify_from });
+  }
+
+  private scheduleResync(): void {
+    if (this.stopped) return;
+    this.resyncTimer = setTimeout(() => {
+      void this.resync('periodic check')
+        .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'resync failed; VMs keep running'))
+        .finally(() => this.scheduleResync());
+    }, this.config.resync_interval * 1000);
+    this.resyncTimer.unref();
+  }
+
+  private every(seconds: () => number, fn: () => Promise<void>): void {
+    const tick = (): void => {
+      if (this.stopped) return;
+      const t = setTimeout(() => void fn().finally(tick), seconds() * 1000);
+      t.unref();
+      this.timers = [t];
+    };
+    tick();
+  }
+
+  /** Retries a retryable failure with backoff (500 ms doubling to 10 s); rethrows terminal ones. */
+  private async retryUntilDone(what: string, fn: () => Promise<void>): Promise<void> {
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        await fn();
+        return;
+      } catch (err) {
+        if (isTerminal(err)) throw err;
+        const delay = Math.min(10_000, 500 * 2 ** attempt);
+        this.log.warn({ err: errorMessage(err), retryInMs: delay }, `could not ${what}; retrying`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+    throw new DroverError('ETCD_UNAVAILABLE', `Agent stopped before it could ${what}.`, true);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The agent's presence in the cluster (CONTRACT.md section 4).
+ *
+ * Liveness is an etcd lease: `P/alive/<name>` lives under it, so when the
+ * agent is gone for longer than the TTL the key vanishes and readers see the
+ * host DEAD. The name is claimed with a transaction: free, or held by this
+ * same host (same hostid: the previous incarnation of this agent, which died
+ * or is restarting). Any other holder means a live agent elsewhere has the
+ * name, and this one refuses to start. `P/host/<name>` itself is a plain
+ * record (no lease) that the agent refreshes every heartbeat with CAS.
+ */
+import { EventEmitter } from 'node:events';
+import type { Etcd3, Lease } from 'etcd3';
+import type { KeySpace } from '../contract/keys.js';
+import { aliveRecordSchema, type HostRecord } from '../contract/host-record.js';
+import { DroverError, errorMessage } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { KvStore } from '../store/kv-store.js';
+import { rawObject } from '../store/vm-repository.js';
+
+export interface HostFacts {
+  name: string;
+  hostid: string;
+  ip: string;
+  cpus: number;
+  memory: number;
+  reservedMemory: number;
+  version: string;
+  accel: string;
+}
+
+export interface HostUsage {
+  /** MiB of memory the VMs designated here are meant to use. */
+  vmMemory: number;
+  vms: number;
+}
+
+export class HostRegistration extends EventEmitter {
+  private lease: Lease | null = null;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly kv: KvStore,
+    private readonly keys: KeySpace,
+    private readonly facts: HostFacts,
+    private readonly ttlSeconds: number,
+    private readonly logger: Logger,
+  ) {
+    super();
+  }
+
+  /**
+   * Grants a lease and claims the name. Throws HOST_NAME_TAKEN (terminal)
+   * when another live host holds it; retryable errors when etcd is away.
+   * Emits 'lost' when the lease is lost later (etcd unreachable past the TTL).
+   */
+  async claim(): Promise<void> {
+    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true });
+    let leaseId: string;
+    try {
+      leaseId = await lease.grant();
+    } catch (err) {
+      lease.release();
+      throw new DroverError('ETCD_UNAVAILABLE', `Could not get a lease from etcd: ${errorMessage(err)}.`, true, { cause: err });
+    }
+    const key = this.keys.alive(this.facts.name);
+    const value = JSON.stringify({ hostid: this.facts.hostid, pid: process.pid, since: new Date().toISOString() });
+    try {
+      let claimed = await this.kv.putIf(key, value, 'absent', leaseId);
+      if (!claimed) {
+        const holder = await this.kv.get(key);
+        const parsed = holder ? aliveRecordSchema.safeParse(rawObject(holder.raw)) : null;
+        if (holder && parsed?.success && parsed.data.hostid !== this.facts.hostid) {
+          throw new DroverError(
+            'HOST_NAME_TAKEN',
+            `Host name ${this.facts.name} is held by a live agent with hostid ${parsed.data.hostid} (pid ${parsed.data.pid}); stop it or choose another --name.`,
+          );
+        }
+        // Our own earlier incarnation (or the key just expired): take it over.
+        claimed = await this.kv.putIf(key, value, holder ? holder.modRevision : 'absent', leaseId);
+        if (!claimed) throw new DroverError('CONFLICT', `Host name ${this.facts.name} changed hands while claiming it; retrying.`, true);
+      }
+    } catch (err) {
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
+    lease.on('lost', (err) => {
+      if (this.lease !== lease) return;
+      this.lease = null;
+      this.logger.warn({ err: errorMessage(err) }, 'lost the liveness lease');
+      this.emit('lost');
+    });
+    this.lease = lease;
+  }
+
+  get claimed(): boolean {
+    return this.lease !== null;
+  }
+
+  /** Writes the host record (CAS on its revision; fields others added are kept). */
+  async heartbeat(usage: HostUsage): Promise<void> {
+    const key = this.keys.host(this.facts.name);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await this.kv.get(key);
+      const base = current ? (rawObject(current.raw) ?? {}) : {};
+      const record: HostRecord = {
+        ...base,
+        name: this.facts.name,
+        hostid: this.facts.hostid,
+        ip: this.facts.ip,
+        status: this.lease ? 'ALIVE' : 'DEAD',
+        cpus: this.facts.cpus,
+        memory: this.facts.memory,
+        reserved_memory: this.facts.reservedMemory,
+        free_memory: Math.max(0, this.facts.memory - this.facts.reservedMemory - usage.vmMemory),
+        version: this.facts.version,
+        heartbeat_at: new Date().toISOString(),
+        accel: this.facts.accel,
+        vms: usage.vms,
+      };
+      if (await this.kv.putIf(key, JSON.stringify(record), current ? current.modRevision : 'absent')) return;
+    }
+    throw new DroverError('CONFLICT', `Host record ${key} kept changing; will retry at the next heartbeat.`, true);
+  }
+
+  /**
+   * Stops keeping the lease alive without revoking it: the name stays held
+   * for one TTL, so a restarting agent (same hostid) takes over seamlessly.
+   */
+  release(): void {
+    this.lease?.release();
+    this.lease = null;
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * `drover agent`: the per-host agent (CONTRACT.md section 6), in the
+ * foreground until SIGINT/SIGTERM. SIGHUP re-reads the config and resyncs.
+ * Stopping the agent never stops a VM.
+ */
+import type { Command } from 'commander';
+import { loadAgentConfig } from '../../config/load-config.js';
+import { startAgent } from '../../agent/run-agent.js';
+import { createLogger } from '../../lib/logger.js';
+import { errorMessage } from '../../lib/errors.js';
+import type { CliContext } from '../context.js';
+
+interface AgentFlags {
+  etcd?: string;
+  name?: string;
+  stateDir?: string;
+  config?: string;
+  accel?: string;
+  prefix?: string;
+  logLevel?: string;
+  pretty?: boolean;
+}
+
+const HELP = `
+Every flag has an environment variable (DROVER_ETCD, DROVER_NAME,
+DROVER_STATE_DIR, DROVER_CONFIG, DROVER_ACCEL, DROVER_PREFIX) and a config
+file key; a flag wins over the environment, which wins over the file.
+The config file is TOML; FILE.d/*.toml are merged after it in alphanumeric
+order. See docs/agent.md and drover.toml.example.
+
+DROVER_NOTIFY_EMAIL (recipients) and DROVER_SMTP_URL turn on e-mail.
+
+Examples:
+  $ drover agent --etcd http://10.0.0.1:2379 --name hv1 --state-dir /var/lib/drover
+  $ drover agent --config /etc/drover/drover.toml --accel tcg`;
+
+export function registerAgentCommand(program: Command, ctx: CliContext): void {
+  program
+    .command('agent')
+    .description('run the host agent: start, stop and watch the VMs etcd designates to this host')
+    .option('--etcd <urls>', 'etcd endpoints, comma-separated')
+    .option('--name <name>', 'this host\'s name in the cluster')
+    .option('--state-dir <dir>', 'where VM runtime files, the hostid and sockets live (absolute path)')
+    .option('--config <file>', 'TOML config file')
+    .option('--accel <accel>', 'kvm, tcg, or auto (probe KVM, fall back to TCG)')
+    .option('--prefix <prefix>', 'key prefix in etcd (default /v1)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error')
+    .option('--pretty', 'human-readable log lines instead of JSON')
+    .addHelpText('after', HELP)
+    .action(async (flags: AgentFlags) => {
+      const file = flags.config ?? ctx.env.DROVER_CONFIG;
+      const cliValues = {
+        etcd: flags.etcd,
+        name: flags.name,
+        state_dir: flags.stateDir,
+        accel: flags.accel,
+        prefix: flags.prefix,
+        log_level: flags.logLevel,
+      };
+      const load = () => loadAgentConfig({ file, env: ctx.env, flags: cliValues });
+      const config = await load();
+      const logger = createLogger({ level: config.log_level, pretty: flags.pretty === true, name: `agent:${config.name}` });
+      const running = await startAgent(config, { logger, reloadConfig: load });
+      await new Promise<void>((resolve) => {
+        const onHup = (): void => {
+          logger.info('SIGHUP: re-reading the config and resyncing');
+          void running.agent.resync('SIGHUP').catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'resync failed'));
+        };
+        const onStop = (signal: string): void => {
+          logger.info({ signal }, 'stopping the agent; VMs keep running');
+          process.off('SIGHUP', onHup);
+          void running.stop().finally(resolve);
+        };
+        process.on('SIGHUP', onHup);
+        process.once('SIGINT', () => onStop('SIGINT'));
+        process.once('SIGTERM', () => onStop('SIGTERM'));
+      });
+    });
+}

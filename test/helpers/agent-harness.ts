@@ -1,0 +1,216 @@
+/**
+ * Runs real `drover agent` processes (bin/drover, as an operator would)
+ * against a real etcd, with a config file of short intervals, and gives
+ * tests what they need to drive and observe them through etcd.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { keySpace, type KeySpace } from '../../src/contract/keys.js';
+import { EventLog, type StoredEvent } from '../../src/store/event-log.js';
+import { KvStore } from '../../src/store/kv-store.js';
+import { rawObject, VmRepository, type JsonObject } from '../../src/store/vm-repository.js';
+import type { TestEtcd } from './etcd.js';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
+export const GUEST_DIR = join(REPO_ROOT, 'build', 'guest');
+export const GUEST = {
+  kernel: join(GUEST_DIR, 'vmlinuz'),
+  initrd: join(GUEST_DIR, 'initrd.gz'),
+  initrdPoweroff: join(GUEST_DIR, 'initrd-poweroff.gz'),
+  initrdIgnoreAcpi: join(GUEST_DIR, 'initrd-ignore-acpi.gz'),
+};
+
+export interface AgentProcess {
+  name: string;
+  stateDir: string;
+  logFile: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface Cluster {
+  etcd: TestEtcd;
+  prefix: string;
+  keys: KeySpace;
+  kv: KvStore;
+  repo: VmRepository;
+  events: EventLog;
+  dir: string;
+  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string> }): Promise<AgentProcess>;
+  /** Writes a VM record; fills uuid, host and a bootable spec. Returns the uuid. */
+  createVm(fields?: JsonObject, host?: string): Promise<string>;
+  /** Compare-and-swap update of a record's fields. */
+  patchVm(uuid: string, fields: JsonObject): Promise<void>;
+  getVm(uuid: string): Promise<JsonObject | null>;
+  waitForVm(uuid: string, test: (vm: JsonObject | null) => boolean, timeoutMs?: number, what?: string): Promise<JsonObject | null>;
+  waitForStatus(uuid: string, status: string, timeoutMs?: number): Promise<JsonObject>;
+  waitForEvent(test: (e: StoredEvent) => boolean, timeoutMs?: number, what?: string): Promise<StoredEvent>;
+  close(): Promise<void>;
+}
+
+function tomlValue(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(tomlValue).join(', ')}]`;
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+export async function waitUntil<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
+  const prefix = etcd.newPrefix();
+  const keys = keySpace(prefix);
+  const kv = new KvStore(etcd.client);
+  const repo = new VmRepository(kv, keys);
+  const events = new EventLog(kv, keys);
+  const dir = await mkdtemp(join(tmpdir(), 'drover-it-'));
+  const agents: AgentProcess[] = [];
+
+  const cluster: Cluster = {
+    etcd,
+    prefix,
+    keys,
+    kv,
+    repo,
+    events,
+    dir,
+    async startAgent(name, opts = {}) {
+      const stateDir = opts.stateDir ?? join(dir, `state-${name}`);
+      await mkdir(stateDir, { recursive: true });
+      const configFile = join(dir, `${name}.toml`);
+      const config: Record<string, unknown> = {
+        prefix,
+        resync_interval: 3,
+        heartbeat_interval: 1,
+        lease_ttl: 5,
+        stop_timeout: 10,
+        restart_backoff_min: 0.2,
+        restart_backoff_max: 1,
+        foreign_scope: 'state-dir',
+        reserved_memory: 256,
+        log_level: 'debug',
+        ...opts.config,
+      };
+      await writeFile(configFile, Object.entries(config).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
+      const logFile = join(dir, `${name}-${agents.length}.log`);
+      const log = await open(logFile, 'a');
+      const child = spawn(
+        DROVER_BIN,
+        ['agent', '--etcd', etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'],
+        { stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...opts.env } },
+      );
+      await log.close();
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      const agent: AgentProcess = {
+        name,
+        stateDir,
+        logFile,
+        child,
+        exited,
+        async kill(signal = 'SIGTERM') {
+          if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+          await exited;
+        },
+      };
+      agents.push(agent);
+      return agent;
+    },
+    async createVm(fields = {}, host = 'hv1') {
+      const uuid = (fields.uuid as string | undefined) ?? randomUUID();
+      const record: JsonObject = {
+        uuid,
+        name: `vm-${uuid.slice(0, 8)}`,
+        host,
+        status: 'REQUESTED_NEW',
+        ...fields,
+        spec: {
+          vcpus: 1,
+          memory: 96,
+          boot: { kernel: GUEST.kernel, initrd: GUEST.initrd, cmdline: 'console=ttyS0 quiet' },
+          ...((fields.spec as JsonObject | undefined) ?? {}),
+        },
+      };
+      if (!(await repo.create(uuid, record))) throw new Error(`VM ${uuid} exists`);
+      return uuid;
+    },
+    async patchVm(uuid, fields) {
+      await repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), ...fields }));
+    },
+    async getVm(uuid) {
+      const vm = await repo.get(uuid);
+      return vm ? rawObject(vm.raw) : null;
+    },
+    async waitForVm(uuid, test, timeoutMs = 60_000, what = `VM ${uuid}`) {
+      let last: JsonObject | null = null;
+      try {
+        return await waitUntil(async () => {
+          last = await cluster.getVm(uuid);
+          return test(last) ? last : undefined;
+        }, timeoutMs, what);
+      } catch (err) {
+        throw new Error(`${(err as Error).message}; last record: ${JSON.stringify(last)}`);
+      }
+    },
+    async waitForStatus(uuid, status, timeoutMs = 60_000) {
+      return (await cluster.waitForVm(uuid, (vm) => vm?.status === status, timeoutMs, `VM ${uuid} to be ${status}`)) as JsonObject;
+    },
+    async waitForEvent(test, timeoutMs = 60_000, what = 'an event') {
+      return waitUntil(async () => (await events.list()).find(test), timeoutMs, what);
+    },
+    async close() {
+      for (const a of agents) await a.kill('SIGTERM').catch(() => undefined);
+      // The agents leave VMs running by design; the tests' VMs go now.
+      for (const a of agents) await killQemusUnder(a.stateDir);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  return cluster;
+}
+
+/** Kills every qemu whose argv mentions the directory (the agents' VMs outlive them). */
+export async function killQemusUnder(dir: string): Promise<void> {
+  const { readdir } = await import('node:fs/promises');
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmd = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('qemu-system') && cmd.includes(dir)) {
+      try {
+        process.kill(Number(entry), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+export async function readSerial(path: string): Promise<string> {
+  return readFile(path, 'utf8').catch(() => '');
+}
+
+export async function waitForSerialText(path: string, marker: string | RegExp, timeoutMs = 60_000): Promise<string> {
+  return waitUntil(async () => {
+    const text = await readSerial(path);
+    return (typeof marker === 'string' ? text.includes(marker) : marker.test(text)) ? text : undefined;
+  }, timeoutMs, `serial log ${path} to show ${String(marker)}`);
+}
