@@ -1,0 +1,250 @@
+/**
+ * An in-memory Hypervisor for agent tests (STYLE.md 9). It passes the same
+ * contract suite as QemuHypervisor (test/contract/hypervisor.contract.ts),
+ * so what the agent relies on cannot drift between the two.
+ *
+ * Host state (processes, saved handles, guest behaviour) lives in a shared
+ * FakeWorld, so a VM outlives the instance that started it, as qemu outlives
+ * the agent. Tests steer it with the world's controls: crash(uuid),
+ * guestPowerOff(uuid), failNextStart(message), startDelayMs.
+ */
+import { UUID_RE, type VmSpec } from '../../contract/vm-record.js';
+import { DroverError } from '../../lib/errors.js';
+import type {
+  Accel,
+  DiscoveredVm,
+  Hypervisor,
+  StartHooks,
+  StartRequest,
+  StopOptions,
+  VmExit,
+  VmHandle,
+  VmObservation,
+} from '../hypervisor.js';
+import { imageDiskError } from '../qemu/build-qemu-args.js';
+import { classifyExit } from '../qemu/classify-exit.js';
+import { FakeWorld, type FakeProcess, type FakeProcessEnd } from './fake-world.js';
+
+export interface FakeHypervisorOptions {
+  /** The shared host; a new one by default. */
+  world?: FakeWorld;
+  /** Only shapes the paths in handles; nothing is written. "/run/drover-fake" by default. */
+  runRoot?: string;
+  accel?: Accel;
+}
+
+interface Watched {
+  proc: FakeProcess;
+  handle: VmHandle;
+  stopRequested: boolean;
+  forced: boolean;
+  killedAfterMs?: number;
+  exited: Promise<VmExit>;
+  resolveExited(exit: VmExit): void;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class FakeHypervisor implements Hypervisor {
+  readonly accel: Accel;
+  readonly world: FakeWorld;
+  private readonly runRoot: string;
+  private readonly vms = new Map<string, Watched>();
+  private readonly starts = new Map<string, Promise<VmHandle>>();
+  private readonly listeners = new Set<(exit: VmExit) => void>();
+
+  constructor(opts: FakeHypervisorOptions = {}) {
+    this.world = opts.world ?? new FakeWorld();
+    this.runRoot = opts.runRoot ?? '/run/drover-fake';
+    this.accel = opts.accel ?? 'tcg';
+  }
+
+  async start(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
+    const pending = this.starts.get(req.uuid);
+    if (pending) return pending;
+    const existing = this.vms.get(req.uuid);
+    if (existing?.proc.alive) return { ...existing.handle };
+    const run = this.startProcess(req, hooks);
+    this.starts.set(req.uuid, run);
+    try {
+      return await run;
+    } finally {
+      this.starts.delete(req.uuid);
+    }
+  }
+
+  async stop(uuid: string, opts: StopOptions): Promise<void> {
+    const pending = this.starts.get(uuid);
+    if (pending) await pending.catch(() => undefined);
+    const vm = this.vms.get(uuid);
+    if (!vm || !vm.proc.alive) return;
+    vm.forced ||= opts.force && !vm.stopRequested;
+    vm.stopRequested = true;
+    if (opts.force) {
+      this.world.kill(vm.proc.pid);
+    } else if (this.world.guestBehaviour(uuid) === 'ignore-acpi') {
+      const timer = setTimeout(() => {
+        if (!vm.proc.alive) return;
+        vm.killedAfterMs = opts.timeoutMs;
+        this.world.kill(vm.proc.pid);
+      }, opts.timeoutMs);
+      void vm.exited.then(() => clearTimeout(timer));
+    } else {
+      setTimeout(() => this.world.end(vm.proc.pid, { guest: true, signal: null, code: 0 }), this.world.acpiResponseMs);
+    }
+    await vm.exited;
+  }
+
+  async recover(uuid: string): Promise<VmHandle | null> {
+    const pending = this.starts.get(uuid);
+    if (pending) return pending.catch(() => null);
+    const existing = this.vms.get(uuid);
+    if (existing?.proc.alive) return { ...existing.handle };
+    const saved = this.world.saved.get(uuid);
+    if (!saved) return null;
+    const proc = this.world.processes.get(saved.pid);
+    if (!proc?.alive || proc.startTime !== saved.startTime || !proc.argv.includes(uuid)) return null;
+    this.watch(proc, { ...saved });
+    return { ...saved };
+  }
+
+  async listSaved(): Promise<string[]> {
+    return [...this.world.saved.keys()].sort();
+  }
+
+  inspect(uuid: string): VmObservation {
+    const vm = this.vms.get(uuid);
+    if (!vm || !vm.proc.alive) return { state: 'absent' };
+    return { state: vm.proc.state, handle: { ...vm.handle } };
+  }
+
+  async scan(): Promise<DiscoveredVm[]> {
+    return [...this.world.processes.values()]
+      .filter((p) => p.alive)
+      .map((p) => ({
+        pid: p.pid,
+        ...(p.uuid !== undefined ? { uuid: p.uuid } : {}),
+        ...(p.name !== undefined ? { name: p.name } : {}),
+        argv: [...p.argv],
+        managed: this.vms.get(p.uuid ?? '')?.proc === p,
+      }));
+  }
+
+  async destroy(uuid: string): Promise<void> {
+    if (!UUID_RE.test(uuid)) {
+      throw new DroverError('USAGE', `Refusing to touch ${JSON.stringify(uuid)}: a VM's run directory must be a lower-case UUID directly under ${this.runRoot}.`);
+    }
+    if (this.starts.has(uuid) || this.world.findLive(uuid)) {
+      throw new DroverError('CONFLICT', `VM ${uuid} is still running; stop it before destroying it.`, true);
+    }
+    this.world.saved.delete(uuid);
+    this.world.runDirs.delete(uuid);
+    this.world.serial.delete(uuid);
+  }
+
+  onExit(listener: (exit: VmExit) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async detachAll(): Promise<void> {
+    for (const vm of this.vms.values()) vm.proc.watcher = null;
+    this.vms.clear();
+  }
+
+  private async startProcess(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
+    const { uuid, name, spec } = req;
+    if (!UUID_RE.test(uuid)) throw new DroverError('USAGE', `Refusing to start ${JSON.stringify(uuid)}: a VM needs a lower-case UUID.`);
+    this.checkFiles(spec);
+    const dir = `${this.runRoot}/${uuid}`;
+    const proc = this.world.spawn(['qemu-system-x86_64', '-name', `guest=${name},debug-threads=on`, '-uuid', uuid], { uuid, name });
+    const handle: VmHandle = {
+      uuid,
+      name,
+      pid: proc.pid,
+      startTime: proc.startTime,
+      startedAt: new Date().toISOString(),
+      qmpSocket: `${dir}/qmp.sock`,
+      ...(spec.vnc === 'unix' ? { vnc: `${dir}/vnc.sock` } : {}),
+      serialLog: `${dir}/serial.log`,
+    };
+    this.world.runDirs.add(uuid);
+    this.world.saved.set(uuid, { ...handle });
+    try {
+      hooks?.onSpawned?.({ ...handle });
+    } catch {
+      // a hook's fault is not the VM's
+    }
+    const failure = this.world.takeStartFailure();
+    if (failure !== undefined) {
+      proc.alive = false;
+      this.world.processes.delete(proc.pid);
+      this.world.saved.delete(uuid);
+      throw new DroverError('START_FAILED', failure, false);
+    }
+    if (this.world.startDelayMs > 0) await sleep(this.world.startDelayMs);
+    if (spec.vnc === 'tcp') handle.vnc = '127.0.0.1:5900';
+    this.world.saved.set(uuid, { ...handle });
+    this.world.serial.set(uuid, ['DROVER-GUEST-READY']);
+    const vm = this.watch(proc, handle);
+    if (!proc.alive) throw new DroverError('START_FAILED', 'The VM was stopped while it was starting.', false);
+    if (this.world.guestBehaviour(uuid) === 'poweroff') {
+      setTimeout(() => this.world.end(proc.pid, { guest: true, signal: null, code: 0 }), this.world.poweroffAfterMs);
+    }
+    return { ...vm.handle };
+  }
+
+  private checkFiles(spec: VmSpec): void {
+    const paths: Array<[string, string]> = [];
+    if (spec.boot) {
+      paths.push(['kernel', spec.boot.kernel]);
+      if (spec.boot.initrd !== undefined) paths.push(['initrd', spec.boot.initrd]);
+    }
+    for (const [i, disk] of (spec.disks ?? []).entries()) {
+      if (disk.path === undefined) throw imageDiskError(i, disk.image ?? '?');
+      paths.push([`disk ${i + 1}`, disk.path]);
+    }
+    for (const [what, path] of paths) {
+      if (!this.world.fileExists(path)) {
+        throw new DroverError('INVALID_SPEC', `The ${what} file ${path} does not exist.`, false);
+      }
+    }
+  }
+
+  private watch(proc: FakeProcess, handle: VmHandle): Watched {
+    let resolveExited: (exit: VmExit) => void = () => undefined;
+    const exited = new Promise<VmExit>((resolve) => (resolveExited = resolve));
+    const vm: Watched = { proc, handle, stopRequested: false, forced: false, exited, resolveExited };
+    this.vms.set(handle.uuid, vm);
+    proc.watcher = (end) => this.onProcessEnd(vm, end);
+    return vm;
+  }
+
+  private onProcessEnd(vm: Watched, end: FakeProcessEnd): void {
+    const uuid = vm.handle.uuid;
+    if (this.vms.get(uuid) === vm) this.vms.delete(uuid);
+    if (this.world.saved.get(uuid)?.pid === vm.proc.pid) this.world.saved.delete(uuid);
+    const exit: VmExit = { uuid, at: new Date(), ...classify(vm, end) };
+    vm.resolveExited(exit);
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(exit);
+      } catch {
+        // a listener's fault is not the VM's
+      }
+    }
+  }
+}
+
+/** Classified by the same rules as QemuHypervisor's, so their words match. */
+function classify(vm: Watched, end: FakeProcessEnd): Pick<VmExit, 'reason' | 'detail'> {
+  return classifyExit({
+    stopRequested: vm.stopRequested,
+    forced: vm.forced,
+    ...(vm.killedAfterMs !== undefined ? { killedAfterMs: vm.killedAfterMs } : {}),
+    ...(end.guest ? { shutdown: { guest: true, reason: 'guest-shutdown' as const } } : {}),
+    code: end.code,
+    signal: end.signal,
+    lastLogLine: '',
+  });
+}

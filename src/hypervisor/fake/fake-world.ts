@@ -1,0 +1,152 @@
+/**
+ * The host a FakeHypervisor runs on: its processes, its saved handles and
+ * its guests' behaviour, in memory.
+ *
+ * It is shared by every FakeHypervisor built on it, as the real host is
+ * shared by successive agents: a VM started by one instance keeps "running"
+ * after that instance detaches, and a new instance on the same world can
+ * recover it. Tests drive it with the controls below.
+ */
+import type { VmHandle } from '../hypervisor.js';
+
+export type FakeGuestBehaviour =
+  /** Boots, honours the ACPI power button. */
+  | 'idle'
+  /** Boots, then powers itself off after `poweroffAfterMs`. */
+  | 'poweroff'
+  /** Boots, ignores the ACPI power button. */
+  | 'ignore-acpi';
+
+/** How a fake process ended, as the hypervisor watching it sees it. */
+export interface FakeProcessEnd {
+  /** The guest asked for the power-off (qemu's SHUTDOWN guest: true). */
+  guest: boolean;
+  signal: NodeJS.Signals | null;
+  code: number | null;
+}
+
+export interface FakeProcess {
+  pid: number;
+  /** Like /proc's start time: tells a reused pid apart. */
+  startTime: number;
+  argv: string[];
+  uuid?: string;
+  name?: string;
+  alive: boolean;
+  state: 'running' | 'paused';
+  /** Called once when the process ends (the watching hypervisor's hook; null when nobody watches). */
+  watcher: ((end: FakeProcessEnd) => void) | null;
+}
+
+export class FakeWorld {
+  /** Delay before a start resolves (after onSpawned), like qemu's boot to QMP. */
+  startDelayMs = 0;
+  /** How long a `poweroff` guest runs before powering itself off. */
+  poweroffAfterMs = 20;
+  /** How long an `idle` guest takes to act on the ACPI power button. */
+  acpiResponseMs = 5;
+
+  readonly processes = new Map<number, FakeProcess>();
+  /** The fake's handle.json files: uuid → saved handle. */
+  readonly saved = new Map<string, VmHandle>();
+  /** uuids whose run directory exists. */
+  readonly runDirs = new Set<string>();
+  /** Serial console output per uuid. */
+  readonly serial = new Map<string, string[]>();
+  private readonly behaviour = new Map<string, FakeGuestBehaviour>();
+  private readonly missing = new Set<string>();
+  private readonly failures: string[] = [];
+  private nextPid = 100_000;
+  private ticks = 1_000;
+
+  /** The next start fails after its spawn, with this message (START_FAILED, terminal), like a qemu error. */
+  failNextStart(message: string): void {
+    this.failures.push(message);
+  }
+
+  /** Takes the pending start failure, if any. */
+  takeStartFailure(): string | undefined {
+    return this.failures.shift();
+  }
+
+  /** Makes `path` absent, so a spec naming it is invalid. Every other path exists. */
+  markMissing(path: string): void {
+    this.missing.add(path);
+  }
+
+  fileExists(path: string): boolean {
+    return !this.missing.has(path);
+  }
+
+  /** How the guest of VM `uuid` behaves from its next start on ('idle' by default). */
+  setGuestBehaviour(uuid: string, behaviour: FakeGuestBehaviour): void {
+    this.behaviour.set(uuid, behaviour);
+  }
+
+  guestBehaviour(uuid: string): FakeGuestBehaviour {
+    return this.behaviour.get(uuid) ?? 'idle';
+  }
+
+  /** Creates a process; the hypervisor sets `watcher`. */
+  spawn(argv: string[], ids: { uuid?: string; name?: string }): FakeProcess {
+    const proc: FakeProcess = {
+      pid: this.nextPid++,
+      startTime: this.ticks++,
+      argv,
+      ...ids,
+      alive: true,
+      state: 'running',
+      watcher: null,
+    };
+    this.processes.set(proc.pid, proc);
+    return proc;
+  }
+
+  /** A qemu nobody manages, for scan tests. */
+  spawnForeign(ids: { uuid?: string; name?: string } = {}): FakeProcess {
+    const argv = ['qemu-system-x86_64'];
+    if (ids.uuid) argv.push('-uuid', ids.uuid);
+    if (ids.name) argv.push('-name', `guest=${ids.name}`);
+    return this.spawn(argv, ids);
+  }
+
+  /** The live process of VM `uuid`, if any. */
+  findLive(uuid: string): FakeProcess | undefined {
+    for (const p of this.processes.values()) if (p.alive && p.uuid === uuid) return p;
+    return undefined;
+  }
+
+  isAlive(pid: number): boolean {
+    return this.processes.get(pid)?.alive ?? false;
+  }
+
+  /** Ends a process as a signal would (kill -9 by default). */
+  kill(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+    this.end(pid, { guest: false, signal, code: null });
+  }
+
+  /** Control: VM `uuid`'s qemu dies (SIGKILL from outside). */
+  crash(uuid: string, signal: NodeJS.Signals = 'SIGKILL'): void {
+    const p = this.findLive(uuid);
+    if (!p) throw new Error(`FakeWorld.crash: no running VM ${uuid}`);
+    this.kill(p.pid, signal);
+  }
+
+  /** Control: VM `uuid`'s guest powers itself off. */
+  guestPowerOff(uuid: string): void {
+    const p = this.findLive(uuid);
+    if (!p) throw new Error(`FakeWorld.guestPowerOff: no running VM ${uuid}`);
+    this.end(p.pid, { guest: true, signal: null, code: 0 });
+  }
+
+  /** Ends a process once; its watcher hears of it asynchronously, as from a real child. */
+  end(pid: number, how: FakeProcessEnd): void {
+    const p = this.processes.get(pid);
+    if (!p || !p.alive) return;
+    p.alive = false;
+    this.processes.delete(pid);
+    const watcher = p.watcher;
+    p.watcher = null;
+    if (watcher) setImmediate(() => watcher(how));
+  }
+}

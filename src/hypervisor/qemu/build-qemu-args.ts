@@ -1,0 +1,171 @@
+/**
+ * The qemu command line for one VM, as a pure function of its spec: no I/O,
+ * so it is tested with tables (test/unit/build-qemu-args.test.ts).
+ *
+ * Nothing here ever meets a shell: the result is an argv array for spawn().
+ * It still meets qemu's own option parser, where `,` separates key=value
+ * pairs; a value that contains a comma must double it (`a,,b` means "a,b").
+ * Every user-influenced value that sits inside a key=value list goes through
+ * `escapeOptValue`. `-kernel`, `-initrd` and `-append` take their argument
+ * verbatim and are passed as they are.
+ *
+ * Sockets and logs are chardevs (`-chardev ... -mon` / `-serial chardev:`)
+ * rather than the legacy `-qmp unix:PATH` / `-serial file:PATH` forms, because
+ * the legacy `file:` form takes the rest of the string literally while the
+ * chardev form escapes like every other option: one rule for every path.
+ */
+import { createHash } from 'node:crypto';
+import type { VmSpec } from '../../contract/vm-record.js';
+import { DroverError } from '../../lib/errors.js';
+import type { Accel } from '../hypervisor.js';
+
+export type DiskFormat = 'raw' | 'qcow2';
+
+export interface QemuRunPaths {
+  qmpSocket: string;
+  vncSocket: string;
+  serialLog: string;
+}
+
+export interface BuildQemuArgsInput {
+  uuid: string;
+  name: string;
+  spec: VmSpec;
+  paths: QemuRunPaths;
+  accel: Accel;
+  /**
+   * Formats the caller detected (from magic bytes) for `path` disks whose spec
+   * gives none, indexed like `spec.disks`. A disk's own `format` wins.
+   */
+  detectedFormats?: ReadonlyArray<DiskFormat | undefined>;
+  /** Where `vnc: "tcp"` listens; 127.0.0.1 by default. An IPv4 address or host name. */
+  vncTcpHost?: string;
+  /** q35 by default. */
+  machine?: 'q35' | 'pc';
+}
+
+/** Doubles commas, as qemu's key=value option parser requires. */
+export function escapeOptValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+/** Undoes `escapeOptValue` for one value taken from a parsed option list. */
+export function unescapeOptValue(value: string): string {
+  return value.replaceAll(',,', ',');
+}
+
+/**
+ * The tap device of a VM's `index`-th bridge NIC: "dv" + the first 12 hex
+ * digits of the uuid + the NIC index, 15 characters (Linux's IFNAMSIZ - 1).
+ */
+export function tapName(uuid: string, index: number): string {
+  const hex = uuid.replaceAll('-', '').slice(0, 12);
+  return `dv${hex}${index.toString(36)}`;
+}
+
+/** A stable, locally administered MAC for a NIC without one: 52:54:00 (qemu's prefix) + a hash of uuid and index. */
+export function defaultMac(uuid: string, index: number): string {
+  const h = createHash('sha256').update(`${uuid}/${index}`).digest();
+  const tail = [h[0], h[1], h[2]].map((b) => (b ?? 0).toString(16).padStart(2, '0'));
+  return ['52', '54', '00', ...tail].join(':');
+}
+
+/** The terminal error for a disk that names an image (storage comes later). */
+export function imageDiskError(index: number, image: string): DroverError {
+  return new DroverError(
+    'INVALID_SPEC',
+    `Disk ${index + 1} uses image ${image}, but image disks need the image store, which this version does not have.`,
+    false,
+  );
+}
+
+/** The bridge NICs of a spec with their tap device names, in NIC order. */
+export function bridgeTaps(uuid: string, spec: VmSpec): Array<{ bridge: string; tap: string }> {
+  const out: Array<{ bridge: string; tap: string }> = [];
+  (spec.nics ?? []).forEach((nic, i) => {
+    if (nic.network !== 'user') out.push({ bridge: nic.network, tap: tapName(uuid, i) });
+  });
+  return out;
+}
+
+export function buildQemuArgs(input: BuildQemuArgsInput): string[] {
+  const { uuid, name, spec, paths, accel } = input;
+  const esc = escapeOptValue;
+  const argv: string[] = [
+    '-name', `guest=${esc(name)},debug-threads=on`,
+    '-uuid', uuid,
+    '-machine', `${input.machine ?? 'q35'},accel=${accel}`,
+  ];
+  if (accel === 'kvm') argv.push('-cpu', 'host');
+  argv.push(
+    '-smp', String(spec.vcpus),
+    '-m', String(spec.memory),
+    '-nodefaults',
+    '-no-user-config',
+    '-display', 'none',
+    '-chardev', `socket,id=qmp,path=${esc(paths.qmpSocket)},server=on,wait=off`,
+    '-mon', 'chardev=qmp,mode=control',
+    '-chardev', `file,id=serial0,path=${esc(paths.serialLog)}`,
+    '-serial', 'chardev:serial0',
+  );
+  argv.push(...vncArgs(input));
+  if (spec.boot) {
+    argv.push('-kernel', spec.boot.kernel);
+    if (spec.boot.initrd !== undefined) argv.push('-initrd', spec.boot.initrd);
+    if (spec.boot.cmdline !== undefined) argv.push('-append', spec.boot.cmdline);
+  }
+  argv.push(...diskArgs(input));
+  argv.push(...nicArgs(uuid, spec));
+  return argv;
+}
+
+function vncArgs(input: BuildQemuArgsInput): string[] {
+  switch (input.spec.vnc) {
+    case 'none':
+      return [];
+    case 'tcp':
+      // Display 0..99 on the loopback address: qemu takes the first free
+      // port from 5900 up; query-vnc tells which.
+      return ['-vnc', `${escapeOptValue(input.vncTcpHost ?? '127.0.0.1')}:0,to=99`];
+    case 'unix':
+    default:
+      return ['-vnc', `unix:${escapeOptValue(input.paths.vncSocket)}`];
+  }
+}
+
+function diskArgs(input: BuildQemuArgsInput): string[] {
+  const out: string[] = [];
+  (input.spec.disks ?? []).forEach((disk, i) => {
+    if (disk.path === undefined) throw imageDiskError(i, disk.image ?? '?');
+    const format = disk.format ?? input.detectedFormats?.[i];
+    if (format === undefined) {
+      // Letting qemu probe a raw image's format is a known escape (a guest can
+      // write a qcow2 header into it), so the caller must decide.
+      throw new DroverError('INVALID_SPEC', `Disk ${i + 1} (${disk.path}) has no known format.`, false);
+    }
+    const node = `disk${i}`;
+    const device = [`virtio-blk-pci`, `drive=${node}`, `id=${node}-dev`];
+    if (i === 0 && !input.spec.boot) device.push('bootindex=0');
+    out.push(
+      '-blockdev', `driver=file,node-name=${node}-file,filename=${escapeOptValue(disk.path)}`,
+      '-blockdev', `driver=${format},node-name=${node},file=${node}-file`,
+      '-device', device.join(','),
+    );
+  });
+  return out;
+}
+
+function nicArgs(uuid: string, spec: VmSpec): string[] {
+  const out: string[] = [];
+  (spec.nics ?? []).forEach((nic, i) => {
+    const id = `net${i}`;
+    const netdev = nic.network === 'user'
+      ? `user,id=${id}`
+      : `tap,id=${id},ifname=${escapeOptValue(tapName(uuid, i))},script=no,downscript=no`;
+    out.push(
+      '-netdev', netdev,
+      '-device', `virtio-net-pci,netdev=${id},id=${id}-dev,mac=${escapeOptValue(nic.mac ?? defaultMac(uuid, i))}`,
+    );
+  });
+  return out;
+}

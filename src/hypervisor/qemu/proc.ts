@@ -1,0 +1,151 @@
+/**
+ * What /proc says about processes: enough to tell whether a saved pid is still
+ * the same qemu (pid + start time + argv), and to find every qemu on the host.
+ *
+ * A pid alone identifies nothing: after a reboot or enough forks another
+ * process can have it. Field 22 of /proc/PID/stat (start time in clock ticks
+ * since boot) does not change for a process's life, so (pid, startTime) does.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { unescapeOptValue } from './build-qemu-args.js';
+
+export interface ProcStat {
+  /** One-letter state: R, S, D, Z (zombie), T, ... */
+  state: string;
+  /** Start time in clock ticks since boot (field 22). */
+  startTime: number;
+}
+
+/**
+ * Parses /proc/PID/stat. The second field (comm) is in parentheses and may
+ * itself contain spaces and parentheses, so fields are counted from the last
+ * ')' in the line.
+ */
+export function parseProcStat(text: string): ProcStat | null {
+  const close = text.lastIndexOf(')');
+  if (close < 0) return null;
+  const rest = text.slice(close + 1).trim().split(/\s+/);
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const state = rest[0];
+  const startTime = Number(rest[22 - 3]);
+  if (state === undefined || !Number.isSafeInteger(startTime)) return null;
+  return { state, startTime };
+}
+
+export async function readProcStat(pid: number): Promise<ProcStat | null> {
+  try {
+    return parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** The process's start time (ticks since boot), or null when it does not exist. */
+export async function readStartTime(pid: number): Promise<number | null> {
+  return (await readProcStat(pid))?.startTime ?? null;
+}
+
+/** The process's argv, or null when it does not exist (or is a zombie/kernel thread with none). */
+export async function readCmdline(pid: number): Promise<string[] | null> {
+  try {
+    const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    if (raw === '') return null;
+    const argv = raw.split('\0');
+    if (argv.at(-1) === '') argv.pop();
+    return argv;
+  } catch {
+    return null;
+  }
+}
+
+/** True while the process exists and has not exited (a zombie counts as gone). */
+export async function isAlive(pid: number): Promise<boolean> {
+  const stat = await readProcStat(pid);
+  return stat !== null && stat.state !== 'Z' && stat.state !== 'X';
+}
+
+/** True when `pid` is alive and is still the process that started at `startTime`. */
+export async function isSameProcess(pid: number, startTime: number): Promise<boolean> {
+  const stat = await readProcStat(pid);
+  return stat !== null && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === startTime;
+}
+
+export interface QemuProcess {
+  pid: number;
+  argv: string[];
+  uuid?: string;
+  name?: string;
+}
+
+/** True for an argv whose program is qemu-system-<arch>. */
+export function isQemuArgv(argv: readonly string[]): boolean {
+  const prog = argv[0];
+  return prog !== undefined && basename(prog).startsWith('qemu-system-');
+}
+
+/** `-uuid U` and `-name guest=N,...` (or the legacy `-name N`) from a qemu argv. */
+export function parseQemuIdentity(argv: readonly string[]): { uuid?: string; name?: string } {
+  const out: { uuid?: string; name?: string } = {};
+  for (let i = 1; i < argv.length - 1; i++) {
+    const opt = argv[i]?.replace(/^--/, '-');
+    const value = argv[i + 1] ?? '';
+    if (opt === '-uuid') out.uuid = value.toLowerCase();
+    if (opt === '-name') {
+      const name = parseNameOption(value);
+      if (name !== undefined) out.name = name;
+    }
+  }
+  return out;
+}
+
+/** The guest name in a `-name` value: `guest=N,debug-threads=on`, `N,process=p` or plain `N`. */
+function parseNameOption(value: string): string | undefined {
+  const parts = splitOptList(value);
+  for (const [i, part] of parts.entries()) {
+    const eq = part.indexOf('=');
+    if (eq < 0) {
+      if (i === 0) return unescapeOptValue(part);
+      continue;
+    }
+    if (part.slice(0, eq) === 'guest') return unescapeOptValue(part.slice(eq + 1));
+  }
+  return undefined;
+}
+
+/** Splits a qemu option list on single commas, leaving doubled ones (escaped) in place. */
+function splitOptList(value: string): string[] {
+  const parts: string[] = [];
+  let cur = '';
+  for (let i = 0; i < value.length; i++) {
+    const ch = value[i];
+    if (ch === ',' && value[i + 1] === ',') {
+      cur += ',,';
+      i++;
+    } else if (ch === ',') {
+      parts.push(cur);
+      cur = '';
+    } else {
+      cur += ch;
+    }
+  }
+  parts.push(cur);
+  return parts;
+}
+
+/** Every live qemu-system-* process on the host, with its -uuid and -name when present. */
+export async function listQemuProcesses(): Promise<QemuProcess[]> {
+  const entries = await readdir('/proc');
+  const out: QemuProcess[] = [];
+  await Promise.all(
+    entries
+      .filter((e) => /^\d+$/.test(e))
+      .map(async (e) => {
+        const pid = Number(e);
+        const argv = await readCmdline(pid);
+        if (!argv || !isQemuArgv(argv)) return;
+        out.push({ pid, argv, ...parseQemuIdentity(argv) });
+      }),
+  );
+  return out.sort((a, b) => a.pid - b.pid);
+}

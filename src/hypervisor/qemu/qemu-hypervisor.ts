@@ -1,0 +1,366 @@
+/**
+ * The Hypervisor boundary implemented with qemu (STYLE.md 1).
+ *
+ * Overview of responsibilities
+ * - start: check the spec's files, build argv (build-qemu-args.ts), make tap
+ *   devices, spawn qemu detached in its own session with its output in
+ *   qemu.log, persist handle.json, connect QMP, wait for `running`.
+ * - watch every managed process (qemu-vm.ts) and report each exit once,
+ *   classified as requested / guest-poweroff / crash.
+ * - stop (ACPI, then SIGKILL), recover (re-attach after an agent restart),
+ *   scan (every qemu on the host), destroy (remove a run dir).
+ *
+ * Theory of operation
+ * qemu is the agent's child only until the agent restarts: it is spawned
+ * detached and unref'd so it outlives the agent (CONTRACT.md 6). Everything a
+ * new agent needs to find it again is in runRoot/<uuid>/handle.json; a pid is
+ * trusted only if its /proc start time and argv still match, so a reused pid
+ * is never adopted (or killed).
+ *
+ * A process that dies before start() resolves is reported by start()'s
+ * rejection (START_FAILED with qemu's own error line), not to onExit
+ * listeners: the agent sees one outcome per process.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { open, rm } from 'node:fs/promises';
+import { UUID_RE } from '../../contract/vm-record.js';
+import { DroverError, oneSentence } from '../../lib/errors.js';
+import { silentLogger, type Logger } from '../../lib/logger.js';
+import type {
+  Accel,
+  DiscoveredVm,
+  Hypervisor,
+  StartHooks,
+  StartRequest,
+  StopOptions,
+  VmExit,
+  VmHandle,
+  VmObservation,
+} from '../hypervisor.js';
+import { bridgeTaps, buildQemuArgs } from './build-qemu-args.js';
+import { checkSpecFiles } from './check-spec-files.js';
+import { isSameProcess, listQemuProcesses, readCmdline, readStartTime } from './proc.js';
+import { QmpClient } from './qmp-client.js';
+import { QemuVm } from './qemu-vm.js';
+import {
+  assertRunDirUuid,
+  createRunDir,
+  fileSize,
+  lastLogLine,
+  listSavedUuids,
+  readHandle,
+  removeRunDir,
+  runPaths,
+  writeHandle,
+  type RunPaths,
+  type SavedHandle,
+} from './run-dir.js';
+import { createTaps, deleteTaps } from './tap-devices.js';
+
+export interface QemuHypervisorOptions {
+  /** Each VM gets runRoot/<uuid>/ (mode 0700). */
+  runRoot: string;
+  accel: Accel;
+  /** qemu-system-x86_64 (on PATH) by default. */
+  qemuBinary?: string;
+  /** iproute2's `ip`, for tap devices; `ip` on PATH by default. */
+  ipBinary?: string;
+  logger?: Logger;
+  /** Where `vnc: "tcp"` listens; 127.0.0.1 by default. */
+  vncTcpHost?: string;
+  /** How long start() waits for QMP to report the VM running; 30 s by default. */
+  startTimeoutMs?: number;
+  /** How long recover() waits for a QMP greeting; 5 s by default. */
+  recoverTimeoutMs?: number;
+}
+
+/** qemu errors worth another try: a disk still locked by a dying qemu, memory pressure. */
+const TRANSIENT_QEMU_ERROR = /Failed to get .* lock|Cannot allocate memory|Resource temporarily unavailable/i;
+
+export class QemuHypervisor implements Hypervisor {
+  readonly accel: Accel;
+  private readonly runRoot: string;
+  private readonly qemuBinary: string;
+  private readonly ipBinary: string;
+  private readonly logger: Logger;
+  private readonly vms = new Map<string, QemuVm>();
+  private readonly starts = new Map<string, Promise<VmHandle>>();
+  private readonly listeners = new Set<(exit: VmExit) => void>();
+
+  constructor(private readonly opts: QemuHypervisorOptions) {
+    this.accel = opts.accel;
+    this.runRoot = opts.runRoot;
+    this.qemuBinary = opts.qemuBinary ?? 'qemu-system-x86_64';
+    this.ipBinary = opts.ipBinary ?? 'ip';
+    this.logger = opts.logger ?? silentLogger();
+  }
+
+  async start(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
+    const pending = this.starts.get(req.uuid);
+    if (pending) return pending;
+    const existing = this.vms.get(req.uuid);
+    if (existing && !existing.gone) return existing.publicHandle();
+    const run = (async () => {
+      if (existing) await existing.exited; // a restart racing the old process's exit report
+      return this.startProcess(req, hooks);
+    })();
+    this.starts.set(req.uuid, run);
+    try {
+      return await run;
+    } finally {
+      this.starts.delete(req.uuid);
+    }
+  }
+
+  async stop(uuid: string, opts: StopOptions): Promise<void> {
+    const vm = this.vms.get(uuid);
+    if (!vm) {
+      // A start in flight is stopped once it has spawned (stop is then honoured, start rejects).
+      const pending = this.starts.get(uuid);
+      if (!pending) return;
+      await pending.catch(() => undefined);
+      return this.stop(uuid, opts);
+    }
+    await vm.stop(opts.timeoutMs, opts.force);
+  }
+
+  async recover(uuid: string): Promise<VmHandle | null> {
+    const pending = this.starts.get(uuid);
+    if (pending) return pending.catch(() => null);
+    const existing = this.vms.get(uuid);
+    if (existing && !existing.gone) return existing.publicHandle();
+    if (!UUID_RE.test(uuid)) return null;
+    const paths = runPaths(this.runRoot, uuid);
+    const saved = await readHandle(paths);
+    if (!saved || saved.uuid !== uuid) return null;
+    if (!(await isSameProcess(saved.pid, saved.startTime))) return null;
+    const argv = await readCmdline(saved.pid);
+    if (!argv?.includes(uuid)) return null;
+
+    const vm = this.track(saved, paths, null, await fileSize(paths.qemuLog));
+    try {
+      const client = await QmpClient.connect(paths.qmpSocket, {
+        timeoutMs: this.opts.recoverTimeoutMs ?? 5000,
+        isGone: () => vm.gone,
+      });
+      vm.attachQmp(client);
+      const status = await client.execute('query-status');
+      vm.state = status.status === 'paused' ? 'paused' : 'running';
+    } catch (err) {
+      if (vm.gone) {
+        await vm.exited;
+        return null;
+      }
+      // Alive but the monitor is busy (another client holds it): still ours, watched through /proc.
+      vm.state = 'running';
+      this.logger.warn({ uuid, pid: saved.pid, err }, 'recovered qemu without a QMP connection');
+    }
+    vm.reportExit = true;
+    this.logger.info({ uuid, pid: saved.pid }, 'recovered running qemu');
+    return vm.publicHandle();
+  }
+
+  listSaved(): Promise<string[]> {
+    return listSavedUuids(this.runRoot);
+  }
+
+  inspect(uuid: string): VmObservation {
+    const vm = this.vms.get(uuid);
+    if (!vm || vm.gone) return { state: 'absent' };
+    // A VM still starting has a process: it is reported as running so nobody starts a second one.
+    return { state: vm.state === 'paused' ? 'paused' : 'running', handle: vm.publicHandle() };
+  }
+
+  async scan(): Promise<DiscoveredVm[]> {
+    const managed = new Set([...this.vms.values()].filter((vm) => !vm.gone).map((vm) => vm.pid));
+    return (await listQemuProcesses()).map((p) => ({
+      pid: p.pid,
+      ...(p.uuid !== undefined ? { uuid: p.uuid } : {}),
+      ...(p.name !== undefined ? { name: p.name } : {}),
+      argv: p.argv,
+      managed: managed.has(p.pid),
+    }));
+  }
+
+  /**
+   * Removes runRoot/<uuid>. Disks given by `path` belong to the user and are
+   * never removed; image disks (which drover would own) do not exist yet.
+   */
+  async destroy(uuid: string): Promise<void> {
+    assertRunDirUuid(this.runRoot, uuid);
+    const vm = this.vms.get(uuid);
+    const saved = await readHandle(runPaths(this.runRoot, uuid));
+    if (this.starts.has(uuid) || (vm && !vm.gone) || (saved && (await isSameProcess(saved.pid, saved.startTime)))) {
+      throw new DroverError('CONFLICT', `VM ${uuid} is still running; stop it before destroying it.`, true);
+    }
+    await removeRunDir(this.runRoot, uuid);
+  }
+
+  onExit(listener: (exit: VmExit) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async detachAll(): Promise<void> {
+    const vms = [...this.vms.values()];
+    this.vms.clear();
+    await Promise.all(vms.map((vm) => vm.detach()));
+  }
+
+  private track(handle: SavedHandle, paths: RunPaths, child: ChildProcess | null, logOffset: number): QemuVm {
+    const vm = new QemuVm({
+      handle,
+      paths,
+      child,
+      logOffset,
+      ipBinary: this.ipBinary,
+      logger: this.logger,
+      onExit: (v, exit) => {
+        if (this.vms.get(v.handle.uuid) === v) this.vms.delete(v.handle.uuid);
+        if (v.reportExit) this.emitExit(exit);
+      },
+    });
+    this.vms.set(handle.uuid, vm);
+    return vm;
+  }
+
+  private emitExit(exit: VmExit): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(exit);
+      } catch (err) {
+        this.logger.error({ err, uuid: exit.uuid }, 'onExit listener threw');
+      }
+    }
+  }
+
+  private async startProcess(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
+    const { uuid, name, spec } = req;
+    assertRunDirUuid(this.runRoot, uuid);
+    const detectedFormats = await checkSpecFiles(spec);
+    const paths = runPaths(this.runRoot, uuid);
+    const argv = buildQemuArgs({
+      uuid,
+      name,
+      spec,
+      paths,
+      accel: this.accel,
+      detectedFormats,
+      ...(this.opts.vncTcpHost !== undefined ? { vncTcpHost: this.opts.vncTcpHost } : {}),
+    });
+    await createRunDir(paths);
+    // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
+    await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true })]);
+    const taps = bridgeTaps(uuid, spec);
+    await createTaps(this.ipBinary, taps);
+
+    let child: ChildProcess;
+    try {
+      child = await this.spawnQemu(argv, paths);
+    } catch (err) {
+      await deleteTaps(this.ipBinary, taps.map((t) => t.tap));
+      throw err;
+    }
+    const pid = child.pid as number;
+    const handle: SavedHandle = {
+      uuid,
+      name,
+      pid,
+      // Null only if qemu is already gone; the QMP wait below then fails with qemu's message.
+      startTime: (await readStartTime(pid)) ?? 0,
+      startedAt: new Date().toISOString(),
+      qmpSocket: paths.qmpSocket,
+      ...(spec.vnc === 'unix' ? { vnc: paths.vncSocket } : {}),
+      serialLog: paths.serialLog,
+      ...(taps.length > 0 ? { taps: taps.map((t) => t.tap) } : {}),
+    };
+    const vm = this.track(handle, paths, child, 0);
+    try {
+      await writeHandle(paths, handle);
+      try {
+        hooks?.onSpawned?.(vm.publicHandle());
+      } catch (err) {
+        this.logger.error({ err, uuid }, 'onSpawned hook threw');
+      }
+      const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
+      const client = await QmpClient.connect(paths.qmpSocket, { timeoutMs: deadline - Date.now(), isGone: () => vm.gone });
+      vm.attachQmp(client);
+      vm.state = await waitUntilRunning(client, deadline);
+      if (spec.vnc === 'tcp') {
+        const info = await client.execute('query-vnc');
+        if (info.host !== undefined && info.service !== undefined) handle.vnc = `${info.host}:${info.service}`;
+        await writeHandle(paths, handle);
+      }
+    } catch (err) {
+      throw await this.failedStart(vm, paths, err);
+    }
+    vm.reportExit = true;
+    // It may have died in the last instant; its exit is then reported like any other.
+    if (vm.exitInfo) this.emitExit(vm.exitInfo);
+    this.logger.info({ uuid, pid }, 'qemu started');
+    return vm.publicHandle();
+  }
+
+  private spawnQemu(argv: string[], paths: RunPaths): Promise<ChildProcess> {
+    return (async () => {
+      const log = await open(paths.qemuLog, 'w', 0o600);
+      try {
+        // detached: its own session, so the agent's terminal or process group
+        // signals never reach it; unref: the agent may exit while it runs.
+        const child = spawn(this.qemuBinary, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+        await new Promise<void>((resolve, reject) => {
+          child.once('spawn', resolve);
+          child.once('error', reject);
+        });
+        child.unref();
+        return child;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') {
+          throw new DroverError('SPAWN_FAILED', `The qemu binary ${this.qemuBinary} was not found; install qemu-system-x86 or configure its path.`, false);
+        }
+        throw new DroverError('SPAWN_FAILED', `qemu (${this.qemuBinary}) could not be started: ${(err as Error).message}.`, code === 'EAGAIN', { cause: err });
+      } finally {
+        await log.close();
+      }
+    })();
+  }
+
+  /** Turns a start that went wrong after the spawn into one error, making sure no qemu is left behind. */
+  private async failedStart(vm: QemuVm, paths: RunPaths, err: unknown): Promise<DroverError> {
+    if (!vm.gone && err instanceof DroverError && err.code === 'QMP_CLOSED') {
+      // qemu closes its sockets as it exits; the child's exit event can come a moment later.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([vm.exited, new Promise((r) => (timer = setTimeout(r, 2000)))]);
+      clearTimeout(timer);
+    }
+    const diedOnItsOwn = vm.gone;
+    if (!vm.gone) await vm.kill();
+    await vm.exited;
+    const stopped = vm.exitInfo?.reason === 'requested';
+    if (stopped) return new DroverError('START_FAILED', 'The VM was stopped while it was starting.', false);
+    if (diedOnItsOwn) {
+      const line = await lastLogLine(paths.qemuLog);
+      const message = line ? oneSentence(line) : `qemu exited during start-up: ${vm.exitInfo?.detail ?? 'no message'}`;
+      return new DroverError('START_FAILED', message, TRANSIENT_QEMU_ERROR.test(line));
+    }
+    if (err instanceof DroverError) return err;
+    return new DroverError('START_FAILED', `qemu could not be started: ${(err as Error).message}.`, true, { cause: err });
+  }
+}
+
+/** Polls query-status until the VM runs (or is paused); other states mean it will not. */
+async function waitUntilRunning(client: QmpClient, deadline: number): Promise<'running' | 'paused'> {
+  for (;;) {
+    const { status } = await client.execute('query-status');
+    if (status === 'running') return 'running';
+    if (status === 'paused') return 'paused';
+    if (!['prelaunch', 'inmigrate', 'restore-vm', 'finish-migrate'].includes(status)) {
+      throw new DroverError('START_FAILED', `qemu reports the VM as ${status} instead of running.`, false);
+    }
+    if (Date.now() >= deadline) {
+      throw new DroverError('TIMEOUT', `qemu did not report the VM running in time (status ${status}).`, true);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The slice of the QEMU Machine Protocol drover speaks, as types (STYLE.md 5).
+ *
+ * `QmpCommandMap` maps each command name to its arguments and its return
+ * value; `QmpRequest` is the same map as a discriminated union on `execute`.
+ * Each command says when it is legal. Only what drover uses, plus a few
+ * obvious neighbours, is here: the full schema is qemu's `qapi/*.json`.
+ */
+
+/** An empty object, what most commands return. */
+export type QmpEmpty = Record<string, never>;
+
+/** qemu's RunState (qapi/run-state.json). */
+export type QmpRunState =
+  | 'debug'
+  | 'inmigrate'
+  | 'internal-error'
+  | 'io-error'
+  | 'paused'
+  | 'postmigrate'
+  | 'prelaunch'
+  | 'finish-migrate'
+  | 'restore-vm'
+  | 'running'
+  | 'save-vm'
+  | 'shutdown'
+  | 'suspended'
+  | 'watchdog'
+  | 'guest-panicked'
+  | 'colo';
+
+/** qemu's ShutdownCause: why SHUTDOWN / RESET happened. */
+export type QmpShutdownCause =
+  | 'none'
+  | 'host-error'
+  | 'host-qmp-quit'
+  | 'host-qmp-system-reset'
+  | 'host-signal'
+  | 'host-ui'
+  | 'guest-shutdown'
+  | 'guest-reset'
+  | 'guest-panic'
+  | 'subsystem-reset'
+  | 'snapshot-load';
+
+export interface QmpStatusInfo {
+  running: boolean;
+  status: QmpRunState;
+  singlestep?: boolean;
+}
+
+export interface QmpVersionInfo {
+  qemu: { major: number; minor: number; micro: number };
+  package: string;
+}
+
+export interface QmpVncClientInfo {
+  host: string;
+  service: string;
+  family: string;
+  websocket: boolean;
+}
+
+export interface QmpVncInfo {
+  enabled: boolean;
+  /** The listening address: an IP address, or the socket path for `unix`. */
+  host?: string;
+  family?: 'ipv4' | 'ipv6' | 'unix' | 'unknown';
+  /** The TCP port (as a string), or the socket path for `unix`. */
+  service?: string;
+  auth?: string;
+  clients?: QmpVncClientInfo[];
+}
+
+export interface QmpBlockInfo {
+  device: string;
+  qdev?: string;
+  type: string;
+  removable: boolean;
+  locked: boolean;
+  inserted?: {
+    file: string;
+    'node-name'?: string;
+    ro: boolean;
+    drv: string;
+    [key: string]: unknown;
+  };
+  'io-status'?: 'ok' | 'failed' | 'nospace';
+}
+
+export interface QmpBlockStats {
+  device?: string;
+  qdev?: string;
+  'node-name'?: string;
+  stats: {
+    rd_bytes: number;
+    wr_bytes: number;
+    rd_operations: number;
+    wr_operations: number;
+    flush_operations: number;
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+}
+
+/**
+ * Command name → arguments and return value. `args: undefined` means the
+ * command takes none.
+ */
+export interface QmpCommandMap {
+  /** Legal only once, right after the greeting; leaves capabilities negotiation mode. */
+  qmp_capabilities: { args: { enable?: string[] } | undefined; ret: QmpEmpty };
+  /** Always legal. */
+  'query-status': { args: undefined; ret: QmpStatusInfo };
+  /** Always legal. */
+  'query-version': { args: undefined; ret: QmpVersionInfo };
+  /** Always legal; the name from `-name guest=`. */
+  'query-name': { args: undefined; ret: { name?: string } };
+  /** Always legal; the `-uuid`. */
+  'query-uuid': { args: undefined; ret: { UUID: string } };
+  /**
+   * Presses the ACPI power button. Legal while running; the guest decides
+   * whether to honour it (SHUTDOWN with guest: true follows if it does).
+   */
+  system_powerdown: { args: undefined; ret: QmpEmpty };
+  /** Hard reset of the machine; legal in any state. */
+  system_reset: { args: undefined; ret: QmpEmpty };
+  /** qemu exits at once (SHUTDOWN host-qmp-quit); legal in any state. */
+  quit: { args: undefined; ret: QmpEmpty };
+  /** Resumes vCPUs; legal when paused (a no-op when running). */
+  cont: { args: undefined; ret: QmpEmpty };
+  /** Pauses vCPUs; legal when running (STOP follows). */
+  stop: { args: undefined; ret: QmpEmpty };
+  /** Always legal; `enabled: false` when qemu has no VNC server. */
+  'query-vnc': { args: undefined; ret: QmpVncInfo };
+  /** Always legal. */
+  'query-block': { args: undefined; ret: QmpBlockInfo[] };
+  /** Always legal. */
+  'query-blockstats': { args: { 'query-nodes'?: boolean } | undefined; ret: QmpBlockStats[] };
+  /** HMP passthrough for what QMP lacks; returns the HMP output. Always legal. */
+  'human-monitor-command': { args: { 'command-line': string; 'cpu-index'?: number }; ret: string };
+}
+
+export type QmpCommandName = keyof QmpCommandMap;
+export type QmpArgsOf<C extends QmpCommandName> = QmpCommandMap[C]['args'];
+export type QmpReturnOf<C extends QmpCommandName> = QmpCommandMap[C]['ret'];
+
+/** The argument list of `execute(cmd, ...)`: none, optional or required. */
+export type QmpExecuteArgs<C extends QmpCommandName> = [QmpArgsOf<C>] extends [undefined]
+  ? []
+  : undefined extends QmpArgsOf<C>
+    ? [args?: Exclude<QmpArgsOf<C>, undefined>]
+    : [args: QmpArgsOf<C>];
+
+/** What goes on the wire, as a discriminated union on `execute`. */
+export type QmpRequest = {
+  [C in QmpCommandName]: { execute: C; arguments?: Exclude<QmpArgsOf<C>, undefined>; id?: string };
+}[QmpCommandName];
+
+export interface QmpTimestamp {
+  seconds: number;
+  microseconds: number;
+}
+
+/** Event name → data (qapi/run-state.json and friends). */
+export interface QmpEventMap {
+  /** qemu is about to exit or reset; `guest: true` when the guest asked for it. */
+  SHUTDOWN: { guest: boolean; reason: QmpShutdownCause };
+  /** The ACPI power button was pressed (system_powerdown). */
+  POWERDOWN: QmpEmpty;
+  RESET: { guest: boolean; reason: QmpShutdownCause };
+  /** vCPUs stopped (paused). */
+  STOP: QmpEmpty;
+  /** vCPUs resumed. */
+  RESUME: QmpEmpty;
+  SUSPEND: QmpEmpty;
+  WAKEUP: QmpEmpty;
+  GUEST_PANICKED: { action: 'pause' | 'poweroff' | 'run'; info?: unknown };
+  BLOCK_IO_ERROR: { device: string; 'node-name'?: string; operation: 'read' | 'write'; action: string; reason: string };
+  VNC_CONNECTED: { server: unknown; client: unknown };
+  VNC_DISCONNECTED: { server: unknown; client: unknown };
+}
+
+export type QmpEventName = keyof QmpEventMap;
+
+export const QMP_EVENT_NAMES: readonly QmpEventName[] = [
+  'SHUTDOWN',
+  'POWERDOWN',
+  'RESET',
+  'STOP',
+  'RESUME',
+  'SUSPEND',
+  'WAKEUP',
+  'GUEST_PANICKED',
+  'BLOCK_IO_ERROR',
+  'VNC_CONNECTED',
+  'VNC_DISCONNECTED',
+];
+
+/** A known event, discriminated on `event`. */
+export type QmpEvent = {
+  [E in QmpEventName]: { event: E; data: QmpEventMap[E]; timestamp: QmpTimestamp };
+}[QmpEventName];
+
+/** An event this file does not type. */
+export interface QmpOtherEvent {
+  event: string;
+  data: unknown;
+  timestamp: QmpTimestamp;
+}
+
+export interface QmpGreeting {
+  QMP: {
+    version: QmpVersionInfo;
+    capabilities: string[];
+  };
+}
+
+export interface QmpErrorBody {
+  class: string;
+  desc: string;
+}
+
+/** Everything qemu sends, one JSON object per line. */
+export type QmpServerMessage =
+  | QmpGreeting
+  | { return: unknown; id?: string }
+  | { error: QmpErrorBody; id?: string }
+  | { event: string; data?: unknown; timestamp: QmpTimestamp };

@@ -1,0 +1,151 @@
+/**
+ * A VM's run directory, `runRoot/<uuid>/` (mode 0700): its QMP and VNC
+ * sockets, serial console log, qemu's own stderr, and handle.json, the
+ * persisted handle a restarted agent recovers from (STYLE.md 2).
+ *
+ * handle.json holds the VmHandle plus what the hypervisor itself needs after a
+ * restart (the tap devices to delete when the VM exits). It is replaced
+ * atomically (write a temp file, rename), so a reader never sees half of one.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { UUID_RE } from '../../contract/vm-record.js';
+import { DroverError } from '../../lib/errors.js';
+import type { VmHandle } from '../hypervisor.js';
+
+export interface RunPaths {
+  dir: string;
+  qmpSocket: string;
+  vncSocket: string;
+  serialLog: string;
+  qemuLog: string;
+  handleFile: string;
+}
+
+export function runPaths(runRoot: string, uuid: string): RunPaths {
+  const dir = join(runRoot, uuid);
+  return {
+    dir,
+    qmpSocket: join(dir, 'qmp.sock'),
+    vncSocket: join(dir, 'vnc.sock'),
+    serialLog: join(dir, 'serial.log'),
+    qemuLog: join(dir, 'qemu.log'),
+    handleFile: join(dir, 'handle.json'),
+  };
+}
+
+const savedHandleSchema = z.looseObject({
+  uuid: z.string(),
+  name: z.string(),
+  pid: z.int().positive(),
+  startTime: z.int().nonnegative(),
+  startedAt: z.string(),
+  qmpSocket: z.string(),
+  vnc: z.string().optional(),
+  serialLog: z.string(),
+  taps: z.array(z.string()).optional(),
+});
+
+/** What handle.json holds. */
+export interface SavedHandle extends VmHandle {
+  /** Tap devices drover created for this VM, deleted when it exits. */
+  taps?: string[];
+}
+
+/** Refuses a uuid that could name anything but a direct child of runRoot. */
+export function assertRunDirUuid(runRoot: string, uuid: string): void {
+  const dir = resolve(runRoot, uuid);
+  if (!UUID_RE.test(uuid) || dirname(dir) !== resolve(runRoot)) {
+    throw new DroverError('USAGE', `Refusing to touch ${JSON.stringify(uuid)}: a VM's run directory must be a lower-case UUID directly under ${runRoot}.`);
+  }
+}
+
+export async function createRunDir(paths: RunPaths): Promise<void> {
+  await mkdir(dirname(paths.dir), { recursive: true, mode: 0o700 });
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  await chmod(paths.dir, 0o700); // mkdir's mode is filtered by the umask and ignored for an existing dir
+}
+
+export async function writeHandle(paths: RunPaths, handle: SavedHandle): Promise<void> {
+  const tmp = `${paths.handleFile}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, paths.handleFile);
+}
+
+/** The saved handle, or null when there is none or it is unreadable. */
+export async function readHandle(paths: RunPaths): Promise<SavedHandle | null> {
+  let raw: string;
+  try {
+    raw = await readFile(paths.handleFile, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    const parsed = savedHandleSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function removeHandle(paths: RunPaths): Promise<void> {
+  await rm(paths.handleFile, { force: true });
+}
+
+/** Every uuid directory under runRoot that holds a handle.json. */
+export async function listSavedUuids(runRoot: string): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(runRoot);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: string[] = [];
+  for (const e of entries.filter((name) => UUID_RE.test(name)).sort()) {
+    try {
+      if ((await stat(join(runRoot, e, 'handle.json'))).isFile()) out.push(e);
+    } catch {
+      // no handle: nothing to recover
+    }
+  }
+  return out;
+}
+
+/** Removes a VM's run directory; refuses anything but `runRoot/<uuid>`. */
+export async function removeRunDir(runRoot: string, uuid: string): Promise<void> {
+  assertRunDirUuid(runRoot, uuid);
+  await rm(join(runRoot, uuid), { recursive: true, force: true });
+}
+
+/** The last non-empty line of a log, looking only at bytes from `fromOffset` on; '' when none. */
+export async function lastLogLine(path: string, fromOffset = 0): Promise<string> {
+  const TAIL = 16 * 1024;
+  let text: string;
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const size = (await fh.stat()).size;
+      const start = Math.max(fromOffset, size - TAIL, 0);
+      const buf = Buffer.alloc(Math.max(0, size - start));
+      await fh.read(buf, 0, buf.length, start);
+      text = buf.toString('utf8');
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return '';
+  }
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return lines.at(-1) ?? '';
+}
+
+export async function fileSize(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return 0;
+  }
+}
