@@ -93,7 +93,6 @@ export class Agent {
         ip: deps.config.ip ?? detectIp(),
         cpus: hostCpus(),
         memory: hostMemoryMiB(),
-        reservedMemory: deps.config.reserved_memory,
         version: deps.version,
         accel: deps.hypervisor.accel,
       },
@@ -290,7 +289,7 @@ export class Agent {
       vms++;
     }
     try {
-      await this.registration.heartbeat({ vmMemory, vms });
+      await this.registration.heartbeat({ vmMemory, vms, reservedMemory: this.config.reserved_memory });
     } catch (err) {
       this.log.debug({ err: errorMessage(err) }, 'heartbeat failed');
     }

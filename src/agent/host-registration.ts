@@ -24,12 +24,13 @@ export interface HostFacts {
   ip: string;
   cpus: number;
   memory: number;
-  reservedMemory: number;
   version: string;
   accel: string;
 }
 
 export interface HostUsage {
+  /** MiB kept back for the host (config reserved_memory, re-read on reload). */
+  reservedMemory: number;
   /** MiB of memory the VMs designated here are meant to use. */
   vmMemory: number;
   vms: number;
@@ -111,8 +112,8 @@ export class HostRegistration extends EventEmitter {
         status: this.lease ? 'ALIVE' : 'DEAD',
         cpus: this.facts.cpus,
         memory: this.facts.memory,
-        reserved_memory: this.facts.reservedMemory,
-        free_memory: Math.max(0, this.facts.memory - this.facts.reservedMemory - usage.vmMemory),
+        reserved_memory: usage.reservedMemory,
+        free_memory: Math.max(0, this.facts.memory - usage.reservedMemory - usage.vmMemory),
         version: this.facts.version,
         heartbeat_at: new Date().toISOString(),
         accel: this.facts.accel,

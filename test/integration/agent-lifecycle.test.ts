@@ -44,6 +44,23 @@ describe('agent lifecycle (real etcd, real qemu)', () => {
     assert.ok(alive && alive.lease !== '0', 'the alive key is held under a lease');
   });
 
+  it('re-reads its config on SIGHUP, merging FILE.d/*.toml in order (later wins)', async () => {
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    const dropIns = join(cluster.dir, 'hv1.toml.d');
+    await mkdir(dropIns, { recursive: true });
+    await writeFile(join(dropIns, '10-memory.toml'), 'reserved_memory = 1024\n');
+    await writeFile(join(dropIns, '20-memory.toml'), 'reserved_memory = 2048\n');
+    agent.child.kill('SIGHUP');
+    const host = await waitUntil(async () => {
+      const e = await cluster.kv.get(cluster.keys.host('hv1'));
+      const rec = e ? (JSON.parse(e.raw) as { reserved_memory: number }) : null;
+      return rec?.reserved_memory === 2048 ? rec : undefined;
+    }, 20_000, 'reserved_memory 2048 in the host record');
+    assert.equal(host.reserved_memory, 2048);
+    const { rm } = await import('node:fs/promises');
+    await rm(dropIns, { recursive: true });
+  });
+
   it('refuses a second live agent with the same name', async () => {
     const second = await cluster.startAgent('hv1', { stateDir: join(cluster.dir, 'other-state') });
     const code = await second.exited;

@@ -1,0 +1,25 @@
+/**
+ * Every command group of `drover`, in the order `drover --help` lists them.
+ * A group is a module exporting `register<Group>Command(s)(program, ctx)`
+ * that adds its commands with `program.command(...)`. To add one, write
+ * src/cli/commands/<group>.ts and append its register function here.
+ *
+ * Keep the modules imported here light (commander, types): load the heavy
+ * parts (etcd3, zod, the agent) with `await import()` inside the action, so
+ * `drover --help` and usage errors stay fast.
+ */
+import type { Command } from 'commander';
+import type { CliContext } from '../context.js';
+import { registerAgentCommand } from './agent.js';
+import { registerHostCommands } from './host.js';
+import { registerUpCommand } from './up.js';
+import { registerVmCommands } from './vm.js';
+
+export type RegisterCommands = (program: Command, ctx: CliContext) => void;
+
+export const COMMAND_GROUPS: readonly RegisterCommands[] = [
+  registerVmCommands,
+  registerHostCommands,
+  registerAgentCommand,
+  registerUpCommand,
+];

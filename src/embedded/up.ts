@@ -1,0 +1,139 @@
+/**
+ * `drover up`: everything on one machine, in the foreground. An etcd child
+ * process (data in the state dir, loopback port), the agent, and with
+ * --demo a small VM from the test guest. Ctrl-C stops drover; VMs keep
+ * running (and are adopted by the next `drover up`) unless --stop-vms.
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { keySpace } from '../contract/keys.js';
+import { mergeConfigLayers } from '../config/load-config.js';
+import { startAgent, type RunningAgent } from '../agent/run-agent.js';
+import { DroverError, errorMessage } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import { createEtcdClient } from '../store/etcd-client.js';
+import { KvStore } from '../store/kv-store.js';
+import { rawObject, VmRepository } from '../store/vm-repository.js';
+import { EtcdProcess } from './etcd-process.js';
+
+export interface UpOptions {
+  stateDir: string;
+  etcdPort: number;
+  name?: string;
+  accel: 'kvm' | 'tcg' | 'auto';
+  prefix: string;
+  /** Kernel and initrd for the demo VM; no demo VM when absent. */
+  demo?: { kernel: string; initrd: string };
+  logger: Logger;
+  print: (line: string) => void;
+}
+
+export interface RunningUp {
+  endpoint: string;
+  agent: RunningAgent;
+  /** Stops the agent and etcd; with stopVms, stops this host's VMs first. */
+  stop(opts: { stopVms: boolean }): Promise<void>;
+}
+
+const HOST_NAME_UNSAFE = /[^A-Za-z0-9._-]/g;
+
+export async function up(opts: UpOptions): Promise<RunningUp> {
+  const { logger, print } = opts;
+  const name = opts.name ?? (hostname().replace(HOST_NAME_UNSAFE, '-').slice(0, 63) || 'localhost');
+  const etcd = new EtcdProcess({ dataDir: join(opts.stateDir, 'etcd'), logFile: join(opts.stateDir, 'etcd.log'), clientPort: opts.etcdPort, peerPort: opts.etcdPort + 1 });
+  print(`starting etcd on 127.0.0.1:${opts.etcdPort} (data in ${join(opts.stateDir, 'etcd')})`);
+  try {
+    await etcd.start();
+  } catch (err) {
+    throw new DroverError('SPAWN_FAILED', `${errorMessage(err)} Is port ${opts.etcdPort} already in use? See ${join(opts.stateDir, 'etcd.log')}.`.replace('.. ', '. '));
+  }
+  const config = mergeConfigLayers([
+    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512 } },
+  ]);
+  let agent: RunningAgent;
+  try {
+    agent = await startAgent(config, { logger });
+  } catch (err) {
+    await etcd.stop();
+    throw err;
+  }
+  print(`agent ${name} is up (state in ${config.state_dir})`);
+
+  const client = createEtcdClient([etcd.endpoint]);
+  const repo = new VmRepository(new KvStore(client), keySpace(opts.prefix));
+  try {
+    if (opts.demo) await ensureDemoVm(repo, name, opts.demo, print);
+  } catch (err) {
+    logger.warn({ err: errorMessage(err) }, 'could not start the demo VM');
+  }
+
+  return {
+    endpoint: etcd.endpoint,
+    agent,
+    stop: async ({ stopVms }) => {
+      if (stopVms) await stopHostVms(repo, name, print).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not stop every VM'));
+      client.close();
+      await agent.stop();
+      await etcd.stop();
+    },
+  };
+}
+
+async function ensureDemoVm(repo: VmRepository, host: string, boot: { kernel: string; initrd: string }, print: (l: string) => void): Promise<void> {
+  const { vms } = await repo.list();
+  let demo = vms.find((v) => v.parsed.ok && v.parsed.value.name === 'demo');
+  if (!demo) {
+    const uuid = randomUUID();
+    await repo.create(uuid, {
+      uuid,
+      name: 'demo',
+      owner: 'demo',
+      host,
+      status: 'REQUESTED_NEW',
+      spec: { vcpus: 1, memory: 128, boot: { ...boot, cmdline: 'console=ttyS0 quiet' }, nics: [{ network: 'user' }], vnc: 'unix', restart: 'always' },
+    });
+    print(`created the demo VM (uuid ${uuid})`);
+    demo = (await repo.get(uuid)) ?? undefined;
+  } else if (demo.parsed.ok && (demo.parsed.value.status === 'STOP' || demo.parsed.value.status === 'KILLED')) {
+    await repo.update(demo.uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'REQUESTED_START' }));
+  }
+  if (!demo) return;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const cur = await repo.get(demo.uuid);
+    const rec = cur?.parsed.ok ? cur.parsed.value : null;
+    if (rec?.status === 'RUNNING') {
+      print('');
+      print(`demo VM is RUNNING (uuid ${demo.uuid}, qemu pid ${rec.runtime?.pid ?? '?'}). Where to look, from another terminal:`);
+      print('  bin/drover vm list');
+      print('  bin/drover vm get demo');
+      print('  bin/drover host list');
+      print(`  tail -f ${rec.runtime?.serial_log ?? '(serial log)'}     # the guest's serial console`);
+      print(`  VNC console: ${rec.runtime?.vnc ?? '(none)'}`);
+      print('Ctrl-C stops drover; VMs keep running and are adopted by the next `make run` (use --stop-vms to stop them).');
+      return;
+    }
+    if (rec?.status === 'ERROR') {
+      print(`demo VM failed: ${rec.error ?? 'unknown error'}`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  print('demo VM did not reach RUNNING within 60 s; see `bin/drover vm log demo`.');
+}
+
+async function stopHostVms(repo: VmRepository, host: string, print: (l: string) => void): Promise<void> {
+  const { vms } = await repo.list();
+  const mine = vms.filter((v) => v.parsed.ok && v.parsed.value.host === host && ['RUNNING', 'STARTING'].includes(v.parsed.value.status ?? ''));
+  for (const vm of mine) {
+    await repo.update(vm.uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'TO_STOP' }));
+  }
+  if (mine.length > 0) print(`stopping ${mine.length} VM(s)...`);
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline) {
+    const states = await Promise.all(mine.map((v) => repo.get(v.uuid)));
+    if (states.every((s) => !s || !s.parsed.ok || ['STOP', 'KILLED', 'ERROR'].includes(s.parsed.value.status ?? ''))) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

@@ -1,0 +1,57 @@
+/** `drover up`: embedded etcd + agent + demo VM, as `make run` uses it. */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort } from '../../src/embedded/etcd-process.js';
+import { DROVER_BIN, killQemusUnder, pidAlive, waitForSerialText, waitUntil } from '../helpers/agent-harness.js';
+
+const run = promisify(execFile);
+
+describe('drover up', () => {
+  let dir = '';
+  after(async () => {
+    if (dir) {
+      await killQemusUnder(dir);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('starts etcd and the agent, boots the demo VM, says where to look, and stops cleanly on Ctrl-C', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'drover-up-'));
+    const port = await freePort();
+    const child = spawn(DROVER_BIN, ['up', '--state-dir', dir, '--etcd-port', String(port), '--accel', 'tcg', '--demo', '--stop-vms', '--name', 'laptop'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await waitUntil(async () => (out.includes('drover is up') ? true : undefined), 90_000, '"drover is up"');
+      assert.match(out, /demo VM is RUNNING/);
+      assert.match(out, /bin\/drover vm list/);
+      assert.match(out, /serial console/);
+      const { stdout } = await run(DROVER_BIN, ['vm', 'list', '--json', '--etcd', `http://127.0.0.1:${port}`]);
+      const vms = JSON.parse(stdout) as Array<{ name: string; status: string; host: string; runtime?: { pid: number } }>;
+      const demo = vms.find((v) => v.name === 'demo');
+      assert.equal(demo?.status, 'RUNNING');
+      assert.equal(demo?.host, 'laptop');
+      const pid = demo.runtime!.pid;
+      assert.ok(pidAlive(pid));
+      // Let the guest boot far enough to hear the power button.
+      const serial = /tail -f (\S+)/.exec(out)?.[1];
+      assert.ok(serial, 'the serial log path is printed');
+      await waitForSerialText(serial, 'DROVER-GUEST-READY');
+      child.kill('SIGINT');
+      assert.equal(await exited, 0);
+      assert.match(out, /drover stopped/);
+      assert.equal(pidAlive(pid), false, '--stop-vms stopped the demo VM');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+});
