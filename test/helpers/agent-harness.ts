@@ -169,7 +169,7 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
           return test(last) ? last : undefined;
         }, timeoutMs, what);
       } catch (err) {
-        throw new Error(`${(err as Error).message}; last record: ${JSON.stringify(last)}`);
+        throw new Error(`${(err as Error).message}; last record: ${JSON.stringify(last)}`, { cause: err });
       }
     },
     async waitForStatus(uuid, status, timeoutMs = 60_000) {
