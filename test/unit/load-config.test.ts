@@ -70,6 +70,14 @@ describe('config files', () => {
     }
   });
 
+  it('accepts the shipped drover.toml.example', async () => {
+    const { fileURLToPath } = await import('node:url');
+    const example = fileURLToPath(new URL('../../../drover.toml.example', import.meta.url));
+    const c = await loadAgentConfig({ file: example, env: {}, flags: {} });
+    assert.equal(c.name, 'hv1');
+    assert.equal(c.foreign_vms, 'report');
+  });
+
   it('reports a TOML syntax error with the file name', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'drover-conf-'));
     try {
