@@ -60,6 +60,15 @@ describe('agent and bad input (real etcd, real qemu)', () => {
     await expectError(uuid, /\/nonexistent\/vmlinuz/);
   });
 
+  it('qemu refusing to start: ERROR with qemu\'s own message', async () => {
+    const { writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const garbage = join(cluster.dir, 'garbage-kernel');
+    await writeFile(garbage, Buffer.alloc(8192, 0x5a));
+    const uuid = await cluster.createVm({ name: 'garbage', spec: { boot: { kernel: garbage } } });
+    await expectError(uuid, /invalid kernel header/);
+  });
+
   it('a key whose last segment is not a uuid: ERROR', async () => {
     const key = cluster.keys.vm('not-a-uuid');
     await cluster.kv.put(key, JSON.stringify({ uuid: 'not-a-uuid', name: 'odd', host: 'hv1', spec: { memory: 64, boot: { kernel: '/k' } } }));

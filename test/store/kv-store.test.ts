@@ -53,3 +53,25 @@ describe('KvStore against real etcd', () => {
     assert.deepEqual((await kv.list(prefix)).entries.map((e) => e.key), [`${prefix}004`]);
   });
 });
+
+describe('EventLog retention against real etcd', () => {
+  let etcd: TestEtcd;
+  before(async () => {
+    etcd = await startTestEtcd();
+  });
+  after(async () => etcd.close());
+
+  it('prunes the oldest events beyond the limit and lists the rest in time order', async () => {
+    const { EventLog } = await import('../../src/store/event-log.js');
+    const { keySpace } = await import('../../src/contract/keys.js');
+    const log = new EventLog(new KvStore(etcd.client), keySpace(etcd.newPrefix()));
+    for (let i = 0; i < 15; i++) {
+      await log.append({ ts: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(), host: 'hv1', level: 'info', event: 'vm.started', message: `n${i}`, vm: i % 2 ? 'a' : 'b' });
+    }
+    assert.equal(await log.prune(10), 5);
+    const left = await log.list();
+    assert.deepEqual(left.map((e) => e.message), Array.from({ length: 10 }, (_, i) => `n${i + 5}`));
+    assert.equal(await log.prune(10), 0);
+    assert.deepEqual((await log.list({ vm: 'a', limit: 2 })).map((e) => e.message), ['n11', 'n13']);
+  });
+});
