@@ -103,11 +103,13 @@ export async function runAccelProbe(accel: Accel, opts: ProbeOptions = {}): Prom
       '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
       '-drive', `file=${escapeOptValue(image)},format=raw,if=ide`,
     ];
+    // Resolves only once the process is gone, also after a timeout's kill: the probe leaves nothing behind.
     const outcome = await new Promise<{ code: number | null; error?: Error; timedOut: boolean }>((resolve) => {
+      let timedOut = false;
       const child = spawn(qemu, argv, { stdio: 'ignore' });
       const timer = setTimeout(() => {
+        timedOut = true;
         child.kill('SIGKILL');
-        resolve({ code: null, timedOut: true });
       }, timeoutMs);
       child.once('error', (error) => {
         clearTimeout(timer);
@@ -115,7 +117,7 @@ export async function runAccelProbe(accel: Accel, opts: ProbeOptions = {}): Prom
       });
       child.once('exit', (code) => {
         clearTimeout(timer);
-        resolve({ code, timedOut: false });
+        resolve({ code, timedOut });
       });
     });
     const elapsedMs = Date.now() - began;

@@ -109,7 +109,11 @@ export interface Hypervisor {
   /** Every uuid with a saved handle (recoverable or stale), for adoption at start-up. */
   listSaved(): Promise<string[]>;
 
-  /** What is known right now about the VM, without waiting. */
+  /**
+   * What is known right now about the VM, without waiting. A VM whose process
+   * exists but whose start has not resolved yet is reported `running`, so
+   * nobody starts a second one.
+   */
   inspect(uuid: string): VmObservation;
 
   /** Every VM process on this host, managed or foreign. */
@@ -118,7 +122,11 @@ export interface Hypervisor {
   /** Removes a stopped VM's runtime directory (sockets, logs, handle, its disks). */
   destroy(uuid: string): Promise<void>;
 
-  /** Subscribes to process exits of managed VMs; returns the unsubscribe function. */
+  /**
+   * Subscribes to process exits of managed VMs; returns the unsubscribe
+   * function. Each process is reported once. A process that ends before its
+   * start() resolves is reported by start()'s rejection instead, never here.
+   */
   onExit(listener: (exit: VmExit) => void): () => void;
 
   /** Lets go of every VM (closes QMP connections) without stopping any. */

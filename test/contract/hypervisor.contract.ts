@@ -152,6 +152,34 @@ export function runHypervisorContract(name: string, makeHarness: () => Promise<H
       assert.deepEqual(log.of(uuid).map((e) => e.reason), ['requested']);
     });
 
+    it('shows a starting VM as present, and a stop during start wins over the start', async () => {
+      const uuid = randomUUID();
+      let stopping: Promise<void> | null = null;
+      let during: string | null = null;
+      const err = await h.hv
+        .start(
+          { uuid, name: vmName(uuid), spec: h.spec(uuid) },
+          {
+            onSpawned: () => {
+              during = h.hv.inspect(uuid).state;
+              stopping = h.hv.stop(uuid, { timeoutMs: 0, force: true });
+            },
+          },
+        )
+        .then(() => null, (e: unknown) => e);
+      assert.equal(during, 'running', 'a VM with a process is never reported absent');
+      assert.ok(stopping, 'onSpawned ran');
+      await stopping;
+      // The start either lost the race (rejected) or won it (the exit is then reported).
+      if (err !== null) {
+        assert.ok(err instanceof DroverError && err.code === 'START_FAILED', String(err));
+        assert.match(err.message, /stopped while it was starting/);
+      }
+      assert.deepEqual(h.hv.inspect(uuid), { state: 'absent' });
+      await settle();
+      assert.equal(log.of(uuid).length, err === null ? 1 : 0);
+    });
+
     it('kills a guest that ignores ACPI once the stop timeout passes', async () => {
       const uuid = randomUUID();
       const handle = await start(uuid, 'ignore-acpi');

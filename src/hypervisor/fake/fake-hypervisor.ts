@@ -38,6 +38,8 @@ interface Watched {
   handle: VmHandle;
   stopRequested: boolean;
   forced: boolean;
+  /** False until start() resolves: an exit before then is reported by start's rejection. */
+  reportExit: boolean;
   killedAfterMs?: number;
   exited: Promise<VmExit>;
   resolveExited(exit: VmExit): void;
@@ -59,6 +61,30 @@ export class FakeHypervisor implements Hypervisor {
     this.accel = opts.accel ?? 'tcg';
   }
 
+  /** Control (shortcut for world.crash): VM `uuid`'s qemu is killed from outside. */
+  crash(uuid: string, signal: NodeJS.Signals = 'SIGKILL'): void {
+    this.world.crash(uuid, signal);
+  }
+
+  /** Control (shortcut for world.guestPowerOff): VM `uuid`'s guest powers itself off. */
+  guestPowerOff(uuid: string): void {
+    this.world.guestPowerOff(uuid);
+  }
+
+  /** Control (shortcut for world.failNextStart): the next start fails with START_FAILED and this message. */
+  failNextStart(message: string): void {
+    this.world.failNextStart(message);
+  }
+
+  /** Control (shortcut for world.startDelayMs): how long a start takes after onSpawned. */
+  get startDelayMs(): number {
+    return this.world.startDelayMs;
+  }
+
+  set startDelayMs(ms: number) {
+    this.world.startDelayMs = ms;
+  }
+
   async start(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
     const pending = this.starts.get(req.uuid);
     if (pending) return pending;
@@ -74,10 +100,18 @@ export class FakeHypervisor implements Hypervisor {
   }
 
   async stop(uuid: string, opts: StopOptions): Promise<void> {
-    const pending = this.starts.get(uuid);
-    if (pending) await pending.catch(() => undefined);
     const vm = this.vms.get(uuid);
-    if (!vm || !vm.proc.alive) return;
+    if (!vm) {
+      // Like qemu: a start that has not spawned yet is stopped once it has.
+      const pending = this.starts.get(uuid);
+      if (!pending) return;
+      await pending.catch(() => undefined);
+      return this.stop(uuid, opts);
+    }
+    if (!vm.proc.alive) {
+      await vm.exited;
+      return;
+    }
     vm.forced ||= opts.force && !vm.stopRequested;
     vm.stopRequested = true;
     if (opts.force) {
@@ -170,6 +204,8 @@ export class FakeHypervisor implements Hypervisor {
     };
     this.world.runDirs.add(uuid);
     this.world.saved.set(uuid, { ...handle });
+    const vm = this.watch(proc, handle);
+    vm.reportExit = false;
     try {
       hooks?.onSpawned?.({ ...handle });
     } catch {
@@ -177,17 +213,19 @@ export class FakeHypervisor implements Hypervisor {
     }
     const failure = this.world.takeStartFailure();
     if (failure !== undefined) {
-      proc.alive = false;
-      this.world.processes.delete(proc.pid);
-      this.world.saved.delete(uuid);
+      this.world.end(proc.pid, { guest: false, signal: null, code: 1 });
+      await vm.exited;
       throw new DroverError('START_FAILED', failure, false);
     }
     if (this.world.startDelayMs > 0) await sleep(this.world.startDelayMs);
+    if (!proc.alive) {
+      const exit = await vm.exited;
+      throw new DroverError('START_FAILED', vm.stopRequested ? 'The VM was stopped while it was starting.' : exit.detail, false);
+    }
     if (spec.vnc === 'tcp') handle.vnc = '127.0.0.1:5900';
     this.world.saved.set(uuid, { ...handle });
     this.world.serial.set(uuid, ['DROVER-GUEST-READY']);
-    const vm = this.watch(proc, handle);
-    if (!proc.alive) throw new DroverError('START_FAILED', 'The VM was stopped while it was starting.', false);
+    vm.reportExit = true;
     if (this.world.guestBehaviour(uuid) === 'poweroff') {
       setTimeout(() => this.world.end(proc.pid, { guest: true, signal: null, code: 0 }), this.world.poweroffAfterMs);
     }
@@ -214,7 +252,7 @@ export class FakeHypervisor implements Hypervisor {
   private watch(proc: FakeProcess, handle: VmHandle): Watched {
     let resolveExited: (exit: VmExit) => void = () => undefined;
     const exited = new Promise<VmExit>((resolve) => (resolveExited = resolve));
-    const vm: Watched = { proc, handle, stopRequested: false, forced: false, exited, resolveExited };
+    const vm: Watched = { proc, handle, stopRequested: false, forced: false, reportExit: true, exited, resolveExited };
     this.vms.set(handle.uuid, vm);
     proc.watcher = (end) => this.onProcessEnd(vm, end);
     return vm;
@@ -226,6 +264,7 @@ export class FakeHypervisor implements Hypervisor {
     if (this.world.saved.get(uuid)?.pid === vm.proc.pid) this.world.saved.delete(uuid);
     const exit: VmExit = { uuid, at: new Date(), ...classify(vm, end) };
     vm.resolveExited(exit);
+    if (!vm.reportExit) return;
     for (const listener of [...this.listeners]) {
       try {
         listener(exit);

@@ -55,11 +55,13 @@ export function unescapeOptValue(value: string): string {
 }
 
 /**
- * The tap device of a VM's `index`-th bridge NIC: "dv" + the first 12 hex
- * digits of the uuid + the NIC index, 15 characters (Linux's IFNAMSIZ - 1).
+ * The tap device of a VM's `index`-th bridge NIC: "dv" + 12 hex digits of a
+ * hash of the uuid + the NIC index, 15 characters (Linux's IFNAMSIZ - 1).
+ * Hashing (rather than taking the uuid's first digits) keeps two uuids that
+ * share a prefix from sharing a tap.
  */
 export function tapName(uuid: string, index: number): string {
-  const hex = uuid.replaceAll('-', '').slice(0, 12);
+  const hex = createHash('sha256').update(uuid).digest('hex').slice(0, 12);
   return `dv${hex}${index.toString(36)}`;
 }
 

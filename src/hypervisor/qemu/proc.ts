@@ -149,3 +149,17 @@ export async function listQemuProcesses(): Promise<QemuProcess[]> {
   );
   return out.sort((a, b) => a.pid - b.pid);
 }
+
+/** Tap devices named in live qemus' `-netdev tap,...,ifname=X` options → the qemu's pid. */
+export function tapsInUse(procs: readonly QemuProcess[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const p of procs) {
+    p.argv.forEach((arg, i) => {
+      if (p.argv[i - 1] !== '-netdev' || !arg.startsWith('tap,')) return;
+      for (const part of splitOptList(arg)) {
+        if (part.startsWith('ifname=')) out.set(unescapeOptValue(part.slice('ifname='.length)), p.pid);
+      }
+    });
+  }
+  return out;
+}

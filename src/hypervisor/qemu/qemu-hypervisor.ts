@@ -39,7 +39,7 @@ import type {
 } from '../hypervisor.js';
 import { bridgeTaps, buildQemuArgs } from './build-qemu-args.js';
 import { checkSpecFiles } from './check-spec-files.js';
-import { isSameProcess, listQemuProcesses, readCmdline, readStartTime } from './proc.js';
+import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, tapsInUse } from './proc.js';
 import { QmpClient } from './qmp-client.js';
 import { QemuVm } from './qemu-vm.js';
 import {
@@ -252,7 +252,7 @@ export class QemuHypervisor implements Hypervisor {
     // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
     await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true })]);
     const taps = bridgeTaps(uuid, spec);
-    await createTaps(this.ipBinary, taps);
+    if (taps.length > 0) await createTaps(this.ipBinary, taps, tapsInUse(await listQemuProcesses()));
 
     let child: ChildProcess;
     try {

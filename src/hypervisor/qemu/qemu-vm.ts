@@ -83,6 +83,8 @@ export class QemuVm {
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     if (opts.child) {
       opts.child.once('exit', this.onChildExit);
+      // kill() on a child can emit 'error'; unhandled, it would take the agent down.
+      opts.child.on('error', (err) => opts.logger.warn({ uuid: opts.handle.uuid, err }, 'qemu child process error'));
     } else {
       this.schedulePoll();
     }
@@ -150,6 +152,11 @@ export class QemuVm {
    */
   async stop(timeoutMs: number, force: boolean): Promise<void> {
     if (this.exit || this.detached) return;
+    if (this.gone) {
+      // It died on its own before this stop: that exit keeps its own reason.
+      await this.exited;
+      return;
+    }
     this.stopRequested = true;
     // qemu is unref'd so the agent may exit while it runs; a caller waiting
     // for it to stop must keep the event loop alive until it has.

@@ -22,14 +22,22 @@ function runIp(ipBinary: string, args: string[]): Promise<void> {
 }
 
 /**
- * Creates each tap and puts it on its bridge, up. On failure, deletes the taps
- * made so far and throws a terminal error naming the bridge.
+ * Creates each tap and puts it on its bridge, up. `inUse` maps tap names that
+ * live qemu processes have open to their pids (see `tapsInUse`); such a tap
+ * is never touched. On failure, deletes the taps made so far and throws a
+ * terminal error naming the bridge.
  */
-export async function createTaps(ipBinary: string, taps: readonly TapSpec[]): Promise<void> {
+export async function createTaps(ipBinary: string, taps: readonly TapSpec[], inUse: ReadonlyMap<string, number>): Promise<void> {
   const made: string[] = [];
   for (const { bridge, tap } of taps) {
+    const user = inUse.get(tap);
+    if (user !== undefined) {
+      await deleteTaps(ipBinary, made);
+      throw new DroverError('START_FAILED', `The tap device ${tap} for bridge ${bridge} is already used by qemu process ${user}.`, false);
+    }
     try {
-      // A tap left by a VM whose exit nobody saw (the host or agent died) has our name: replace it.
+      // A tap left by a VM whose exit nobody saw (the host or agent died) has
+      // our name and no qemu uses it (checked above): replace it.
       await runIp(ipBinary, ['link', 'delete', 'dev', tap]).catch(() => undefined);
       await runIp(ipBinary, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
       made.push(tap);
