@@ -21,8 +21,8 @@
  * rejection (START_FAILED with qemu's own error line), not to onExit
  * listeners: the agent sees one outcome per process.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { open, rm } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { UUID_RE } from '../../contract/vm-record.js';
 import { DroverError, oneSentence } from '../../lib/errors.js';
 import { silentLogger, type Logger } from '../../lib/logger.js';
@@ -55,6 +55,7 @@ import {
   type RunPaths,
   type SavedHandle,
 } from './run-dir.js';
+import { spawnQemu } from './spawn-qemu.js';
 import { createTaps, deleteTaps } from './tap-devices.js';
 
 export interface QemuHypervisorOptions {
@@ -256,7 +257,7 @@ export class QemuHypervisor implements Hypervisor {
 
     let child: ChildProcess;
     try {
-      child = await this.spawnQemu(argv, paths);
+      child = await spawnQemu(this.qemuBinary, argv, paths.qemuLog);
     } catch (err) {
       await deleteTaps(this.ipBinary, taps.map((t) => t.tap));
       throw err;
@@ -299,31 +300,6 @@ export class QemuHypervisor implements Hypervisor {
     if (vm.exitInfo) this.emitExit(vm.exitInfo);
     this.logger.info({ uuid, pid }, 'qemu started');
     return vm.publicHandle();
-  }
-
-  private spawnQemu(argv: string[], paths: RunPaths): Promise<ChildProcess> {
-    return (async () => {
-      const log = await open(paths.qemuLog, 'w', 0o600);
-      try {
-        // detached: its own session, so the agent's terminal or process group
-        // signals never reach it; unref: the agent may exit while it runs.
-        const child = spawn(this.qemuBinary, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
-        await new Promise<void>((resolve, reject) => {
-          child.once('spawn', resolve);
-          child.once('error', reject);
-        });
-        child.unref();
-        return child;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') {
-          throw new DroverError('SPAWN_FAILED', `The qemu binary ${this.qemuBinary} was not found; install qemu-system-x86 or configure its path.`, false);
-        }
-        throw new DroverError('SPAWN_FAILED', `qemu (${this.qemuBinary}) could not be started: ${(err as Error).message}.`, code === 'EAGAIN', { cause: err });
-      } finally {
-        await log.close();
-      }
-    })();
   }
 
   /** Turns a start that went wrong after the spawn into one error, making sure no qemu is left behind. */
