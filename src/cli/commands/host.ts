@@ -1,0 +1,32 @@
+/**
+ * The `drover host` command group: its flags, help and examples. The work is
+ * in host/host-actions.ts, imported only when a command runs.
+ */
+import type { Command } from 'commander';
+import type { HostListFlags } from '../host/host-actions.js';
+import type { CliContext } from '../context.js';
+import { DEFAULT_HOST_COLUMNS } from '../output/columns.js';
+import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
+
+const actions = () => import('../host/host-actions.js');
+
+export function registerHostCommands(program: Command, ctx: CliContext): void {
+  const host = program
+    .command('host')
+    .description('list and inspect hypervisor hosts (records written by their agents)')
+    .addHelpText('after', '\nExamples:\n  $ drover host list\n  $ drover host get hv1');
+
+  addGlobalOptions(
+    host
+      .command('list')
+      .description('list hosts sorted by name; a host is ALIVE only while its agent holds its etcd lease, DEAD otherwise')
+      .option('-o, --output <fields>', `columns, comma-separated (default ${DEFAULT_HOST_COLUMNS.join(',')})`)
+      .option('-H, --no-header', 'omit the header line'),
+  )
+    .addHelpText('after', '\nExamples:\n  $ drover host list\n  $ drover host list -H -o name,status\n  $ drover host list --json')
+    .action(async (flags: HostListFlags) => (await actions()).listAction(ctx, flags));
+
+  addGlobalOptions(host.command('get').description('print one host record as pretty JSON, with its lease-aware status').argument('<name>', 'the host name'))
+    .addHelpText('after', '\nExamples:\n  $ drover host get hv1')
+    .action(async (name: string, flags: GlobalFlags) => (await actions()).getAction(ctx, name, flags));
+}

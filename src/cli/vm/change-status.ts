@@ -1,0 +1,64 @@
+/**
+ * `vm start|stop|restart|delete`: one compare-and-swap update through
+ * VmRepository.update (unknown fields preserved), then optionally `--wait`.
+ */
+import { DroverError } from '../../lib/errors.js';
+import type { JsonObject, StoredVm } from '../../store/vm-repository.js';
+import { rawObject } from '../../store/vm-repository.js';
+import type { StoreSession } from '../store-session.js';
+import { resolveVm } from './resolve-vm.js';
+import { ACTION_GOALS, applyPlan, planStatusChange, type StatusPlan, type VmAction } from './status-plan.js';
+import { vmLabel } from './vm-view.js';
+import { waitForGoal } from './wait-for-goal.js';
+
+export interface ChangeRequest {
+  action: VmAction;
+  ref: string;
+  force: boolean;
+  /** Seconds to wait for the goal, or null for no wait. */
+  waitSeconds: number | null;
+  onProgress(line: string): void;
+}
+
+export interface ChangeResult {
+  uuid: string;
+  label: string;
+  plan: Exclude<StatusPlan, { kind: 'refuse' }>;
+  /** The record after the change (or after the wait); null once deleted. */
+  record: JsonObject | null;
+}
+
+export async function changeStatus(store: StoreSession, req: ChangeRequest): Promise<ChangeResult> {
+  const found = await resolveVm(store.vms, req.ref);
+  const label = vmLabel(found);
+  let plan: StatusPlan | null = null;
+  let seen: StoredVm = found;
+  const written = await store.vms.update(found.uuid, (current) => {
+    seen = current;
+    const obj = rawObject(current.raw);
+    if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
+    plan = planStatusChange(req.action, obj, { force: req.force });
+    return plan.kind === 'write' ? applyPlan(obj, plan) : null;
+  });
+  const decided = plan as StatusPlan | null;
+  if (decided === null) throw new DroverError('NOT_FOUND', `VM ${label} no longer exists.`);
+  if (decided.kind === 'refuse') throw new DroverError('CONFLICT', `VM ${label} ${decided.reason}.`);
+  let record = rawObject((written ?? seen).raw);
+  if (req.waitSeconds !== null && !(decided.kind === 'noop' && decided.done)) {
+    // Watch from the revision our write was based on (or the one we read for
+    // a no-op): our own write, and everything after it, is then replayed.
+    // update() re-reads after writing, so its result may already be newer.
+    const initialStatus = decided.kind === 'write' ? decided.status : String(rawObject(seen.raw)?.status ?? '');
+    req.onProgress(`VM ${label}: ${initialStatus || '(no status)'}`);
+    record = await waitForGoal(store.kv, {
+      key: seen.key,
+      label,
+      afterRevision: seen.modRevision,
+      initialStatus,
+      goal: ACTION_GOALS[req.action],
+      timeoutMs: req.waitSeconds * 1000,
+      onStatus: (status) => req.onProgress(`VM ${label}: ${status}`),
+    });
+  }
+  return { uuid: found.uuid, label, plan: decided, record };
+}
