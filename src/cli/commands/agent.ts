@@ -4,10 +4,6 @@
  * Stopping the agent never stops a VM.
  */
 import type { Command } from 'commander';
-import { loadAgentConfig } from '../../config/load-config.js';
-import { startAgent } from '../../agent/run-agent.js';
-import { createLogger } from '../../lib/logger.js';
-import { errorMessage } from '../../lib/errors.js';
 import type { CliContext } from '../context.js';
 
 interface AgentFlags {
@@ -48,6 +44,11 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
     .option('--pretty', 'human-readable log lines instead of JSON')
     .addHelpText('after', HELP)
     .action(async (flags: AgentFlags) => {
+      // Loaded here, not at the top: `drover vm list` should not pay for the agent.
+      const { loadAgentConfig } = await import('../../config/load-config.js');
+      const { startAgent } = await import('../../agent/run-agent.js');
+      const { createLogger } = await import('../../lib/logger.js');
+      const { errorMessage } = await import('../../lib/errors.js');
       const file = flags.config ?? ctx.env.DROVER_CONFIG;
       const cliValues = {
         etcd: flags.etcd,

@@ -2,8 +2,6 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { up } from '../../embedded/up.js';
-import { createLogger } from '../../lib/logger.js';
 import { DroverError } from '../../lib/errors.js';
 import { DEFAULT_PREFIX, normalizePrefix } from '../../contract/keys.js';
 import type { CliContext } from '../context.js';
@@ -46,6 +44,9 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
     .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
     .addHelpText('after', HELP)
     .action(async (flags: UpFlags) => {
+      // Loaded here, not at the top: other commands should not pay for the agent.
+      const { up } = await import('../../embedded/up.js');
+      const { createLogger } = await import('../../lib/logger.js');
       const port = Number(flags.etcdPort);
       if (!Number.isInteger(port) || port < 1 || port > 65534) throw new DroverError('USAGE', `--etcd-port must be a port number, not ${JSON.stringify(flags.etcdPort)}.`);
       const accel = flags.accel ?? ctx.env.DROVER_ACCEL ?? 'auto';
