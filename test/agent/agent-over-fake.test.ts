@@ -1,0 +1,153 @@
+/**
+ * The agent over the fake hypervisor and a real etcd: the races and
+ * orderings that are hard to hit with real qemu. The fake passes the same
+ * contract suite as qemu (test/contract/), so what holds here holds there.
+ */
+import { after, afterEach, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent } from '../../src/agent/agent.js';
+import { openStateDir } from '../../src/agent/state-dir.js';
+import { mergeConfigLayers } from '../../src/config/load-config.js';
+import { keySpace } from '../../src/contract/keys.js';
+import { FakeHypervisor } from '../../src/hypervisor/fake/fake-hypervisor.js';
+import { FakeWorld } from '../../src/hypervisor/fake/fake-world.js';
+import { silentLogger } from '../../src/lib/logger.js';
+import { KvStore } from '../../src/store/kv-store.js';
+import { rawObject, VmRepository, type JsonObject } from '../../src/store/vm-repository.js';
+import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { waitUntil } from '../helpers/agent-harness.js';
+
+describe('agent over the fake hypervisor (real etcd)', () => {
+  let etcd: TestEtcd;
+  let dir: string;
+  const agents: Agent[] = [];
+
+  before(async () => {
+    etcd = await startTestEtcd();
+    dir = await mkdtemp(join(tmpdir(), 'drover-agent-fake-'));
+  });
+  afterEach(async () => {
+    for (const a of agents.splice(0)) await a.stop();
+  });
+  after(async () => {
+    await etcd.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function setup(world = new FakeWorld(), prefix = etcd.newPrefix(), stateName = randomUUID()) {
+    const config = mergeConfigLayers([
+      { source: 'test', values: { name: 'hv1', etcd: [etcd.endpoint], state_dir: join(dir, stateName), prefix, resync_interval: 2, heartbeat_interval: 1, restart_backoff_min: 0.05, restart_backoff_max: 0.2, log_level: 'silent' } },
+    ]);
+    const hypervisor = new FakeHypervisor({ world });
+    const agent = new Agent({ config, client: etcd.client, hypervisor, stateDir: await openStateDir(config.state_dir), logger: silentLogger(), version: 'test' });
+    agents.push(agent);
+    const repo = new VmRepository(new KvStore(etcd.client), keySpace(prefix));
+    return { agent, hypervisor, world, repo, prefix, stateName };
+  }
+
+  async function create(repo: VmRepository, fields: JsonObject = {}): Promise<string> {
+    const uuid = randomUUID();
+    await repo.create(uuid, { uuid, name: `vm-${uuid.slice(0, 8)}`, host: 'hv1', spec: { memory: 64, boot: { kernel: '/k' } }, ...fields });
+    return uuid;
+  }
+  const statusOf = async (repo: VmRepository, uuid: string) => rawObject((await repo.get(uuid))?.raw ?? 'null');
+  const waitStatus = (repo: VmRepository, uuid: string, status: string) =>
+    waitUntil(async () => {
+      const r = await statusOf(repo, uuid);
+      return r?.status === status ? r : undefined;
+    }, 10_000, `${uuid} to be ${status}`);
+
+  it('the newest desired state wins: TO_STOP written during a start ends in STOP, never overwritten by RUNNING', async () => {
+    const { agent, world, repo } = await setup();
+    world.startDelayMs = 600;
+    await agent.start();
+    const uuid = await create(repo);
+    await waitStatus(repo, uuid, 'STARTING');
+    await repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'TO_STOP' }));
+    const final = await waitStatus(repo, uuid, 'STOP');
+    await agent.whenIdle();
+    assert.equal((await statusOf(repo, uuid))?.status, 'STOP');
+    assert.ok(!(final.log as string[]).some((l) => / - started on/.test(l)), (final.log as string[]).join('\n'));
+    assert.equal(world.findLive(uuid), undefined);
+  });
+
+  it('a lost compare-and-swap race re-reads: a field written by someone else during the start survives', async () => {
+    const { agent, world, repo } = await setup();
+    world.startDelayMs = 400;
+    await agent.start();
+    const uuid = await create(repo);
+    await waitStatus(repo, uuid, 'STARTING');
+    await repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), owner: 'bob', tags: { team: 'x' } }));
+    const running = await waitStatus(repo, uuid, 'RUNNING');
+    assert.equal(running.owner, 'bob');
+    assert.deepEqual(running.tags, { team: 'x' });
+  });
+
+  it('runs workers in parallel: 50 VMs written at once all reach RUNNING', async () => {
+    const { agent, world, repo } = await setup();
+    world.startDelayMs = 200;
+    await agent.start();
+    const uuids = await Promise.all(Array.from({ length: 50 }, () => create(repo)));
+    const t0 = Date.now();
+    for (const u of uuids) await waitStatus(repo, u, 'RUNNING');
+    // Serial starts would take 50 × 200 ms = 10 s.
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+  });
+
+  it('a second agent on the same host adopts the first one\'s VMs without restarting them', async () => {
+    const first = await setup();
+    await first.agent.start();
+    const uuid = await create(first.repo);
+    const running = await waitStatus(first.repo, uuid, 'RUNNING');
+    const pid = (running.runtime as { pid: number }).pid;
+    await first.agent.stop();
+    const second = await setup(first.world, first.prefix, first.stateName);
+    await second.agent.start();
+    await second.agent.resync('test');
+    await second.agent.whenIdle();
+    const after = await statusOf(second.repo, uuid);
+    assert.equal(after?.status, 'RUNNING');
+    assert.equal((after?.runtime as { pid: number }).pid, pid);
+    assert.equal(first.world.findLive(uuid)?.pid, pid);
+  });
+
+  it('a VM that died while no agent ran is found missing and started again', async () => {
+    const first = await setup();
+    await first.agent.start();
+    const uuid = await create(first.repo);
+    await waitStatus(first.repo, uuid, 'RUNNING');
+    await first.agent.stop();
+    first.world.crash(uuid);
+    const second = await setup(first.world, first.prefix, first.stateName);
+    await second.agent.start();
+    await waitUntil(async () => (first.world.findLive(uuid) ? true : undefined), 10_000, 'a new process');
+    const rec = await waitStatus(second.repo, uuid, 'RUNNING');
+    assert.ok((rec.log as string[]).some((l) => / - restarted on hv1/.test(l)));
+  });
+
+  it('a start that fails terminally ends in ERROR with the hypervisor\'s message and is not retried', async () => {
+    const { agent, world, repo } = await setup();
+    await agent.start();
+    world.failNextStart('qemu: could not open disk image /x: Permission denied');
+    const uuid = await create(repo);
+    const rec = await waitStatus(repo, uuid, 'ERROR');
+    assert.match(String(rec.error), /Permission denied/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(world.findLive(uuid), undefined, 'no retry');
+  });
+
+  it('comes up when etcd arrives after the agent started', async () => {
+    const { agent, repo } = await setup();
+    await etcd.server.stop();
+    const started = agent.start();
+    await new Promise((r) => setTimeout(r, 1500));
+    await etcd.server.start();
+    await started;
+    const uuid = await create(repo);
+    await waitStatus(repo, uuid, 'RUNNING');
+  });
+});
