@@ -19,7 +19,7 @@ typecheck: deps
 	npx tsc -p tsconfig.json --noEmit
 
 lint: deps
-	npx eslint src test bench
+	npx eslint .
 
 guest: $(GUEST)
 $(GUEST): scripts/build-guest.sh
