@@ -4,7 +4,7 @@
  * dir). The data dir is created readable by its owner only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DroverError } from '../lib/errors.js';
@@ -70,10 +70,16 @@ export class EtcdProcess {
       '--auto-compaction-mode', 'revision',
       '--auto-compaction-retention', '10000',
     ];
+    await this.killStale();
     const log = await open(this.opts.logFile ?? join(this.opts.dataDir, '..', 'etcd.log'), 'a', 0o600);
     const binary = this.opts.binary ?? 'etcd';
-    const child = spawn(binary, argv, { stdio: ['ignore', log.fd, log.fd] });
+    // Its own process group: a Ctrl-C in the terminal reaches only drover,
+    // which then stops the agent before etcd, in that order.
+    const child = spawn(binary, argv, { stdio: ['ignore', log.fd, log.fd], detached: true });
     this.child = child;
+    const killOnExit = (): void => void child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    if (child.pid) await writeFile(this.pidFile, `${child.pid}\n`, { mode: 0o600 });
     let spawnError: Error | null = null;
     this.exited = new Promise((resolve) => {
       child.once('error', (err) => {
@@ -82,7 +88,9 @@ export class EtcdProcess {
         resolve();
       });
       child.once('exit', () => {
+        process.off('exit', killOnExit);
         this.child = null;
+        void rm(this.pidFile, { force: true });
         resolve();
       });
     });
@@ -106,6 +114,24 @@ export class EtcdProcess {
     }
     await this.stop();
     throw new DroverError('TIMEOUT', `etcd did not become healthy within ${timeoutMs} ms.`);
+  }
+
+  private get pidFile(): string {
+    return `${this.opts.dataDir}.pid`;
+  }
+
+  /** An etcd left on this data dir by a drover that was killed (-9) is stopped first. */
+  private async killStale(): Promise<void> {
+    const pid = Number((await readFile(this.pidFile, 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 0) return;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes('etcd') && cmdline.includes(this.opts.dataDir)) {
+      process.kill(pid, 'SIGTERM');
+      for (let i = 0; i < 100 && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== ''; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    await rm(this.pidFile, { force: true });
   }
 
   /** SIGTERM, then SIGKILL after 5 s. Ports are kept so start() reuses them. */

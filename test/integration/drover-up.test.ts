@@ -54,4 +54,29 @@ describe('drover up', () => {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
   });
+
+  it('a drover up killed with -9 leaves an etcd behind that the next drover up on the same state dir replaces', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'drover-up-'));
+    const port = await freePort();
+    const start = () => {
+      const child = spawn(DROVER_BIN, ['up', '--state-dir', state, '--etcd-port', String(port), '--accel', 'tcg', '--name', 'laptop'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      return { child, exited, output: () => out };
+    };
+    try {
+      const first = start();
+      await waitUntil(async () => (first.output().includes('drover is up') ? true : undefined), 60_000, 'first up');
+      first.child.kill('SIGKILL');
+      await first.exited;
+      const second = start();
+      await waitUntil(async () => (second.output().includes('drover is up') ? true : undefined), 60_000, `second up; output: ${second.output()}`);
+      second.child.kill('SIGINT');
+      assert.equal(await second.exited, 0);
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
 });
