@@ -253,7 +253,13 @@ export class Agent {
 
   private async checkForeign(designated: ReadonlySet<string>): Promise<void> {
     const scope = this.config.foreign_scope === 'all' ? ({ kind: 'all' } as const) : ({ kind: 'state-dir', stateDir: this.deps.stateDir.root } as const);
-    const foreign = findForeignVms(await this.deps.hypervisor.scan(), designated, scope);
+    // The listed set, or the newest record a worker holds (a VM created after the list).
+    const isDesignated = (uuid: string): boolean => {
+      if (designated.has(uuid)) return true;
+      const rec = this.workers.get(uuid)?.record;
+      return rec?.parsed.ok === true && rec.parsed.value.host === this.name;
+    };
+    const foreign = findForeignVms(await this.deps.hypervisor.scan(), isDesignated, scope);
     const live = new Set(foreign.map((f) => f.vm.pid));
     for (const pid of this.reportedForeign) if (!live.has(pid)) this.reportedForeign.delete(pid);
     for (const f of foreign) {

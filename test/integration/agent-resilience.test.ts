@@ -68,6 +68,16 @@ describe('agent resilience (real etcd, real qemu)', () => {
     }
   });
 
+  it('reports its own VM as foreign once the record is deleted by hand', async () => {
+    const uuid = await cluster.createVm({ name: 'orphan' });
+    const pid = pidOf(await cluster.waitForStatus(uuid, 'RUNNING'));
+    await cluster.kv.delete(cluster.keys.vm(uuid));
+    const ev = await cluster.waitForEvent((e) => e.event === 'vm.foreign' && e.vm === uuid, 30_000, 'vm.foreign for the orphan');
+    assert.match(ev.message, /no record designates it to this host any more/);
+    assert.ok(pidAlive(pid), 'reported, not stopped');
+    process.kill(pid, 'SIGKILL');
+  });
+
   it('etcd away for 20 s: VMs untouched, the agent reconnects and resyncs', async () => {
     const uuid = await cluster.createVm({ name: 'steady' });
     const pid = pidOf(await cluster.waitForStatus(uuid, 'RUNNING'));

@@ -16,15 +16,21 @@ describe('findForeignVms', () => {
   ];
 
   it('with scope all: everything unmanaged, designated or not', () => {
-    const found = findForeignVms(processes, new Set([U1]), { kind: 'all' });
+    const found = findForeignVms(processes, (u) => u === U1, { kind: 'all' });
     assert.deepEqual(found.map((f) => f.vm.pid), [2, 3, 4]);
     assert.match(found[0]!.why, /handmade \(pid 2\) with uuid 2222.* no record designates it here/);
     assert.match(found[1]!.why, /designated to this host, but drover does not manage that process/);
     assert.match(found[2]!.why, /^qemu pid 4 runs on this host/);
   });
 
+  it('reports drover\'s own VM once its record no longer designates this host', () => {
+    const found = findForeignVms(processes, () => false, { kind: 'all' });
+    assert.deepEqual(found.map((f) => f.vm.pid), [1, 2, 3, 4]);
+    assert.match(found[0]!.why, /no record designates it to this host any more/);
+  });
+
   it('with scope state-dir: only processes that mention the state dir', () => {
-    const found = findForeignVms(processes, new Set([U1]), { kind: 'state-dir', stateDir: '/state' });
+    const found = findForeignVms(processes, (u) => u === U1, { kind: 'state-dir', stateDir: '/state' });
     assert.deepEqual(found.map((f) => f.vm.pid), [3, 4]);
   });
 });
