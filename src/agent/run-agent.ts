@@ -11,6 +11,7 @@ import type { Logger } from '../lib/logger.js';
 import { createEtcdClient } from '../store/etcd-client.js';
 import { Agent } from './agent.js';
 import { openStateDir } from './state-dir.js';
+import { startScheduler } from '../scheduler/run-scheduler.js';
 
 export function droverVersion(): string {
   try {
@@ -45,10 +46,12 @@ export async function startAgent(
     client.close();
     throw err;
   }
-  logger.info({ name: config.name, stateDir: stateDir.root, etcd: config.etcd }, 'agent running');
+  const scheduler = config.scheduler ? startScheduler(client, config, logger, config.name) : null;
+  logger.info({ name: config.name, stateDir: stateDir.root, etcd: config.etcd, scheduler: config.scheduler }, 'agent running');
   return {
     agent,
     stop: async () => {
+      await scheduler?.stop();
       await agent.stop();
       client.close();
     },

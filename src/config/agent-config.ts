@@ -11,6 +11,20 @@ import { HOST_NAME_RE } from '../contract/vm-record.js';
 
 const seconds = (def: number, min = 0) => z.number().min(min).default(def);
 
+/** The scheduler's keys, shared by `drover scheduler` and `drover agent --scheduler`. */
+export const schedulerConfigShape = {
+  /** spread (default): most free memory first; pack: fill hosts one by one. */
+  scheduler_strategy: z.enum(['spread', 'pack']).default('spread'),
+  /** MiB added to each VM's memory for qemu's own overhead when placing. */
+  vm_memory_overhead: z.int().min(0).default(64),
+  /** vCPUs a host may hand out per physical CPU. */
+  cpu_overcommit: z.number().min(0.1).default(4),
+  /** Seconds of the leader's election lease: how fast another scheduler takes over. */
+  election_ttl: z.int().min(2).max(600).default(5),
+  /** Seconds after a host's lease expired before its VMs are declared lost. */
+  failover_margin: z.number().min(0).default(5),
+};
+
 export const agentConfigSchema = z.strictObject({
   name: z.string().regex(HOST_NAME_RE, 'must be a host name (letters, digits, ".", "_", "-")'),
   etcd: z.array(z.string().min(1)).min(1).default(['http://127.0.0.1:2379']),
@@ -49,10 +63,16 @@ export const agentConfigSchema = z.strictObject({
   smtp_url: z.string().optional(),
   notify_from: z.string().default('drover@localhost'),
   qemu_binary: z.string().default('qemu-system-x86_64'),
+  /** Also run a scheduler in this agent (leader-elected with every other one). */
+  scheduler: z.boolean().default(false),
+  ...schedulerConfigShape,
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
 export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
+
+/** What `drover scheduler` runs with: the prefix and the scheduler's keys. */
+export const schedulerConfigSchema = z.strictObject({ prefix: z.string().default('/v1'), ...schedulerConfigShape });
 
 /** Keys that were renamed or that people guess: say what to use instead. */
 export const RENAMED_KEYS: Readonly<Record<string, string>> = {

@@ -5,6 +5,7 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { parse as parseToml } from 'smol-toml';
+import type { z } from 'zod';
 import { agentConfigSchema, RENAMED_KEYS, type AgentConfig } from './agent-config.js';
 import { DroverError, errorMessage } from '../lib/errors.js';
 
@@ -42,6 +43,10 @@ export function envLayer(env: Readonly<Record<string, string | undefined>>): Con
 
 /** Merges layers (later wins), then validates; every problem names its key and source. */
 export function mergeConfigLayers(layers: readonly ConfigLayer[]): AgentConfig {
+  return mergeLayers(layers, agentConfigSchema);
+}
+
+export function mergeLayers<S extends z.ZodType<object>>(layers: readonly ConfigLayer[], schema: S): Readonly<z.infer<S>> {
   const merged: Record<string, unknown> = {};
   const sourceOf: Record<string, string> = {};
   for (const layer of layers) {
@@ -55,7 +60,7 @@ export function mergeConfigLayers(layers: readonly ConfigLayer[]): AgentConfig {
       sourceOf[rawKey] = layer.source;
     }
   }
-  const result = agentConfigSchema.safeParse(merged);
+  const result = schema.safeParse(merged);
   if (!result.success) {
     const issue = result.error.issues[0]!;
     if (issue.code === 'unrecognized_keys') {

@@ -16,6 +16,7 @@ export type EventCode =
   | 'vm.error'
   | 'vm.foreign'
   | 'vm.missing'
+  | 'vm.failover'
   | 'host.up'
   | 'host.down'
   | 'agent.resync';

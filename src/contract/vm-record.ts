@@ -60,6 +60,14 @@ export const vmSpecSchema = z
     nics: z.array(nicSchema).max(8).optional(),
     vnc: z.enum(['unix', 'tcp', 'none']).default('unix'),
     restart: z.enum(['always', 'on-failure', 'never']).default('always'),
+    /** Hosts the scheduler may place this VM on (OpenSVC `nodes`; drover extension). */
+    nodes: z.array(z.string().regex(HOST_NAME_RE, 'must be a host name')).max(1000).optional(),
+    /** The host the scheduler prefers when it fits (OpenSVC `autostart_node`). */
+    autostart_node: z.string().regex(HOST_NAME_RE, 'must be a host name').optional(),
+    /** Move the VM to another host when its host dies (needs shared storage). */
+    failover: z.boolean().optional(),
+    /** Hosts to fail over to (OpenSVC `drpnodes`); any allowed host when absent. */
+    drpnodes: z.array(z.string().regex(HOST_NAME_RE, 'must be a host name')).max(1000).optional(),
     /** Seconds to wait for a graceful ACPI power-down before forcing (drover extension). */
     stop_timeout: z.int().min(0).max(3600).optional(),
   })
@@ -85,6 +93,8 @@ export const vmRecordSchema = z.looseObject({
   log: z.array(z.string()).optional(),
   /** drover extension: `vm stop -F` asks for a forced stop with TO_STOP. */
   force_stop: z.boolean().optional(),
+  /** drover extension: why the scheduler has not placed the VM yet. */
+  pending_reason: z.string().optional(),
   /** drover extension: what the agent last saw of the running process. */
   runtime: vmRuntimeSchema.optional(),
 });

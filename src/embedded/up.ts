@@ -49,7 +49,7 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     throw new DroverError('SPAWN_FAILED', `${errorMessage(err)} Is port ${opts.etcdPort} already in use? See ${join(opts.stateDir, 'etcd.log')}.`.replace('.. ', '. '));
   }
   const config = mergeConfigLayers([
-    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512 } },
+    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true } },
   ]);
   let agent: RunningAgent;
   try {
@@ -58,7 +58,7 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     await etcd.stop();
     throw err;
   }
-  print(`agent ${name} is up (state in ${config.state_dir})`);
+  print(`agent ${name} is up, with the scheduler (state in ${config.state_dir})`);
 
   const client = createEtcdClient([etcd.endpoint]);
   const repo = new VmRepository(new KvStore(client), keySpace(opts.prefix));

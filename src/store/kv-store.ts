@@ -110,6 +110,22 @@ export class KvStore {
     });
   }
 
+  /**
+   * Writes `raw` only if the key is still at `expected` AND `guardKey` exists
+   * (a leader's election key): a scheduler that lost its leadership cannot
+   * write, even if it has not noticed yet.
+   */
+  putIfGuarded(key: string, raw: string, expected: string, guardKey: string): Promise<boolean> {
+    return translate(`write of ${key}`, async () => {
+      const res = await this.client
+        .if(key, 'Mod', '==', expected)
+        .and(guardKey, 'Create', '>', 0)
+        .then(this.client.put(key).value(raw))
+        .commit();
+      return res.succeeded;
+    });
+  }
+
   deleteIf(key: string, expected: string): Promise<boolean> {
     return translate(`delete of ${key}`, async () => {
       const res = await this.client.if(key, 'Mod', '==', expected).then(this.client.delete().key(key)).commit();

@@ -15,6 +15,7 @@ interface AgentFlags {
   prefix?: string;
   logLevel?: string;
   pretty?: boolean;
+  scheduler?: boolean;
 }
 
 const HELP = `
@@ -42,6 +43,7 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
     .option('--prefix <prefix>', 'key prefix in etcd (default /v1)')
     .option('--log-level <level>', 'trace, debug, info, warn, error')
     .option('--pretty', 'human-readable log lines instead of JSON')
+    .option('--scheduler', 'also run a scheduler here (leader-elected with the others)')
     .addHelpText('after', HELP)
     .action(async (flags: AgentFlags) => {
       // Loaded here, not at the top: `drover vm list` should not pay for the agent.
@@ -57,6 +59,7 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
         accel: flags.accel,
         prefix: flags.prefix,
         log_level: flags.logLevel,
+        scheduler: flags.scheduler,
       };
       const load = () => loadAgentConfig({ file, env: ctx.env, flags: cliValues });
       const config = await load();

@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
 import { registerHostCommands } from './host.js';
+import { registerSchedulerCommand } from './scheduler.js';
 import { registerUpCommand } from './up.js';
 import { registerVmCommands } from './vm.js';
 
@@ -21,5 +22,6 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerVmCommands,
   registerHostCommands,
   registerAgentCommand,
+  registerSchedulerCommand,
   registerUpCommand,
 ];

@@ -1,0 +1,132 @@
+/**
+ * The scheduler's picture of the cluster: VM records, host records and
+ * which hosts hold a live lease, kept from one list plus one watch, with
+ * per-host usage maintained incrementally (placing 10,000 VMs must not
+ * re-add 10,000 VMs each time).
+ */
+import type { KeySpace } from '../contract/keys.js';
+import type { KvEntry } from '../store/kv-store.js';
+import { rawObject, toStoredVm, type JsonObject, type StoredVm } from '../store/vm-repository.js';
+import type { HostCapacity } from './place-vm.js';
+
+interface Usage {
+  memory: number;
+  vcpus: number;
+  vms: number;
+}
+
+/** VMs in these states hold no capacity on their host. */
+const FREE_STATES = new Set(['KILLED', 'ERROR']);
+
+export class ClusterView {
+  readonly vms = new Map<string, StoredVm>();
+  readonly hosts = new Map<string, { entry: KvEntry; record: JsonObject }>();
+  readonly alive = new Set<string>();
+  private readonly usage = new Map<string, Usage>();
+  /** Placements written but not yet seen back on the watch: they hold capacity already. */
+  private readonly reservations = new Map<string, { host: string; memory: number; vcpus: number }>();
+  private readonly revisions = new Map<string, bigint>();
+
+  constructor(
+    private readonly keys: KeySpace,
+    private readonly overheadMiB: number,
+  ) {}
+
+  /** Applies a put; false when it is older than what the view holds. */
+  put(entry: KvEntry): boolean {
+    if (!this.newer(entry.key, entry.modRevision)) return false;
+    const { keys } = this;
+    if (entry.key.startsWith(keys.vmPrefix)) {
+      const vm = toStoredVm(entry, keys);
+      this.release(vm.uuid);
+      this.account(this.vms.get(vm.uuid), -1);
+      this.vms.set(vm.uuid, vm);
+      this.account(vm, +1);
+    } else if (entry.key.startsWith(keys.hostPrefix)) {
+      this.hosts.set(keys.idOf(entry.key, keys.hostPrefix), { entry, record: rawObject(entry.raw) ?? {} });
+    } else if (entry.key.startsWith(keys.alivePrefix)) {
+      this.alive.add(keys.idOf(entry.key, keys.alivePrefix));
+    }
+    return true;
+  }
+
+  delete(key: string, modRevision: string): boolean {
+    if (!this.newer(key, modRevision)) return false;
+    const { keys } = this;
+    if (key.startsWith(keys.vmPrefix)) {
+      const uuid = keys.idOf(key, keys.vmPrefix);
+      this.account(this.vms.get(uuid), -1);
+      this.vms.delete(uuid);
+    } else if (key.startsWith(keys.hostPrefix)) {
+      this.hosts.delete(keys.idOf(key, keys.hostPrefix));
+    } else if (key.startsWith(keys.alivePrefix)) {
+      this.alive.delete(keys.idOf(key, keys.alivePrefix));
+    }
+    return true;
+  }
+
+  /** Counts a placement on its host before etcd confirms it. */
+  reserve(uuid: string, host: string, memory: number, vcpus: number): void {
+    this.release(uuid);
+    const r = { host, memory: memory + this.overheadMiB, vcpus };
+    this.reservations.set(uuid, r);
+    this.add(host, r.memory, r.vcpus, 1);
+  }
+
+  release(uuid: string): void {
+    const r = this.reservations.get(uuid);
+    if (!r) return;
+    this.reservations.delete(uuid);
+    this.add(r.host, -r.memory, -r.vcpus, -1);
+  }
+
+  capacities(): HostCapacity[] {
+    const out: HostCapacity[] = [];
+    for (const [name, { record }] of this.hosts) {
+      const u = this.usage.get(name) ?? { memory: 0, vcpus: 0, vms: 0 };
+      out.push({
+        name,
+        alive: this.alive.has(name),
+        drained: record.drained === true,
+        cpus: num(record.cpus),
+        memory: num(record.memory),
+        reservedMemory: num(record.reserved_memory),
+        usedMemory: u.memory,
+        usedVcpus: u.vcpus,
+        vms: u.vms,
+      });
+    }
+    return out;
+  }
+
+  vmsOn(host: string): StoredVm[] {
+    return [...this.vms.values()].filter((v) => v.parsed.ok && v.parsed.value.host === host);
+  }
+
+  private newer(key: string, modRevision: string): boolean {
+    const rev = BigInt(modRevision);
+    const held = this.revisions.get(key);
+    if (held !== undefined && rev <= held) return false;
+    this.revisions.set(key, rev);
+    return true;
+  }
+
+  private account(vm: StoredVm | undefined, sign: 1 | -1): void {
+    if (!vm?.parsed.ok) return;
+    const { host, status, spec } = vm.parsed.value;
+    if (!host || FREE_STATES.has(status ?? '')) return;
+    this.add(host, sign * (spec.memory + this.overheadMiB), sign * spec.vcpus, sign);
+  }
+
+  private add(host: string, memory: number, vcpus: number, vms: number): void {
+    const u = this.usage.get(host) ?? { memory: 0, vcpus: 0, vms: 0 };
+    u.memory += memory;
+    u.vcpus += vcpus;
+    u.vms += vms;
+    this.usage.set(host, u);
+  }
+}
+
+function num(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : 0;
+}
