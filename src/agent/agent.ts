@@ -63,10 +63,13 @@ export class Agent {
   private readonly crashes: CrashTracker;
   private readonly workers = new Map<string, VmWorker>();
   private readonly reportedForeign = new Set<number>();
+  /** Failover VMs this agent killed because its lease went stale (self-fencing). */
+  private readonly fenced = new Set<string>();
   private notifier: Notifier;
   private reporter: EventReporter;
   private watch: WatchHandle | null = null;
   private timers: NodeJS.Timeout[] = [];
+  private heartbeatTimer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private unsubscribeExit: (() => void) | null = null;
@@ -118,6 +121,9 @@ export class Agent {
     await this.heartbeat();
     await this.reporter.report({ level: 'info', event: 'host.up', message: `Agent ${this.name} is up (hostid ${this.deps.stateDir.hostid}, accel ${this.deps.hypervisor.accel}).` });
     this.every(() => this.config.heartbeat_interval, () => this.heartbeat());
+    const fenceTimer = setInterval(() => void this.selfFence(), 250);
+    fenceTimer.unref();
+    this.timers.push(fenceTimer);
     this.scheduleResync();
   }
 
@@ -125,9 +131,11 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
+    for (const t of this.timers) clearInterval(t);
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
-    await this.watch?.close();
+    // etcd may be unreachable: do not let a hanging cancel keep the agent alive.
+    await Promise.race([this.watch?.close(), new Promise((r) => setTimeout(r, 2000).unref())]);
     this.watch = null;
     this.unsubscribeExit?.();
     for (const w of this.workers.values()) w.close();
@@ -229,6 +237,11 @@ export class Agent {
         limits: () => this.limits(),
         logger: this.log,
         now: () => new Date(),
+        assertMayStart: () => {
+          if (!this.registration.fresh()) {
+            throw new DroverError('ETCD_UNAVAILABLE', `Host ${this.name} has no fresh lease in etcd, so it starts no VM until the lease is renewed.`, true);
+          }
+        },
       });
       this.workers.set(uuid, w);
     }
@@ -248,7 +261,31 @@ export class Agent {
 
   private onExit(exit: VmExit): void {
     this.log.info({ vm: exit.uuid, reason: exit.reason, detail: exit.detail }, 'VM process ended');
+    if (this.fenced.delete(exit.uuid)) {
+      // Fenced, not stopped: once the lease is back the record decides (still
+      // ours and RUNNING: start it again; failed over: leave it).
+      this.worker(exit.uuid).kick();
+      return;
+    }
     this.worker(exit.uuid).exited(exit);
+  }
+
+  /**
+   * Fencing layer 1: when etcd has not confirmed this host's lease for half
+   * its TTL, kill every failover VM here before the lease can expire and the
+   * scheduler can start them elsewhere (ARCHITECTURE.md, "Fencing").
+   */
+  private async selfFence(): Promise<void> {
+    if (this.stopped || !this.registration.stale()) return;
+    for (const w of this.workers.values()) {
+      const rec = w.record;
+      if (!rec?.parsed.ok || rec.parsed.value.spec.failover !== true || this.fenced.has(w.uuid)) continue;
+      if (this.deps.hypervisor.inspect(w.uuid).state === 'absent') continue;
+      this.fenced.add(w.uuid);
+      this.log.error({ vm: w.uuid }, `self-fencing: lease not confirmed for ${this.config.lease_ttl / 2} s; killing failover VM ${rec.parsed.value.name}`);
+      void this.deps.hypervisor.stop(w.uuid, { timeoutMs: 0, force: true }).catch((err: unknown) => this.log.error({ vm: w.uuid, err: errorMessage(err) }, 'self-fencing could not kill the VM'));
+      void this.reporter.report({ level: 'error', event: 'vm.fenced', vm: w.uuid, message: `Host ${this.name} lost contact with etcd for ${this.config.lease_ttl / 2} s and killed failover VM ${rec.parsed.value.name} before its lease could expire.`, email: true });
+    }
   }
 
   private async checkForeign(designated: ReadonlySet<string>): Promise<void> {
@@ -353,7 +390,7 @@ export class Agent {
       if (this.stopped) return;
       const t = setTimeout(() => void fn().finally(tick), seconds() * 1000);
       t.unref();
-      this.timers = [t];
+      this.heartbeatTimer = t;
     };
     tick();
   }

@@ -38,6 +38,8 @@ export interface HostUsage {
 
 export class HostRegistration extends EventEmitter {
   private lease: Lease | null = null;
+  /** When etcd last confirmed the lease (grant or keepalive), ms since the epoch. */
+  private renewedAt = 0;
 
   constructor(
     private readonly client: Etcd3,
@@ -85,6 +87,10 @@ export class HostRegistration extends EventEmitter {
       await lease.revoke().catch(() => undefined);
       throw err;
     }
+    this.renewedAt = Date.now();
+    lease.on('keepaliveSucceeded', () => {
+      if (this.lease === lease) this.renewedAt = Date.now();
+    });
     lease.on('lost', (err) => {
       if (this.lease !== lease) return;
       this.lease = null;
@@ -96,6 +102,21 @@ export class HostRegistration extends EventEmitter {
 
   get claimed(): boolean {
     return this.lease !== null;
+  }
+
+  /**
+   * True while etcd confirmed the lease within half its TTL. etcd expires
+   * the lease at the earliest one TTL after the last confirmation, so a host
+   * that is not fresh may already be about to be declared dead: it must not
+   * start VMs, and it fences (kills) its failover VMs (sanlock's ordering).
+   */
+  fresh(now = Date.now()): boolean {
+    return this.lease !== null && now - this.renewedAt < (this.ttlSeconds * 1000) / 2;
+  }
+
+  /** Whether a lease was held at some point and is now stale (the trigger for self-fencing). */
+  stale(now = Date.now()): boolean {
+    return this.renewedAt > 0 && !this.fresh(now);
   }
 
   /** Writes the host record (CAS on its revision; fields others added are kept). */

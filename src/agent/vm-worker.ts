@@ -9,7 +9,7 @@
  * doubling to 30 s); terminal ones end in ERROR and are not retried.
  */
 import { appendLog } from '../contract/vm-record.js';
-import { DroverError, errorMessage, isTerminal, oneSentence } from '../lib/errors.js';
+import { errorMessage, isTerminal, oneSentence } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Hypervisor, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
 import { rawObject, type JsonObject, type StoredVm, type VmRepository } from '../store/vm-repository.js';
@@ -26,6 +26,8 @@ export interface WorkerDeps {
   limits: () => PlanLimits;
   logger: Logger;
   now: () => Date;
+  /** Throws a retryable error when this host may not start VMs now (its lease is not fresh). */
+  assertMayStart: () => void;
 }
 
 /** Guards against a plan that never settles (a bug): at most this many steps per pass. */
@@ -210,18 +212,21 @@ export class VmWorker {
     if (step.delayMs > 0) await new Promise((r) => setTimeout(r, step.delayMs));
     if (this.closed) return;
 
-    let startingWritten: Promise<StoredVm | null> = Promise.resolve(null);
+    // Fencing layer 2: the start is claimed with a compare-and-swap on the
+    // record's revision BEFORE qemu is spawned. If the scheduler moved the VM
+    // to another host meanwhile (failover), the claim loses and nothing runs
+    // here. The agent also refuses to start while its own lease is not fresh.
+    this.deps.assertMayStart();
+    // On the record this start was planned from, not a newer one that came in meanwhile.
+    const starting = await this.write({ status: 'STARTING', error: '' }, `starting on ${this.deps.host}`, undefined, vm);
+    if (!starting) return;
     let handle: VmHandle;
     try {
-      handle = await this.deps.hypervisor.start(
-        { uuid: this.uuid, name, spec },
-        { onSpawned: (h) => (startingWritten = this.write({ status: 'STARTING', error: '' }, `starting on ${this.deps.host} (pid ${h.pid})`, h)) },
-      );
+      handle = await this.deps.hypervisor.start({ uuid: this.uuid, name, spec });
     } catch (err) {
-      await startingWritten.catch(() => null);
-      if (!isTerminal(err) && !(err instanceof DroverError && err.code === 'START_FAILED')) throw err;
+      if (!isTerminal(err)) throw err;
       const error = oneSentence(errorMessage(err));
-      if (await this.write({ status: 'ERROR', error, runtime: null }, `start failed: ${error}`)) {
+      if (await this.write({ status: 'ERROR', error, runtime: null }, `start failed: ${error}`, undefined, starting)) {
         await this.deps.reporter.report({ level: 'error', event: 'vm.error', vm: this.uuid, message: `VM ${name} failed to start on ${this.deps.host}: ${error}`, email: step.cause !== 'request' });
       }
       return;
@@ -229,8 +234,6 @@ export class VmWorker {
     // RUNNING is written on top of our own STARTING write (compare-and-swap on
     // its revision): if someone changed the record meanwhile, the write loses,
     // their change stands, and the next step re-plans from it.
-    const starting = await startingWritten.catch(() => null);
-    if (!starting) return;
     const how = step.cause === 'request' ? 'started' : 'restarted';
     if (await this.write({ status: 'RUNNING', error: '' }, `${how} on ${this.deps.host} (pid ${handle.pid})`, handle, starting)) {
       await this.deps.reporter.report({

@@ -17,6 +17,7 @@ export type EventCode =
   | 'vm.foreign'
   | 'vm.missing'
   | 'vm.failover'
+  | 'vm.fenced'
   | 'host.up'
   | 'host.down'
   | 'agent.resync';

@@ -83,8 +83,9 @@ export class Scheduler {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.deadTimers.values()) clearTimeout(t);
-    await this.stepDown();
-    await this.campaign?.resign().catch(() => undefined);
+    const timeout = new Promise((r) => setTimeout(r, 2000).unref()); // etcd may be unreachable
+    await Promise.race([this.stepDown(), timeout]);
+    await Promise.race([this.campaign?.resign().catch(() => undefined), timeout]);
     this.campaign = null;
   }
 

@@ -42,7 +42,7 @@ export interface Cluster {
   repo: VmRepository;
   events: EventLog;
   dir: string;
-  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string> }): Promise<AgentProcess>;
+  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string>; etcd?: string }): Promise<AgentProcess>;
   /** Writes a VM record; fills uuid, host and a bootable spec. Returns the uuid. */
   createVm(fields?: JsonObject, host?: string): Promise<string>;
   /** Compare-and-swap update of a record's fields. */
@@ -117,7 +117,7 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
       const log = await open(logFile, 'a');
       const child = spawn(
         DROVER_BIN,
-        ['agent', '--etcd', etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'],
+        ['agent', '--etcd', opts.etcd ?? etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'],
         { stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...opts.env } },
       );
       await log.close();
@@ -130,7 +130,9 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
         exited,
         async kill(signal = 'SIGTERM') {
           if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+          const force = setTimeout(() => child.kill('SIGKILL'), 10_000);
           await exited;
+          clearTimeout(force);
         },
       };
       agents.push(agent);

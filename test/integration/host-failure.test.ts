@@ -62,4 +62,40 @@ describe('host failure (real etcd, real qemu, two agents with schedulers)', () =
     assert.equal(host.status, 'DEAD');
     await cluster.waitForEvent((e) => e.event === 'host.down' && e.host === 'hv1', 5000, 'host.down');
   });
+
+  it('hv3 cut off from etcd while it and its qemu live on: it fences its failover VM, which then runs on hv2, never on both at once', async () => {
+    const { startTcpProxy } = await import('../helpers/tcp-proxy.js');
+    const url = new URL(etcd.endpoint);
+    const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port) });
+    try {
+      const hv3 = await cluster.startAgent('hv3', { config: { ...fleetConfig, scheduler: false }, etcd: proxy.url });
+      const uuid = await cluster.createVm({ name: 'cutoff', spec: { failover: true, nodes: ['hv2', 'hv3'] } }, 'hv3');
+      const oldPid = pidOf(await cluster.waitForStatus(uuid, 'RUNNING'));
+      proxy.suspend();
+      const t0 = Date.now();
+      // Self-fencing: hv3 kills its failover VM once its lease is unconfirmed for TTL/2.
+      await waitUntil(async () => (pidAlive(oldPid) ? undefined : true), 15_000, 'hv3 to fence its VM');
+      const fencedAt = Date.now();
+      const moved = await cluster.waitForVm(uuid, (v) => v?.status === 'RUNNING' && v.host === 'hv2', 30_000, 'the VM running on hv2');
+      const startedAt = Date.parse(String((moved?.runtime as { started_at: string }).started_at));
+      assert.ok(startedAt > fencedAt - 200, `hv2 started it (${new Date(startedAt).toISOString()}) only after hv3 had fenced it (${new Date(fencedAt).toISOString()})`);
+      assert.ok(Date.now() - t0 < 30_000, `failover took ${Date.now() - t0} ms`);
+      assert.equal(hv3.child.exitCode, null, 'hv3 kept running');
+      // The network comes back: hv3 does not start its old copy again.
+      proxy.resume();
+      await new Promise((r) => setTimeout(r, 6000));
+      const after = await cluster.getVm(uuid);
+      assert.equal(after?.host, 'hv2');
+      const copies = (await import('node:fs/promises')).readdir('/proc');
+      let running = 0;
+      for (const p of await copies) {
+        if (!/^\d+$/.test(p)) continue;
+        const cmd = await (await import('node:fs/promises')).readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+        if (cmd.includes('qemu-system') && cmd.includes(uuid)) running++;
+      }
+      assert.equal(running, 1, 'exactly one qemu runs the VM');
+    } finally {
+      await proxy.close();
+    }
+  });
 });
