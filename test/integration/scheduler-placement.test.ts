@@ -135,3 +135,46 @@ describe('scheduler placement (real etcd, three schedulers)', () => {
     assert.notEqual(next, leader);
   });
 });
+
+describe('host drain (real etcd, a scheduler)', () => {
+  it('a drained host gets no new VMs; undrain makes it eligible again', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const run = promisify(execFile);
+    const etcd = await startTestEtcd();
+    const keys = keySpace(etcd.newPrefix());
+    const kv = new KvStore(etcd.client);
+    const repo = new VmRepository(kv, keys);
+    const lease = etcd.client.lease(60);
+    const leaseId = await lease.grant();
+    const sched = spawn(DROVER_BIN, ['scheduler', '--etcd', etcd.endpoint, '--prefix', keys.prefix, '--log-level', 'warn'], { stdio: 'ignore' });
+    try {
+      await kv.put(keys.host('only'), JSON.stringify({ name: 'only', hostid: 'h', ip: '127.0.0.1', status: 'ALIVE', cpus: 4, memory: 8192, reserved_memory: 0, free_memory: 8192, version: 't', heartbeat_at: '', extra: 'kept' }));
+      await kv.put(keys.alive('only'), '{}', leaseId);
+      const cli = (...args: string[]) => run(DROVER_BIN, [...args, '--etcd', etcd.endpoint, '--prefix', keys.prefix]);
+      const { stdout } = await cli('host', 'drain', 'only');
+      assert.match(stdout, /Host only is drained/);
+      const uuid = randomUUID();
+      await repo.create(uuid, { uuid, name: 'd1', status: 'REQUESTED_NEW', spec: { memory: 64, boot: { kernel: '/k' } } });
+      const pending = await waitUntil(async () => {
+        const v = rawObject((await repo.get(uuid))?.raw ?? 'null');
+        return typeof v?.pending_reason === 'string' ? v : undefined;
+      }, 20_000, 'pending because drained');
+      assert.match(String(pending.pending_reason), /1 drained/);
+      await cli('host', 'undrain', 'only');
+      const placed = await waitUntil(async () => {
+        const v = rawObject((await repo.get(uuid))?.raw ?? 'null');
+        return v?.status === 'SCHEDULED' ? v : undefined;
+      }, 20_000, 'placed after undrain');
+      assert.equal(placed.host, 'only');
+      const host = JSON.parse((await kv.get(keys.host('only')))!.raw) as Record<string, unknown>;
+      assert.equal(host.extra, 'kept');
+      assert.equal(host.drained, undefined);
+      await assert.rejects(cli('host', 'drain', 'nosuch'), /No host is named "nosuch"/);
+    } finally {
+      sched.kill('SIGKILL');
+      lease.release();
+      await etcd.close();
+    }
+  });
+});

@@ -29,4 +29,12 @@ export function registerHostCommands(program: Command, ctx: CliContext): void {
   addGlobalOptions(host.command('get').description('print one host record as pretty JSON, with its lease-aware status').argument('<name>', 'the host name'))
     .addHelpText('after', '\nExamples:\n  $ drover host get hv1')
     .action(async (name: string, flags: GlobalFlags) => (await actions()).getAction(ctx, name, flags));
+
+  addGlobalOptions(host.command('drain').description('stop placing new VMs on a host (its VMs keep running)').argument('<name>', 'the host name'))
+    .addHelpText('after', '\nExamples:\n  $ drover host drain hv1')
+    .action(async (name: string, flags: GlobalFlags) => (await actions()).setDrainedAction(ctx, name, true, flags));
+
+  addGlobalOptions(host.command('undrain').description('let the scheduler place VMs on a drained host again').argument('<name>', 'the host name'))
+    .addHelpText('after', '\nExamples:\n  $ drover host undrain hv1')
+    .action(async (name: string, flags: GlobalFlags) => (await actions()).setDrainedAction(ctx, name, false, flags));
 }

@@ -12,6 +12,7 @@ import { formatCell, getField, parseColumns, pickFields } from '../output/fields
 import { printJson } from '../output/print.js';
 import { formatTable } from '../output/table.js';
 import { withStore } from '../store-session.js';
+import { rawObject } from '../../store/vm-repository.js';
 
 export interface HostListFlags extends GlobalFlags {
   output?: string;
@@ -39,4 +40,24 @@ export async function getAction(ctx: CliContext, name: string, flags: GlobalFlag
   const found = await withStore(opts, (store) => store.hosts.get(name));
   if (!found) throw new DroverError('NOT_FOUND', `No host is named ${JSON.stringify(name)}.`);
   printJson(ctx.io, hostObject(found));
+}
+
+/** `host drain` / `host undrain`: sets or clears `drained` in the host record, with compare-and-swap. */
+export async function setDrainedAction(ctx: CliContext, name: string, drained: boolean, flags: GlobalFlags): Promise<void> {
+  const opts = resolveGlobalOptions(flags, ctx.env);
+  await withStore(opts, async (store) => {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const entry = await store.kv.get(store.keys.host(name));
+      if (!entry) throw new DroverError('NOT_FOUND', `No host is named ${JSON.stringify(name)}.`);
+      const record = rawObject(entry.raw);
+      if (!record) throw new DroverError('CONFLICT', `The record of host ${name} is not a JSON object; fix it before draining.`);
+      if ((record.drained === true) === drained) break;
+      const next = { ...record };
+      if (drained) next.drained = true;
+      else delete next.drained;
+      if (await store.kv.putIf(entry.key, JSON.stringify(next), entry.modRevision)) break;
+    }
+  });
+  if (opts.json) return printJson(ctx.io, { name, drained });
+  ctx.io.stdout.write(drained ? `Host ${name} is drained: the scheduler places no new VMs there.\n` : `Host ${name} is no longer drained.\n`);
 }
