@@ -35,6 +35,7 @@ import { findForeignVms } from './find-foreign.js';
 import { detectIp, hostCpus, hostMemoryMiB } from './host-facts.js';
 import { HostRegistration } from './host-registration.js';
 import { createNotifier, type Notifier } from './notifier.js';
+import { writeFenceFile, type FenceFile } from './fence-file.js';
 import { designatedHostOfRaw, isDesignatedTo, type PlanLimits } from './plan-vm.js';
 import type { StateDir } from './state-dir.js';
 import { VmWorker } from './vm-worker.js';
@@ -271,21 +272,36 @@ export class Agent {
   }
 
   /**
-   * Fencing layer 1: when etcd has not confirmed this host's lease for half
-   * its TTL, kill every failover VM here before the lease can expire and the
+   * Fencing layer 1: when etcd has not confirmed this host's lease for two
+   * thirds of its TTL, kill every failover VM here before the lease can expire and the
    * scheduler can start them elsewhere (ARCHITECTURE.md, "Fencing").
    */
   private async selfFence(): Promise<void> {
-    if (this.stopped || !this.registration.stale()) return;
+    if (this.stopped) return;
+    await this.feedWatchdog();
+    if (!this.registration.stale()) return;
     for (const w of this.workers.values()) {
       const rec = w.record;
       if (!rec?.parsed.ok || rec.parsed.value.spec.failover !== true || this.fenced.has(w.uuid)) continue;
       if (this.deps.hypervisor.inspect(w.uuid).state === 'absent') continue;
       this.fenced.add(w.uuid);
-      this.log.error({ vm: w.uuid }, `self-fencing: lease not confirmed for ${this.config.lease_ttl / 2} s; killing failover VM ${rec.parsed.value.name}`);
+      this.log.error({ vm: w.uuid }, `self-fencing: lease not confirmed for 2/3 of its ${this.config.lease_ttl} s TTL; killing failover VM ${rec.parsed.value.name}`);
       void this.deps.hypervisor.stop(w.uuid, { timeoutMs: 0, force: true }).catch((err: unknown) => this.log.error({ vm: w.uuid, err: errorMessage(err) }, 'self-fencing could not kill the VM'));
-      void this.reporter.report({ level: 'error', event: 'vm.fenced', vm: w.uuid, message: `Host ${this.name} lost contact with etcd for ${this.config.lease_ttl / 2} s and killed failover VM ${rec.parsed.value.name} before its lease could expire.`, email: true });
+      void this.reporter.report({ level: 'error', event: 'vm.fenced', vm: w.uuid, message: `Host ${this.name} lost contact with etcd for two thirds of its lease TTL and killed failover VM ${rec.parsed.value.name} before its lease could expire.`, email: true });
     }
+  }
+
+  /** Tells the watchdog (a separate process) which failover VMs to kill if this agent stops feeding it. */
+  private async feedWatchdog(): Promise<void> {
+    const vms: FenceFile['vms'] = [];
+    for (const w of this.workers.values()) {
+      const rec = w.record;
+      if (!rec?.parsed.ok || rec.parsed.value.spec.failover !== true) continue;
+      const seen = this.deps.hypervisor.inspect(w.uuid);
+      if (seen.state !== 'absent') vms.push({ uuid: w.uuid, pid: seen.handle.pid, start_time: seen.handle.startTime });
+    }
+    const fence = { written_at: Date.now(), renewed_at: this.registration.renewedAtMs, ttl_ms: this.config.lease_ttl * 1000, vms };
+    await writeFenceFile(this.deps.stateDir.root, fence).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not write the fence file'));
   }
 
   private async checkForeign(designated: ReadonlySet<string>): Promise<void> {

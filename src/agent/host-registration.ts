@@ -36,6 +36,11 @@ export interface HostUsage {
   vms: number;
 }
 
+/** How long after the last confirmation of a lease its holder must consider itself fenced. */
+export function fenceAfterMs(ttlMs: number): number {
+  return (ttlMs * 2) / 3;
+}
+
 export class HostRegistration extends EventEmitter {
   private lease: Lease | null = null;
   /** When etcd last confirmed the lease (grant or keepalive), ms since the epoch. */
@@ -100,18 +105,25 @@ export class HostRegistration extends EventEmitter {
     this.lease = lease;
   }
 
+  /** When etcd last confirmed the lease (ms since the epoch); 0 before the first claim. */
+  get renewedAtMs(): number {
+    return this.lease ? this.renewedAt : 0;
+  }
+
   get claimed(): boolean {
     return this.lease !== null;
   }
 
   /**
-   * True while etcd confirmed the lease within half its TTL. etcd expires
+   * True while etcd confirmed the lease within two thirds of its TTL (etcd3
+   * sends a keepalive every third of it, so a healthy lease is never older
+   * than about one third plus a round trip). etcd expires
    * the lease at the earliest one TTL after the last confirmation, so a host
    * that is not fresh may already be about to be declared dead: it must not
    * start VMs, and it fences (kills) its failover VMs (sanlock's ordering).
    */
   fresh(now = Date.now()): boolean {
-    return this.lease !== null && now - this.renewedAt < (this.ttlSeconds * 1000) / 2;
+    return this.lease !== null && now - this.renewedAt < fenceAfterMs(this.ttlSeconds * 1000);
   }
 
   /** Whether a lease was held at some point and is now stale (the trigger for self-fencing). */

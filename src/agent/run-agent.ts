@@ -3,7 +3,9 @@
  * probe, the qemu hypervisor, the etcd client. `drover agent` and
  * `drover up` both start agents through here.
  */
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AgentConfig } from '../config/agent-config.js';
 import { probeAccel } from '../hypervisor/accel-probe.js';
 import { QemuHypervisor } from '../hypervisor/qemu/qemu-hypervisor.js';
@@ -22,6 +24,38 @@ export function droverVersion(): string {
   }
 }
 
+/**
+ * Starts `drover watchdog` for this state dir unless one runs already. It
+ * runs in its own session and outlives the agent on purpose: while the
+ * agent is gone (frozen, crashed, restarting) it still fences failover VMs
+ * once the agent has not fed it for half the lease TTL.
+ */
+function startWatchdog(stateDir: string, logger: Logger): void {
+  let existing = 0;
+  try {
+    existing = Number(readFileSync(join(stateDir, 'watchdog.pid'), 'utf8').trim());
+  } catch {
+    // none yet
+  }
+  if (existing > 0) {
+    try {
+      if (readFileSync(`/proc/${existing}/cmdline`, 'utf8').includes('watchdog')) return;
+    } catch {
+      // not running
+    }
+  }
+  const main = process.argv[1];
+  if (!main?.endsWith('main.js')) {
+    logger.warn('not started from bin/drover; no fencing watchdog runs beside this agent');
+    return;
+  }
+  const log = openSync(join(stateDir, 'watchdog.log'), 'a', 0o600);
+  const child = spawn(process.execPath, [main, 'watchdog', '--state-dir', stateDir], { detached: true, stdio: ['ignore', log, log] });
+  child.unref();
+  closeSync(log);
+  logger.info({ pid: child.pid }, 'fencing watchdog started');
+}
+
 export interface RunningAgent {
   agent: Agent;
   /** Stops the agent; VMs keep running. */
@@ -36,6 +70,7 @@ export async function startAgent(
   const stateDir = await openStateDir(config.state_dir);
   const choice = await probeAccel(config.accel, { qemuBinary: config.qemu_binary, workDir: stateDir.root });
   logger.info({ accel: choice.accel }, choice.reason);
+  startWatchdog(stateDir.root, logger);
   const hypervisor = new QemuHypervisor({ runRoot: stateDir.vmsDir, accel: choice.accel, qemuBinary: config.qemu_binary, logger });
   const client = createEtcdClient(config.etcd);
   const agent = new Agent({ config, reloadConfig: opts.reloadConfig, client, hypervisor, stateDir, logger, version: droverVersion() });

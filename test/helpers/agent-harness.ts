@@ -4,6 +4,7 @@
  * tests what they need to drive and observe them through etcd.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -69,10 +70,11 @@ export async function waitUntil<T>(probe: () => Promise<T | undefined>, timeoutM
   }
 }
 
+/** True when the process exists and is not a zombie (a killed qemu whose parent, a frozen agent, has not reaped it). */
 export function pidAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -190,13 +192,14 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
   return cluster;
 }
 
-/** Kills every qemu whose argv mentions the directory (the agents' VMs outlive them). */
+/** Kills every qemu and watchdog whose argv mentions the directory (both outlive the agents). */
 export async function killQemusUnder(dir: string): Promise<void> {
   const { readdir } = await import('node:fs/promises');
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const cmd = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('qemu-system') && cmd.includes(dir)) {
+    // qemu processes, and the fencing watchdogs the agents leave beside them.
+    if ((cmd.includes('qemu-system') || cmd.includes('watchdog')) && cmd.includes(dir)) {
       try {
         process.kill(Number(entry), 'SIGKILL');
       } catch {

@@ -10,7 +10,7 @@ import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { killQemusUnder, pidAlive, startCluster, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 
 const pidOf = (vm: Record<string, unknown> | null): number => (vm?.runtime as { pid: number }).pid;
-const fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 1, lease_ttl: 3 };
+const fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 1, lease_ttl: 6 };
 
 describe('host failure (real etcd, real qemu, two agents with schedulers)', () => {
   let etcd: TestEtcd;
@@ -73,7 +73,7 @@ describe('host failure (real etcd, real qemu, two agents with schedulers)', () =
       const oldPid = pidOf(await cluster.waitForStatus(uuid, 'RUNNING'));
       proxy.suspend();
       const t0 = Date.now();
-      // Self-fencing: hv3 kills its failover VM once its lease is unconfirmed for TTL/2.
+      // Self-fencing: hv3 kills its failover VM once its lease is unconfirmed for 2/3 of the TTL.
       await waitUntil(async () => (pidAlive(oldPid) ? undefined : true), 15_000, 'hv3 to fence its VM');
       const fencedAt = Date.now();
       const moved = await cluster.waitForVm(uuid, (v) => v?.status === 'RUNNING' && v.host === 'hv2', 30_000, 'the VM running on hv2');
@@ -97,5 +97,37 @@ describe('host failure (real etcd, real qemu, two agents with schedulers)', () =
     } finally {
       await proxy.close();
     }
+  });
+
+  it('hv4 frozen with SIGSTOP while its qemu runs on: the watchdog fences the failover VM, which then runs on hv2, never on both', async () => {
+    const hv4 = await cluster.startAgent('hv4', { config: { ...fleetConfig, scheduler: false } });
+    const uuid = await cluster.createVm({ name: 'frozen', spec: { failover: true, nodes: ['hv2', 'hv4'] } }, 'hv4');
+    const oldPid = pidOf(await cluster.waitForStatus(uuid, 'RUNNING'));
+    await new Promise((r) => setTimeout(r, 500)); // the watchdog has seen it in the fence file
+    hv4.child.kill('SIGSTOP');
+    try {
+      const t0 = Date.now();
+      await waitUntil(async () => (pidAlive(oldPid) ? undefined : true), 15_000, 'the watchdog to fence the VM');
+      const fencedAt = Date.now();
+      const moved = await cluster.waitForVm(uuid, (v) => v?.status === 'RUNNING' && v.host === 'hv2', 30_000, 'the VM running on hv2');
+      const startedAt = Date.parse(String((moved?.runtime as { started_at: string }).started_at));
+      assert.ok(startedAt > fencedAt - 200, 'hv2 started it only after the watchdog had killed the old copy');
+      assert.ok(Date.now() - t0 < 30_000, `failover took ${Date.now() - t0} ms`);
+    } finally {
+      hv4.child.kill('SIGCONT');
+    }
+    // The agent wakes up: it must not start a second copy.
+    await new Promise((r) => setTimeout(r, 6000));
+    const after = await cluster.getVm(uuid);
+    assert.equal(after?.host, 'hv2');
+    assert.equal(after?.status, 'RUNNING');
+    const { readdir, readFile } = await import('node:fs/promises');
+    let running = 0;
+    for (const p of await readdir('/proc')) {
+      if (!/^\d+$/.test(p)) continue;
+      const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+      if (cmd.includes('qemu-system') && cmd.includes(uuid) && pidAlive(Number(p))) running++;
+    }
+    assert.equal(running, 1, 'exactly one qemu runs the VM');
   });
 });

@@ -14,6 +14,7 @@ import { registerAgentCommand } from './agent.js';
 import { registerHostCommands } from './host.js';
 import { registerSchedulerCommand } from './scheduler.js';
 import { registerUpCommand } from './up.js';
+import { registerWatchdogCommand } from './watchdog.js';
 import { registerVmCommands } from './vm.js';
 
 export type RegisterCommands = (program: Command, ctx: CliContext) => void;
@@ -24,4 +25,5 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerAgentCommand,
   registerSchedulerCommand,
   registerUpCommand,
+  registerWatchdogCommand,
 ];
