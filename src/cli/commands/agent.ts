@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
+import { exitAfterStop } from '../exit-after-stop.js';
 
 interface AgentFlags {
   etcd?: string;
@@ -79,5 +80,6 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
         process.once('SIGINT', () => onStop('SIGINT'));
         process.once('SIGTERM', () => onStop('SIGTERM'));
       });
+      await exitAfterStop(ctx.io.stdout);
     });
 }

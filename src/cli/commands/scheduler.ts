@@ -1,6 +1,7 @@
 /** `drover scheduler`: places VMs without a host and handles dead hosts; leader-elected. */
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
+import { exitAfterStop } from '../exit-after-stop.js';
 
 interface SchedulerFlags {
   etcd?: string;
@@ -69,5 +70,6 @@ export function registerSchedulerCommand(program: Command, ctx: CliContext): voi
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      await exitAfterStop(ctx.io.stdout);
     });
 }

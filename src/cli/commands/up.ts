@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { DroverError } from '../../lib/errors.js';
 import { DEFAULT_PREFIX, normalizePrefix } from '../../contract/keys.js';
 import type { CliContext } from '../context.js';
+import { exitAfterStop } from '../exit-after-stop.js';
 
 interface UpFlags {
   stateDir?: string;
@@ -74,5 +75,6 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
         process.once('SIGTERM', stop);
       });
       print('drover stopped.');
+      await exitAfterStop(ctx.io.stdout);
     });
 }
