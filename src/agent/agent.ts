@@ -238,6 +238,7 @@ export class Agent {
         limits: () => this.limits(),
         logger: this.log,
         now: () => new Date(),
+        sharedStorage: () => this.config.shared_storage,
         assertMayStart: () => {
           if (!this.registration.fresh()) {
             throw new DroverError('ETCD_UNAVAILABLE', `Host ${this.name} has no fresh lease in etcd, so it starts no VM until the lease is renewed.`, true);

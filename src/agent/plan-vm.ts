@@ -86,6 +86,24 @@ export function designatedHostOfRaw(raw: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a failover VM cannot fail over safely, or null: every disk must be on
+ * storage all hosts share (a path under one of `shared`; rbd disks come
+ * with the storage work), since another host
+ * will run it from the same disk.
+ */
+export function failoverStorageError(record: VmRecord, shared: readonly string[]): string | null {
+  if (record.spec.failover !== true) return null;
+  for (const [i, d] of (record.spec.disks ?? []).entries()) {
+    const path = d.path;
+    if (path === undefined) return `Field spec.failover needs every disk on shared storage, but disk ${i} is an image disk, which lives on this host.`;
+    if (!shared.some((p) => path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`))) {
+      return `Field spec.failover needs every disk on shared storage, but disk ${i} (${path}) is not under any shared_storage path of this host.`;
+    }
+  }
+  return null;
+}
+
 export function planVm(input: PlanInput): Step {
   const { vm, observed } = input;
   if (vm === null) return NONE; // deleted: a process left behind is the periodic check's (vm.foreign)

@@ -15,7 +15,7 @@ import type { Hypervisor, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
 import { rawObject, type JsonObject, type StoredVm, type VmRepository } from '../store/vm-repository.js';
 import type { CrashTracker } from './crash-tracker.js';
 import type { EventReporter } from './event-reporter.js';
-import { planVm, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
+import { failoverStorageError, planVm, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
 
 export interface WorkerDeps {
   host: string;
@@ -26,6 +26,8 @@ export interface WorkerDeps {
   limits: () => PlanLimits;
   logger: Logger;
   now: () => Date;
+  /** Path prefixes of storage all hosts share (config shared_storage). */
+  sharedStorage: () => readonly string[];
   /** Throws a retryable error when this host may not start VMs now (its lease is not fresh). */
   assertMayStart: () => void;
 }
@@ -216,6 +218,13 @@ export class VmWorker {
     // record's revision BEFORE qemu is spawned. If the scheduler moved the VM
     // to another host meanwhile (failover), the claim loses and nothing runs
     // here. The agent also refuses to start while its own lease is not fresh.
+    const storageError = failoverStorageError(vm.parsed.value, this.deps.sharedStorage());
+    if (storageError) {
+      if (await this.write({ status: 'ERROR', error: storageError, runtime: null }, `not started: ${storageError}`, undefined, vm)) {
+        await this.deps.reporter.report({ level: 'error', event: 'vm.error', vm: this.uuid, message: `VM ${name}: ${storageError}` });
+      }
+      return;
+    }
     this.deps.assertMayStart();
     // On the record this start was planned from, not a newer one that came in meanwhile.
     const starting = await this.write({ status: 'STARTING', error: '' }, `starting on ${this.deps.host}`, undefined, vm);

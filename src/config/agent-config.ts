@@ -63,6 +63,11 @@ export const agentConfigSchema = z.strictObject({
   smtp_url: z.string().optional(),
   notify_from: z.string().default('drover@localhost'),
   qemu_binary: z.string().default('qemu-system-x86_64'),
+  /**
+   * Path prefixes on storage every host shares (NFS, a cluster filesystem).
+   * A VM with spec.failover may only use disks under these (or rbd).
+   */
+  shared_storage: z.array(z.string().refine((p) => p.startsWith('/'), 'must be absolute paths')).default([]),
   /** Also run a scheduler in this agent (leader-elected with every other one). */
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { planVm, restartDelayMs, isDesignatedTo, type PlanInput, type PlanLimits, type Step } from '../../src/agent/plan-vm.js';
+import { failoverStorageError, planVm, restartDelayMs, isDesignatedTo, type PlanInput, type PlanLimits, type Step } from '../../src/agent/plan-vm.js';
 import { parseVmRecord } from '../../src/contract/vm-record.js';
 import type { StoredVm } from '../../src/store/vm-repository.js';
 import type { VmExit, VmObservation } from '../../src/hypervisor/hypervisor.js';
@@ -144,5 +144,22 @@ describe('planVm: invalid records', () => {
     assert.equal(isDesignatedTo(stored({ host: 'hv1', spec: 3 }), 'hv1'), true);
     assert.equal(isDesignatedTo(stored({ host: 'hv2', spec: 3 }), 'hv1'), false);
     assert.equal(isDesignatedTo(stored({}, 'not json'), 'hv1'), false);
+  });
+});
+
+describe('failoverStorageError', () => {
+  const rec = (spec: Record<string, unknown>) => {
+    const r = stored({ spec: { memory: 64, boot: { kernel: '/k' }, ...spec } }).parsed;
+    assert.ok(r.ok);
+    return r.value;
+  };
+  it('accepts a failover VM with no disks or disks under a shared path', () => {
+    assert.equal(failoverStorageError(rec({ failover: true }), []), null);
+    assert.equal(failoverStorageError(rec({ failover: true, disks: [{ path: '/shared/vm/a.raw' }] }), ['/shared']), null);
+    assert.equal(failoverStorageError(rec({ disks: [{ path: '/local/a.raw' }] }), []), null, 'no failover: no rule');
+  });
+  it('refuses local and image disks, naming the disk', () => {
+    assert.match(String(failoverStorageError(rec({ failover: true, disks: [{ path: '/sharedx/a.raw' }] }), ['/shared'])), /disk 0 \(\/sharedx\/a.raw\) is not under any shared_storage path/);
+    assert.match(String(failoverStorageError(rec({ failover: true, disks: [{ image: 'debian-12' }] }), ['/shared'])), /disk 0 is an image disk/);
   });
 });
