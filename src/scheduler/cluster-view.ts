@@ -26,6 +26,9 @@ export class ClusterView {
   /** Placements written but not yet seen back on the watch: they hold capacity already. */
   private readonly reservations = new Map<string, { host: string; memory: number; vcpus: number }>();
   private readonly revisions = new Map<string, bigint>();
+  /** One capacity object per host, updated in place; the array is rebuilt only when hosts come or go. */
+  private readonly caps = new Map<string, HostCapacity>();
+  private capList: HostCapacity[] | null = null;
 
   constructor(
     private readonly keys: KeySpace,
@@ -43,9 +46,13 @@ export class ClusterView {
       this.vms.set(vm.uuid, vm);
       this.account(vm, +1);
     } else if (entry.key.startsWith(keys.hostPrefix)) {
-      this.hosts.set(keys.idOf(entry.key, keys.hostPrefix), { entry, record: rawObject(entry.raw) ?? {} });
+      const name = keys.idOf(entry.key, keys.hostPrefix);
+      this.hosts.set(name, { entry, record: rawObject(entry.raw) ?? {} });
+      this.refreshCap(name);
     } else if (entry.key.startsWith(keys.alivePrefix)) {
-      this.alive.add(keys.idOf(entry.key, keys.alivePrefix));
+      const name = keys.idOf(entry.key, keys.alivePrefix);
+      this.alive.add(name);
+      this.refreshCap(name);
     }
     return true;
   }
@@ -58,9 +65,13 @@ export class ClusterView {
       this.account(this.vms.get(uuid), -1);
       this.vms.delete(uuid);
     } else if (key.startsWith(keys.hostPrefix)) {
-      this.hosts.delete(keys.idOf(key, keys.hostPrefix));
+      const name = keys.idOf(key, keys.hostPrefix);
+      this.hosts.delete(name);
+      this.refreshCap(name);
     } else if (key.startsWith(keys.alivePrefix)) {
-      this.alive.delete(keys.idOf(key, keys.alivePrefix));
+      const name = keys.idOf(key, keys.alivePrefix);
+      this.alive.delete(name);
+      this.refreshCap(name);
     }
     return true;
   }
@@ -80,23 +91,38 @@ export class ClusterView {
     this.add(r.host, -r.memory, -r.vcpus, -1);
   }
 
+  /** The hosts' capacities; the objects are the view's own (read them, do not keep them). */
   capacities(): HostCapacity[] {
-    const out: HostCapacity[] = [];
-    for (const [name, { record }] of this.hosts) {
-      const u = this.usage.get(name) ?? { memory: 0, vcpus: 0, vms: 0 };
-      out.push({
-        name,
-        alive: this.alive.has(name),
-        drained: record.drained === true,
-        cpus: num(record.cpus),
-        memory: num(record.memory),
-        reservedMemory: num(record.reserved_memory),
-        usedMemory: u.memory,
-        usedVcpus: u.vcpus,
-        vms: u.vms,
-      });
+    this.capList ??= [...this.caps.values()];
+    return this.capList;
+  }
+
+  /** Rebuilds one host's capacity object from its record, liveness and usage. */
+  private refreshCap(name: string): void {
+    const host = this.hosts.get(name);
+    if (!host) {
+      if (this.caps.delete(name)) this.capList = null;
+      return;
     }
-    return out;
+    const { record } = host;
+    const u = this.usage.get(name) ?? { memory: 0, vcpus: 0, vms: 0 };
+    const cap: HostCapacity = {
+      name,
+      alive: this.alive.has(name),
+      drained: record.drained === true,
+      cpus: num(record.cpus),
+      memory: num(record.memory),
+      reservedMemory: num(record.reserved_memory),
+      usedMemory: u.memory,
+      usedVcpus: u.vcpus,
+      vms: u.vms,
+    };
+    const existing = this.caps.get(name);
+    if (existing) Object.assign(existing, cap);
+    else {
+      this.caps.set(name, cap);
+      this.capList = null;
+    }
   }
 
   vmsOn(host: string): StoredVm[] {
@@ -124,6 +150,12 @@ export class ClusterView {
     u.vcpus += vcpus;
     u.vms += vms;
     this.usage.set(host, u);
+    const cap = this.caps.get(host);
+    if (cap) {
+      cap.usedMemory = u.memory;
+      cap.usedVcpus = u.vcpus;
+      cap.vms = u.vms;
+    }
   }
 }
 

@@ -50,21 +50,29 @@ export function placeVm(req: PlacementRequest, hosts: readonly HostCapacity[], p
   const need = req.memory + policy.overheadMiB;
   const allowed = req.nodes && req.nodes.length > 0 ? new Set(req.nodes) : null;
   const rejected = { dead: 0, drained: 0, nodes: 0, memory: 0, cpu: 0 };
-  const fits: HostCapacity[] = [];
+  // One pass, no sort: this runs once per placement over every host.
+  let best: HostCapacity | null = null;
   for (const h of hosts) {
     if (allowed && !allowed.has(h.name)) rejected.nodes++;
     else if (!h.alive) rejected.dead++;
     else if (h.drained) rejected.drained++;
     else if (freeMemory(h) < need) rejected.memory++;
     else if (h.usedVcpus + req.vcpus > h.cpus * policy.cpuOvercommit) rejected.cpu++;
-    else fits.push(h);
+    else {
+      if (h.name === req.autostartNode) return { ok: true, host: h.name };
+      if (best === null || better(h, best, policy.strategy)) best = h;
+    }
   }
-  if (fits.length === 0) return { ok: false, reason: explain(req, need, hosts.length, rejected) };
-  const preferred = req.autostartNode !== undefined ? fits.find((h) => h.name === req.autostartNode) : undefined;
-  if (preferred) return { ok: true, host: preferred.name };
-  const sign = policy.strategy === 'spread' ? -1 : 1;
-  fits.sort((a, b) => sign * (freeMemory(a) - freeMemory(b)) || a.vms - b.vms || (a.name < b.name ? -1 : 1));
-  return { ok: true, host: fits[0]!.name };
+  if (best === null) return { ok: false, reason: explain(req, need, hosts.length, rejected) };
+  return { ok: true, host: best.name };
+}
+
+/** spread: more free memory wins; pack: less; then fewer VMs, then the name. */
+function better(a: HostCapacity, b: HostCapacity, strategy: Strategy): boolean {
+  const byMemory = (strategy === 'spread' ? -1 : 1) * (freeMemory(a) - freeMemory(b));
+  if (byMemory !== 0) return byMemory < 0;
+  if (a.vms !== b.vms) return a.vms < b.vms;
+  return a.name < b.name;
 }
 
 function explain(req: PlacementRequest, need: number, total: number, r: Record<string, number>): string {

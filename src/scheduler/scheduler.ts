@@ -167,7 +167,10 @@ export class Scheduler {
     this.passRunning = true;
     try {
       const limit = this.opts.concurrency ?? 64;
-      const writes = new Set<Promise<void>>();
+      // A counter and one waiter, not Promise.race over every pending write.
+      let inFlight = 0;
+      let slotFree: (() => void) | null = null;
+      let allDone: (() => void) | null = null;
       for (const vm of view.vms.values()) {
         if (this.view !== view) break;
         if (!vm.parsed.ok || this.inFlight.has(vm.uuid)) continue;
@@ -190,11 +193,16 @@ export class Scheduler {
         } else {
           obj.pending_reason = placement.reason;
         }
-        const w = this.write(vm, obj, placement.ok).finally(() => writes.delete(w));
-        writes.add(w);
-        if (writes.size >= limit) await Promise.race(writes);
+        inFlight++;
+        void this.write(vm, obj, placement.ok).finally(() => {
+          inFlight--;
+          slotFree?.();
+          slotFree = null;
+          if (inFlight === 0) allDone?.();
+        });
+        if (inFlight >= limit) await new Promise<void>((r) => (slotFree = r));
       }
-      await Promise.all(writes);
+      if (inFlight > 0) await new Promise<void>((r) => (allDone = r));
     } finally {
       this.passRunning = false;
       if (this.rerun) {
