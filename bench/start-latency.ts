@@ -49,6 +49,7 @@ import { clockTicksPerSecond, cpuTicks, killQemusMentioning, machineInfo, pidsMe
 import { probeQemu } from './lib/qmp-probe.js';
 import { StatusWatch, type Json } from './lib/status-watch.js';
 import { ms, summarize, table, type Summary } from './lib/stats.js';
+import { Cleanup } from './lib/cleanup.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
@@ -97,29 +98,6 @@ function parseArgs(argv: string[]): Options {
     } else throw new Error(`unknown argument ${a}`);
   }
   return opts;
-}
-
-/** Cleanup steps, run last-registered first, each at most once, also on SIGINT/SIGTERM. */
-class Cleanup {
-  private readonly steps: Array<{ what: string; fn: () => Promise<unknown> }> = [];
-  private running: Promise<void> | null = null;
-
-  add(what: string, fn: () => Promise<unknown>): void {
-    this.steps.push({ what, fn });
-  }
-
-  run(): Promise<void> {
-    this.running ??= (async () => {
-      for (let step = this.steps.pop(); step; step = this.steps.pop()) {
-        try {
-          await step.fn();
-        } catch (err) {
-          console.error(`cleanup: ${step.what} failed: ${(err as Error).message}`);
-        }
-      }
-    })();
-    return this.running;
-  }
 }
 
 function log(line = ''): void {
