@@ -502,13 +502,7 @@ async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const { hosts: H, vms: N, concurrency: C } = opts;
   const timeoutMs = opts.timeoutS * 1000;
-  const cleanup = new Cleanup();
-  const onSignal = (sig: NodeJS.Signals): void => {
-    console.error(`\n${sig}: cleaning up`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const cleanup = new Cleanup().onSignals();
 
   const root = await mkdtemp(join(tmpdir(), 'drover-bench-placement-'));
   cleanup.add('remove the temp dir', () => rm(root, { recursive: true, force: true }));

@@ -405,13 +405,7 @@ interface Results {
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const n = opts.count;
-  const cleanup = new Cleanup();
-  const onSignal = (sig: NodeJS.Signals): void => {
-    console.error(`\n${sig}: cleaning up`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const cleanup = new Cleanup().onSignals();
 
   const root = await mkdtemp(join(tmpdir(), 'drover-bench-'));
   cleanup.add('remove the temp dir', () => rm(root, { recursive: true, force: true }));
