@@ -20,6 +20,11 @@ export type EventCode =
   | 'vm.fenced'
   | 'host.up'
   | 'host.down'
+  | 'pool.vm_created'
+  | 'pool.vm_finished'
+  | 'pool.wallclock'
+  | 'pool.backoff'
+  | 'pool.error'
   | 'agent.resync';
 
 export interface DroverEvent {

@@ -10,11 +10,14 @@ export interface KeySpace {
   readonly hostPrefix: string;
   readonly alivePrefix: string;
   readonly logPrefix: string;
+  readonly poolPrefix: string;
   vm(uuid: string): string;
   host(name: string): string;
   /** Liveness key of a host, attached to the agent's lease. */
   alive(name: string): string;
   log(id: string): string;
+  /** A pool of VMs kept at a share of the hosts' capacity (docs/pools.md). */
+  pool(name: string): string;
   /** The last segment of a key below `under` (e.g. the uuid of a VM key). */
   idOf(key: string, under: string): string;
 }
@@ -25,16 +28,19 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
   const hostPrefix = `${p}/host/`;
   const alivePrefix = `${p}/alive/`;
   const logPrefix = `${p}/log/`;
+  const poolPrefix = `${p}/pool/`;
   return Object.freeze({
     prefix: p,
     vmPrefix,
     hostPrefix,
     alivePrefix,
     logPrefix,
+    poolPrefix,
     vm: (uuid: string) => vmPrefix + uuid,
     host: (name: string) => hostPrefix + name,
     alive: (name: string) => alivePrefix + name,
     log: (id: string) => logPrefix + id,
+    pool: (name: string) => poolPrefix + name,
     idOf: (key: string, under: string) => key.slice(under.length),
   });
 }

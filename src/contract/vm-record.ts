@@ -95,6 +95,8 @@ export const vmRecordSchema = z.looseObject({
   force_stop: z.boolean().optional(),
   /** drover extension: why the scheduler has not placed the VM yet. */
   pending_reason: z.string().optional(),
+  /** drover extension: the pool that created this VM and keeps it replaced (docs/pools.md). */
+  pool: z.string().optional(),
   /** drover extension: what the agent last saw of the running process. */
   runtime: vmRuntimeSchema.optional(),
 });

@@ -8,6 +8,7 @@ import type { KeySpace } from '../contract/keys.js';
 import type { KvEntry } from '../store/kv-store.js';
 import { rawObject, toStoredVm, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 import type { HostCapacity } from './place-vm.js';
+import { PoolIndex } from './pool-index.js';
 
 interface Usage {
   memory: number;
@@ -22,6 +23,8 @@ export class ClusterView {
   readonly vms = new Map<string, StoredVm>();
   readonly hosts = new Map<string, { entry: KvEntry; record: JsonObject }>();
   readonly alive = new Set<string>();
+  /** Pool records and each pool's VMs (docs/pools.md). */
+  readonly pools: PoolIndex;
   private readonly usage = new Map<string, Usage>();
   /** Placements written but not yet seen back on the watch: they hold capacity already. */
   private readonly reservations = new Map<string, { host: string; memory: number; vcpus: number }>();
@@ -33,7 +36,9 @@ export class ClusterView {
   constructor(
     private readonly keys: KeySpace,
     private readonly overheadMiB: number,
-  ) {}
+  ) {
+    this.pools = new PoolIndex(keys);
+  }
 
   /** Applies a put; false when it is older than what the view holds. */
   put(entry: KvEntry): boolean {
@@ -45,6 +50,7 @@ export class ClusterView {
       this.account(this.vms.get(vm.uuid), -1);
       this.vms.set(vm.uuid, vm);
       this.account(vm, +1);
+      this.pools.putVm(vm);
     } else if (entry.key.startsWith(keys.hostPrefix)) {
       const name = keys.idOf(entry.key, keys.hostPrefix);
       this.hosts.set(name, { entry, record: rawObject(entry.raw) ?? {} });
@@ -53,6 +59,8 @@ export class ClusterView {
       const name = keys.idOf(entry.key, keys.alivePrefix);
       this.alive.add(name);
       this.refreshCap(name);
+    } else if (entry.key.startsWith(keys.poolPrefix)) {
+      this.pools.putPool(entry);
     }
     return true;
   }
@@ -64,6 +72,7 @@ export class ClusterView {
       const uuid = keys.idOf(key, keys.vmPrefix);
       this.account(this.vms.get(uuid), -1);
       this.vms.delete(uuid);
+      this.pools.deleteVm(uuid);
     } else if (key.startsWith(keys.hostPrefix)) {
       const name = keys.idOf(key, keys.hostPrefix);
       this.hosts.delete(name);
@@ -72,6 +81,8 @@ export class ClusterView {
       const name = keys.idOf(key, keys.alivePrefix);
       this.alive.delete(name);
       this.refreshCap(name);
+    } else if (key.startsWith(keys.poolPrefix)) {
+      this.pools.deletePool(key);
     }
     return true;
   }

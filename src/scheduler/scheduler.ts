@@ -17,7 +17,10 @@
  *    it is tried again whenever capacity changes;
  *  - when a host's lease expires and it has not come back after
  *    failover_margin seconds, its host record becomes DEAD and its VMs
- *    KILLED with a reason, or, with spec.failover, are placed elsewhere.
+ *    KILLED with a reason, or, with spec.failover, are placed elsewhere;
+ *  - pools (P/pool/*, docs/pools.md): at the start of every pass the
+ *    PoolManager creates, replaces and stops the pools' VMs; the placement
+ *    that follows places the new ones.
  */
 import type { Campaign, Etcd3 } from 'etcd3';
 import type { KeySpace } from '../contract/keys.js';
@@ -29,6 +32,7 @@ import { KvStore, type WatchHandle } from '../store/kv-store.js';
 import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 import { ClusterView } from './cluster-view.js';
 import { placeVm, type PlacementPolicy } from './place-vm.js';
+import { PoolManager } from './pool-manager.js';
 
 export interface SchedulerOptions {
   client: Etcd3;
@@ -62,6 +66,7 @@ export class Scheduler {
   private readonly inFlight = new Set<string>();
   private readonly deadTimers = new Map<string, NodeJS.Timeout>();
   private readonly log: Logger;
+  private readonly pools: PoolManager;
   /** Placements written by this scheduler (for tests and the benchmark). */
   placed = 0;
 
@@ -69,6 +74,7 @@ export class Scheduler {
     this.kv = new KvStore(opts.client);
     this.events = new EventLog(this.kv, opts.keys);
     this.log = opts.logger.child({ component: 'scheduler' });
+    this.pools = new PoolManager({ kv: this.kv, events: this.events, keys: opts.keys, policy: opts.policy, logger: opts.logger, wake: () => this.queuePass() });
   }
 
   get isLeader(): boolean {
@@ -111,6 +117,7 @@ export class Scheduler {
 
   private async stepDown(): Promise<void> {
     this.leaderKey = null;
+    this.pools.stop();
     await this.watch?.close();
     this.watch = null;
     this.view = null;
@@ -124,6 +131,7 @@ export class Scheduler {
     for (const e of first.entries) view.put(e);
     for (const e of (await this.kv.list(keys.hostPrefix)).entries) view.put(e);
     for (const e of (await this.kv.list(keys.vmPrefix)).entries) view.put(e);
+    for (const e of (await this.kv.list(keys.poolPrefix)).entries) view.put(e);
     this.view = view;
     this.leaderKey = leaderKey;
     this.watch = await this.kv.watchPrefix(`${keys.prefix}/`, String(BigInt(first.revision) + 1n), {
@@ -163,9 +171,11 @@ export class Scheduler {
       return;
     }
     const view = this.view;
-    if (!view || !this.leaderKey) return;
+    const leaderKey = this.leaderKey;
+    if (!view || !leaderKey) return;
     this.passRunning = true;
     try {
+      await this.pools.reconcile(view, leaderKey);
       const limit = this.opts.concurrency ?? 64;
       // A counter and one waiter, not Promise.race over every pending write.
       let inFlight = 0;

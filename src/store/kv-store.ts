@@ -27,6 +27,9 @@ export interface KvList {
 /** `'absent'` as the expected revision means "only if the key does not exist". */
 export type ExpectedRevision = string | 'absent';
 
+/** One write of a transaction. */
+export type KvOp = { put: string; raw: string } | { delete: string };
+
 export type WatchEvent = { type: 'put'; entry: KvEntry } | { type: 'delete'; key: string; modRevision: string };
 
 export interface WatchHandlers {
@@ -123,6 +126,24 @@ export class KvStore {
         .then(this.client.put(key).value(raw))
         .commit();
       return res.succeeded;
+    });
+  }
+
+  /**
+   * One leader's transaction: applies `ops` only if `guardKey` exists and
+   * every key is still at its expected revision (`'absent'`: does not
+   * exist). Resolves with the revision written, or null when a compare failed.
+   * The pool manager creates a VM only while the pool record is unchanged, so
+   * a pool deleted meanwhile gets no new VM.
+   */
+  guardedTxn(guardKey: string, compares: readonly { key: string; expected: ExpectedRevision }[], ops: readonly KvOp[]): Promise<string | null> {
+    return translate(`transaction on ${ops.map((o) => ('put' in o ? o.put : o.delete)).join(', ')}`, async () => {
+      let txn = this.client.if(guardKey, 'Create', '>', 0);
+      for (const c of compares) {
+        txn = c.expected === 'absent' ? txn.and(c.key, 'Create', '==', 0) : txn.and(c.key, 'Mod', '==', c.expected);
+      }
+      const res = await txn.then(...ops.map((o) => ('put' in o ? this.client.put(o.put).value(o.raw) : this.client.delete().key(o.delete)))).commit();
+      return res.succeeded ? String(res.header.revision) : null;
     });
   }
 
