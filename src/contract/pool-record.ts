@@ -19,11 +19,11 @@ export const DEFAULT_FIZZLE_SECONDS = 600;
 export const DEFAULT_BACKOFF_SECONDS = 600;
 
 /**
- * Pool VMs are meant to end and be replaced, so a template without
- * `restart` gets `on-failure` (a guest power-off ends in STOP), not the
- * VM default `always`.
+ * Spec defaults of a pool's VMs. Pool VMs are meant to end and be replaced,
+ * so a template without `restart` gets `on-failure` (a guest power-off ends
+ * in STOP), not the VM default `always`.
  */
-export const POOL_DEFAULT_RESTART = 'on-failure';
+export const POOL_SPEC_DEFAULTS: Readonly<Record<string, unknown>> = Object.freeze({ vcpus: 1, vnc: 'unix', restart: 'on-failure' });
 
 export const poolTemplateSchema = z.looseObject({
   owner: z.string().max(256).optional(),

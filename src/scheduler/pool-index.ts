@@ -9,19 +9,10 @@
  * know how long the run that just ended lasted.
  */
 import type { KeySpace } from '../contract/keys.js';
-import { parsePoolRecord, type PoolRecord } from '../contract/pool-record.js';
-import type { ParseResult } from '../contract/vm-record.js';
 import type { KvEntry } from '../store/kv-store.js';
+import { toStoredPool, type StoredPool } from '../store/pool-repository.js';
 import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 import { FINISHED, type PoolMember } from './plan-pool.js';
-
-export interface StoredPool {
-  name: string;
-  key: string;
-  raw: string;
-  modRevision: string;
-  parsed: ParseResult<PoolRecord>;
-}
 
 export class PoolIndex {
   readonly pools = new Map<string, StoredPool>();
@@ -32,8 +23,8 @@ export class PoolIndex {
   constructor(private readonly keys: KeySpace) {}
 
   putPool(entry: KvEntry): void {
-    const name = this.keys.idOf(entry.key, this.keys.poolPrefix);
-    this.pools.set(name, { name, key: entry.key, raw: entry.raw, modRevision: entry.modRevision, parsed: parsePoolRecord(entry.raw, name) });
+    const pool = toStoredPool(entry, this.keys);
+    this.pools.set(pool.name, pool);
   }
 
   deletePool(key: string): void {

@@ -28,11 +28,11 @@ import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { EventLog } from '../store/event-log.js';
 import type { KvEntry, KvOp, KvStore } from '../store/kv-store.js';
+import type { StoredPool } from '../store/pool-repository.js';
 import { rawObject, type JsonObject } from '../store/vm-repository.js';
 import type { ClusterView } from './cluster-view.js';
 import type { PlacementPolicy } from './place-vm.js';
 import { FINISHED, planPool, poolTarget } from './plan-pool.js';
-import type { StoredPool } from './pool-index.js';
 import { poolVmRecord } from './pool-vm-record.js';
 
 export interface PoolManagerOptions {

@@ -5,11 +5,9 @@
  * it), `pool` set, and the spec defaults filled in. `spec.nodes` becomes the
  * pool's `hosts` unless the template names its own.
  */
-import { POOL_DEFAULT_RESTART, type PoolRecord } from '../contract/pool-record.js';
+import { POOL_SPEC_DEFAULTS, type PoolRecord } from '../contract/pool-record.js';
 import { appendLog } from '../contract/vm-record.js';
 import type { JsonObject } from '../store/vm-repository.js';
-
-const SPEC_DEFAULTS: Readonly<JsonObject> = { vcpus: 1, vnc: 'unix', restart: POOL_DEFAULT_RESTART };
 
 /**
  * `rawTemplate` is the template as stored, not as parsed: the schema fills
@@ -18,7 +16,7 @@ const SPEC_DEFAULTS: Readonly<JsonObject> = { vcpus: 1, vnc: 'unix', restart: PO
 export function poolVmRecord(pool: PoolRecord, rawTemplate: JsonObject, uuid: string, now: Date): JsonObject {
   const { host: _host, ...template } = rawTemplate;
   const spec: JsonObject = { ...(template.spec as JsonObject) };
-  for (const [k, v] of Object.entries(SPEC_DEFAULTS)) if (spec[k] === undefined) spec[k] = v;
+  for (const [k, v] of Object.entries(POOL_SPEC_DEFAULTS)) if (spec[k] === undefined) spec[k] = v;
   if (spec.nodes === undefined && pool.hosts) spec.nodes = [...pool.hosts];
   return {
     ...template,

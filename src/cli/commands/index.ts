@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
 import { registerHostCommands } from './host.js';
+import { registerPoolCommands } from './pool.js';
 import { registerSchedulerCommand } from './scheduler.js';
 import { registerUpCommand } from './up.js';
 import { registerWatchdogCommand } from './watchdog.js';
@@ -22,6 +23,7 @@ export type RegisterCommands = (program: Command, ctx: CliContext) => void;
 export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerVmCommands,
   registerHostCommands,
+  registerPoolCommands,
   registerAgentCommand,
   registerSchedulerCommand,
   registerUpCommand,
