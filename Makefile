@@ -2,7 +2,7 @@
 # Both install what is missing first (Debian packages, npm modules).
 
 STATE_DIR ?= $(CURDIR)/.drover
-GUEST := build/guest/vmlinuz build/guest/initrd.gz
+GUEST := build/guest/vmlinuz build/guest/initrd.gz build/guest/initrd-disk-marker.gz
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
 .PHONY: all deps build guest lint typecheck run test test-unit bench clean

@@ -14,6 +14,24 @@
 #                     about 1 s (for restart-policy tests)
 #   initrd-ignore-acpi.gz  like initrd.gz but ignores the power button (for
 #                     stop-timeout tests)
+#   initrd-disk-marker.gz  like initrd.gz, but when a virtio disk /dev/vda
+#                     exists it writes marker records into it instead of
+#                     ticks (for the failover tests' proof that two copies of
+#                     a VM never ran at once; parsed by test/helpers/disk-marker.ts):
+#                     the disk is 8 regions of 1024 sectors of 512 bytes. At
+#                     boot the guest claims the first region whose first
+#                     sector does not start with "DROVER-MARK", then every
+#                     250 ms writes record n (0, 1, 2, ...) into sector
+#                     region*1024 + n mod 1024 with dd conv=fsync:
+#                       "DROVER-MARK <boot_id> <region> <n> <epoch_ms>"
+#                     space-padded to 511 bytes and a newline. boot_id is the
+#                     kernel's random boot id; epoch_ms is the guest's clock
+#                     (busybox adjtimex: microsecond resolution), which the
+#                     kernel set at boot from the RTC, i.e. the host's UTC
+#                     rounded to the second (rtc_hctosys sets the middle of
+#                     the second: within 0.5 s of the host). Each record is
+#                     also printed on the serial console. Without /dev/vda
+#                     it prints "DROVER-MARK-NODISK" and ticks like initrd.gz.
 set -euo pipefail
 out=${1:?usage: build-guest.sh OUTDIR}
 mkdir -p "$out"
@@ -36,6 +54,22 @@ build_initrd() { # name mode
   for m in kernel/drivers/input/evdev.ko kernel/drivers/acpi/button.ko; do
     [ -f "/lib/modules/$kver/$m" ] && cp "/lib/modules/$kver/$m" "$root/lib/modules/"
   done
+  if [ "$mode" = disk-marker ]; then
+    # virtio-blk is a module in Debian's cloud kernel; insmod does not resolve
+    # dependencies, so they are numbered in load order.
+    mkdir -p "$root/lib/modules/virtio"
+    local i=0 m f
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+      f=$(modinfo -k "$kver" -F filename "$m" 2>/dev/null || true)
+      case "$f" in
+        /*.ko) cp "$f" "$root/lib/modules/virtio/$i-$m.ko" ;;
+        /*.ko.xz) xz -dc "$f" > "$root/lib/modules/virtio/$i-$m.ko" ;;
+        /*.ko.zst) zstd -qdc "$f" > "$root/lib/modules/virtio/$i-$m.ko" ;;
+        *) ;; # built in (or absent)
+      esac
+      i=$((i+1))
+    done
+  fi
   printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' > "$root/etc/acpi/PWRF/00000080"
   chmod +x "$root/etc/acpi/PWRF/00000080"
   cat > "$root/init" <<INIT
@@ -51,6 +85,30 @@ if [ "\$MODE" != ignore-acpi ]; then
 fi
 echo "DROVER-GUEST-READY \$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
 if [ "\$MODE" = poweroff ]; then sleep 1; echo "DROVER-GUEST-POWEROFF"; poweroff -f; fi
+if [ "\$MODE" = disk-marker ]; then
+  for m in /lib/modules/virtio/*.ko; do [ -f "\$m" ] && insmod "\$m" 2>/dev/null; done
+  w=0; while [ ! -b /dev/vda ] && [ \$w -lt 30 ]; do sleep 0.1; w=\$((w+1)); done
+  if [ -b /dev/vda ]; then
+    K=1024; R=8
+    boot=\$(cat /proc/sys/kernel/random/boot_id)
+    r=0
+    while [ \$r -lt \$((R-1)) ]; do
+      head=\$(dd if=/dev/vda bs=512 skip=\$((r*K)) count=1 iflag=direct 2>/dev/null | head -c 11)
+      [ "\$head" = DROVER-MARK ] || break
+      r=\$((r+1))
+    done
+    n=0
+    while true; do
+      ms=\$(adjtimex | awk '/time.tv_sec/ { s = \$2 } /time.tv_usec/ { u = \$2 } END { printf "%d%03d", s, int(u / 1000) }')
+      rec="DROVER-MARK \$boot \$r \$n \$ms"
+      printf '%-511s\n' "\$rec" | dd of=/dev/vda bs=512 seek=\$((r*K + n%K)) count=1 iflag=fullblock conv=notrunc,fsync 2>/dev/null
+      echo "\$rec"
+      n=\$((n+1))
+      sleep 0.25
+    done
+  fi
+  echo "DROVER-MARK-NODISK"
+fi
 n=0
 while true; do n=\$((n+1)); echo "DROVER-TICK \$n"; sleep 1; done
 INIT
@@ -61,4 +119,5 @@ INIT
 build_initrd initrd.gz idle
 build_initrd initrd-poweroff.gz poweroff
 build_initrd initrd-ignore-acpi.gz ignore-acpi
+build_initrd initrd-disk-marker.gz disk-marker
 echo "guest built in $out"

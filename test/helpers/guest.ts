@@ -24,6 +24,8 @@ export interface GuestFiles {
   initrdPoweroff: string;
   /** Ignores the ACPI power button. */
   initrdIgnoreAcpi: string;
+  /** Like initrd, but writes marker records into its virtio disk (test/helpers/disk-marker.ts). */
+  initrdDiskMarker: string;
 }
 
 export const READY_MARKER = 'DROVER-GUEST-READY';
@@ -38,6 +40,7 @@ export function ensureGuest(): Promise<GuestFiles> {
       initrd: join(GUEST_DIR, 'initrd.gz'),
       initrdPoweroff: join(GUEST_DIR, 'initrd-poweroff.gz'),
       initrdIgnoreAcpi: join(GUEST_DIR, 'initrd-ignore-acpi.gz'),
+      initrdDiskMarker: join(GUEST_DIR, 'initrd-disk-marker.gz'),
     };
     const present = await Promise.all(Object.values(files).map((f) => access(f).then(() => true, () => false)));
     if (present.every(Boolean)) return files;
