@@ -221,6 +221,7 @@ export class Agent {
     const existing = this.workers.get(vm.uuid);
     const ours =
       isDesignatedTo(vm, this.name) ||
+      (vm.parsed.ok && vm.parsed.value.migration?.target === this.name) ||
       (!vm.parsed.ok && designatedHostOfRaw(vm.raw) === undefined) ||
       this.deps.hypervisor.inspect(vm.uuid).state !== 'absent';
     if (ours || existing) this.worker(vm.uuid).offer(vm, revision);
@@ -239,6 +240,11 @@ export class Agent {
         logger: this.log,
         now: () => new Date(),
         sharedStorage: () => this.config.shared_storage,
+        migration: () => ({
+          listenHost: this.config.migration_address ?? this.config.ip ?? detectIp(),
+          prepareTimeoutMs: this.config.migration_prepare_timeout * 1000,
+          timeoutMs: this.config.migration_timeout * 1000,
+        }),
         assertMayStart: () => {
           if (!this.registration.fresh()) {
             throw new DroverError('ETCD_UNAVAILABLE', `Host ${this.name} has no fresh lease in etcd, so it starts no VM until the lease is renewed.`, true);
@@ -311,7 +317,10 @@ export class Agent {
     const isDesignated = (uuid: string): boolean => {
       if (designated.has(uuid)) return true;
       const rec = this.workers.get(uuid)?.record;
-      return rec?.parsed.ok === true && rec.parsed.value.host === this.name;
+      if (rec?.parsed.ok !== true) return false;
+      // A migration's target runs the VM's qemu before the record names it.
+      const { host, migration } = rec.parsed.value;
+      return host === this.name || migration?.target === this.name;
     };
     const foreign = findForeignVms(await this.deps.hypervisor.scan(), isDesignated, scope);
     const live = new Set(foreign.map((f) => f.vm.pid));

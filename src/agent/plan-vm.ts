@@ -8,7 +8,7 @@
  */
 import type { EventCode, EventLevel } from '../contract/event.js';
 import type { VmStatus } from '../contract/status.js';
-import type { VmRecord } from '../contract/vm-record.js';
+import type { Migration, VmRecord } from '../contract/vm-record.js';
 import type { VmExit, VmObservation } from '../hypervisor/hypervisor.js';
 import type { StoredVm } from '../store/vm-repository.js';
 
@@ -26,6 +26,8 @@ export interface RecordPatch {
   error?: string;
   runtime?: null;
   force_stop?: null;
+  /** Fields merged into the record's `migration`. */
+  migration?: Partial<Migration>;
 }
 
 export type StartCause = 'request' | 'restart' | 'crash' | 'poweroff' | 'missing';
@@ -35,7 +37,11 @@ export type Step =
   | { kind: 'write'; patch: RecordPatch; log: string; event?: EventSpec }
   | { kind: 'start'; cause: StartCause; delayMs: number; event?: EventSpec }
   | { kind: 'stop'; force: boolean; timeoutMs: number }
-  | { kind: 'destroy' };
+  | { kind: 'destroy' }
+  /** Live migration, target side: spawn qemu waiting for the VM, then write `migration.state: ready`. */
+  | { kind: 'incoming' }
+  /** Live migration, source side: wait for the target, send the VM, move the record (or resume that after a restart). */
+  | { kind: 'migrate' };
 
 export interface PlanLimits {
   crashLimit: number;
@@ -55,6 +61,8 @@ export interface PlanInput {
   /** Unplanned exits (crash, power-off restarts) within the crash window, before `exit`. */
   recentExits: number;
   limits: PlanLimits;
+  /** Path prefixes of storage all hosts share (config shared_storage); none when absent. */
+  sharedStorage?: readonly string[];
 }
 
 const NONE: Step = { kind: 'none' };
@@ -87,6 +95,23 @@ export function designatedHostOfRaw(raw: string): string | undefined {
 }
 
 /**
+ * Why a VM cannot be live-migrated, or null: every disk must be a path on
+ * storage all hosts share, since the target opens the same disks.
+ */
+export function migrationStorageError(record: VmRecord, shared: readonly string[]): string | null {
+  for (const [i, d] of (record.spec.disks ?? []).entries()) {
+    const path = d.path;
+    if (path === undefined) return `disk ${i} is an image disk, which lives on this host only`;
+    if (!underShared(path, shared)) return `disk ${i} (${path}) is not under any shared_storage path of this host`;
+  }
+  return null;
+}
+
+function underShared(path: string, shared: readonly string[]): boolean {
+  return shared.some((p) => path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`));
+}
+
+/**
  * Why a failover VM cannot fail over safely, or null: every disk must be on
  * storage all hosts share (a path under one of `shared`; rbd disks come
  * with the storage work), since another host
@@ -97,7 +122,7 @@ export function failoverStorageError(record: VmRecord, shared: readonly string[]
   for (const [i, d] of (record.spec.disks ?? []).entries()) {
     const path = d.path;
     if (path === undefined) return `Field spec.failover needs every disk on shared storage, but disk ${i} is an image disk, which lives on this host.`;
-    if (!shared.some((p) => path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`))) {
+    if (!underShared(path, shared)) {
       return `Field spec.failover needs every disk on shared storage, but disk ${i} (${path}) is not under any shared_storage path of this host.`;
     }
   }
@@ -109,9 +134,16 @@ export function planVm(input: PlanInput): Step {
   if (vm === null) return NONE; // deleted: a process left behind is the periodic check's (vm.foreign)
   if (!vm.parsed.ok) return planInvalid(vm, vm.parsed.error);
   const record = vm.parsed.value;
-  if (record.host !== input.host) return NONE;
+  if (record.host !== input.host) return planElsewhere(input, record);
   const up = observed.state !== 'absent';
   const status = record.status;
+
+  if (observed.state === 'incoming' && !(record.migration?.target === input.host && record.migration.state === 'completed')) {
+    // A qemu waiting for a migration that is not coming (the VM was placed
+    // here some other way, e.g. by failover): it never ran the guest, and a
+    // normal start must not take it for the VM.
+    return { kind: 'stop', force: true, timeoutMs: 0 };
+  }
 
   if (WANTS_START.has(status)) {
     // Already up (adopted after an agent restart, or a start that was not yet recorded).
@@ -136,11 +168,60 @@ export function planVm(input: PlanInput): Step {
     case 'KILLED':
       // Level-based: the record wants it down, so a process found running goes.
       return up ? stopStep(input, record) : NONE;
+    case 'REQUESTED_MIGRATE':
+      return planMigrationRequest(input, record, up);
+    case 'MIGRATING':
+      // Paused counts as up: after a completed migration the source is paused for good.
+      return up ? { kind: 'migrate' } : migrationFailed(input, record, 'the VM stopped running during the migration');
     case 'ERROR':
       return NONE;
     default:
       return NONE;
   }
+}
+
+/** A record designated to another host: this host may be a migration's target, or the source of one that completed. */
+function planElsewhere(input: PlanInput, record: VmRecord): Step {
+  const m = record.migration;
+  const here = input.observed.state !== 'absent';
+  if (m?.target === input.host) {
+    if (record.status === 'MIGRATING' && m.state === 'requested') return { kind: 'incoming' };
+    if (record.status === 'MIGRATING' && (m.state === 'ready' || m.state === 'sending')) return NONE; // the source sends
+    // Failed, cancelled or superseded (the source died and the VM was placed
+    // elsewhere): a qemu here, waiting or even running a fully received
+    // guest, must go, since the record does not say the VM runs here.
+    return here ? { kind: 'stop', force: true, timeoutMs: 0 } : NONE;
+  }
+  // The source of a completed migration: its qemu is paused for good (the
+  // agent restarted between moving the record and stopping it).
+  if (m?.source === input.host && m.state === 'completed' && here) return { kind: 'stop', force: true, timeoutMs: 0 };
+  return NONE;
+}
+
+function planMigrationRequest(input: PlanInput, record: VmRecord, up: boolean): Step {
+  const target = record.migration?.target;
+  if (!up) return migrationFailed(input, record, 'the VM is not running here, so there is nothing to migrate live');
+  if (target === undefined) return migrationFailed(input, record, 'the record has no migration.target');
+  if (target === input.host) return migrationFailed(input, record, `the VM already runs on ${target}`);
+  const storage = migrationStorageError(record, input.sharedStorage ?? []);
+  if (storage) return migrationFailed(input, record, `it needs every disk on shared storage, but ${storage}`);
+  return {
+    kind: 'write',
+    patch: { status: 'MIGRATING', error: '', migration: { source: input.host, state: 'requested' } },
+    log: `migrating to ${target}`,
+    event: { level: 'info', event: 'vm.migrating', message: `VM ${record.name} is migrating from ${input.host} to ${target}.`, email: false },
+  };
+}
+
+/** The migration is over without moving the VM: it keeps running here (or, if it is not running, the RUNNING rules restart it). */
+export function migrationFailed(input: Pick<PlanInput, 'host'>, record: VmRecord, why: string): Extract<Step, { kind: 'write' }> {
+  const target = record.migration?.target ?? '?';
+  return {
+    kind: 'write',
+    patch: { status: 'RUNNING', error: '', migration: { state: 'failed', error: why } },
+    log: `migration to ${target} failed: ${why}`,
+    event: { level: 'warn', event: 'vm.migration_failed', message: `VM ${record.name} stays on ${input.host}: its migration to ${target} failed (${why}).`, email: false },
+  };
 }
 
 function planInvalid(vm: StoredVm, error: string): Step {

@@ -9,13 +9,23 @@
  * doubling to 30 s); terminal ones end in ERROR and are not retried.
  */
 import { appendLog } from '../contract/vm-record.js';
-import { errorMessage, isTerminal, oneSentence } from '../lib/errors.js';
+import { DroverError, errorMessage, isTerminal, oneSentence } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import type { Hypervisor, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
+import type { Hypervisor, MigrationProgress, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
 import { rawObject, type JsonObject, type StoredVm, type VmRepository } from '../store/vm-repository.js';
 import type { CrashTracker } from './crash-tracker.js';
 import type { EventReporter } from './event-reporter.js';
-import { failoverStorageError, planVm, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
+import { failoverStorageError, migrationFailed, planVm, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
+
+/** How this host takes part in live migrations (config migration_*). */
+export interface MigrationSettings {
+  /** The address a target's qemu listens on for the migration stream. */
+  listenHost: string;
+  /** How long the source waits for the target to be ready. */
+  prepareTimeoutMs: number;
+  /** How long the transfer may take before it is cancelled. */
+  timeoutMs: number;
+}
 
 export interface WorkerDeps {
   host: string;
@@ -30,7 +40,11 @@ export interface WorkerDeps {
   sharedStorage: () => readonly string[];
   /** Throws a retryable error when this host may not start VMs now (its lease is not fresh). */
   assertMayStart: () => void;
+  migration: () => MigrationSettings;
 }
+
+/** Progress is written into the record at most this often. */
+const PROGRESS_WRITE_MS = 1000;
 
 /** Guards against a plan that never settles (a bug): at most this many steps per pass. */
 const MAX_STEPS_PER_PASS = 25;
@@ -142,6 +156,7 @@ export class VmWorker {
         exit,
         recentExits: this.deps.crashes.recent(this.uuid),
         limits: this.deps.limits(),
+        sharedStorage: this.deps.sharedStorage(),
       });
       if (step.kind === 'none') {
         if (observed.state === 'absent' && this.exit === exit) this.exit = null;
@@ -166,6 +181,10 @@ export class VmWorker {
         return;
       case 'destroy':
         return this.destroy();
+      case 'incoming':
+        return this.incoming();
+      case 'migrate':
+        return this.migrateOut();
     }
   }
 
@@ -174,24 +193,35 @@ export class VmWorker {
    * race it re-reads the record and returns false, so the pass re-plans.
    */
   private async write(patch: RecordPatch, logText: string, runtime?: VmHandle, base = this.latest): Promise<StoredVm | null> {
+    return this.writeRecord(base, logText, (obj) => {
+      obj.status = patch.status;
+      if (patch.error !== undefined) obj.error = patch.error;
+      if (patch.runtime === null) delete obj.runtime;
+      if (patch.force_stop === null) delete obj.force_stop;
+      if (runtime) obj.runtime = { ...objectField(obj, 'runtime'), ...runtimeFields(runtime) };
+      if (patch.migration) {
+        obj.migration = { ...objectField(obj, 'migration'), ...patch.migration };
+        if (patch.migration.state === 'completed' || patch.migration.state === 'failed') {
+          (obj.migration as JsonObject).finished_at = this.deps.now().toISOString();
+        }
+      }
+    });
+  }
+
+  /**
+   * Changes the record with `mutate` and writes it with compare-and-swap on
+   * `base`; a `logText` is appended to the record's log. On a lost race it
+   * re-reads the record and returns null.
+   */
+  private async writeRecord(base: StoredVm | null | undefined, logText: string | null, mutate: (obj: JsonObject) => void): Promise<StoredVm | null> {
     const current = base;
     if (!current) return null;
     const obj: JsonObject = rawObject(current.raw) ?? { uuid: this.uuid, raw: current.raw };
-    obj.status = patch.status;
-    if (patch.error !== undefined) obj.error = patch.error;
-    if (patch.runtime === null) delete obj.runtime;
-    if (patch.force_stop === null) delete obj.force_stop;
-    if (runtime) {
-      obj.runtime = {
-        ...(typeof obj.runtime === 'object' && obj.runtime !== null ? (obj.runtime as JsonObject) : {}),
-        pid: runtime.pid,
-        started_at: runtime.startedAt,
-        serial_log: runtime.serialLog,
-        ...(runtime.vnc ? { vnc: runtime.vnc } : {}),
-      };
+    mutate(obj);
+    if (logText !== null) {
+      const log = Array.isArray(obj.log) ? obj.log.filter((l): l is string => typeof l === 'string') : [];
+      obj.log = appendLog(log, logText, this.deps.now());
     }
-    const log = Array.isArray(obj.log) ? obj.log.filter((l): l is string => typeof l === 'string') : [];
-    obj.log = appendLog(log, logText, this.deps.now());
     const written = await this.deps.repo.replaceAndGet(current, obj);
     if (!written) {
       this.log.debug('record changed under us; re-reading');
@@ -254,6 +284,133 @@ export class VmWorker {
     }
   }
 
+  /**
+   * Live migration, target side: qemu waits for the VM on this host's
+   * migration address; the record then says where (`migration.uri`) and what
+   * runs here (`migration.incoming`), and the source starts sending.
+   */
+  private async incoming(): Promise<void> {
+    const vm = this.latest;
+    if (!vm?.parsed.ok) return;
+    const { name, spec } = vm.parsed.value;
+    this.deps.assertMayStart();
+    let handle: VmHandle;
+    try {
+      handle = await this.deps.hypervisor.startIncoming({ uuid: this.uuid, name, spec, listenHost: this.deps.migration().listenHost });
+    } catch (err) {
+      if (!isTerminal(err)) throw err;
+      const step = migrationFailed({ host: vm.parsed.value.host ?? '?' }, vm.parsed.value, `host ${this.deps.host} could not start the VM: ${oneSentence(errorMessage(err))}`);
+      if (await this.write(step.patch, step.log, undefined, vm)) await this.deps.reporter.report({ ...step.event!, vm: this.uuid });
+      return;
+    }
+    const written = await this.writeRecord(vm, `host ${this.deps.host} waits for the VM at ${handle.incomingUri ?? '?'}`, (obj) => {
+      obj.migration = { ...objectField(obj, 'migration'), state: 'ready', uri: handle.incomingUri, incoming: runtimeFields(handle) };
+    });
+    this.log.info({ uri: handle.incomingUri, written: written !== null }, 'waiting for an incoming migration');
+  }
+
+  /**
+   * Live migration, source side. Resumable: after an agent restart the
+   * hypervisor says whether qemu already finished (then only the record is
+   * moved) or was mid-way (then it is cancelled and the VM stays here).
+   */
+  private async migrateOut(): Promise<void> {
+    const first = this.latest;
+    if (!first?.parsed.ok) return;
+    const target = first.parsed.value.migration?.target ?? '';
+    const settings = this.deps.migration();
+    const already = await this.deps.hypervisor.outgoingMigration(this.uuid);
+    if (already === 'completed') return this.finishMigration(target);
+    if (already === 'active') {
+      await this.deps.hypervisor.cancelMigration(this.uuid);
+      return this.failMigration('the migration was interrupted by an agent restart and was cancelled');
+    }
+
+    // Wait for the target to say where it listens.
+    const deadline = Date.now() + settings.prepareTimeoutMs;
+    let uri: string | undefined;
+    for (;;) {
+      const rec = this.latest?.parsed.ok ? this.latest.parsed.value : null;
+      // Changed under us (stopped, deleted, failed by the target): the next plan decides.
+      if (!rec || rec.status !== 'MIGRATING' || rec.host !== this.deps.host || rec.migration?.target !== target) return;
+      const m = rec.migration;
+      if ((m.state === 'ready' || m.state === 'sending') && m.uri) {
+        uri = m.uri;
+        break;
+      }
+      if (m.state !== 'requested') return;
+      if (Date.now() >= deadline) return this.failMigration(`host ${target} did not get ready to receive the VM within ${Math.round(settings.prepareTimeoutMs / 1000)} s`);
+      if (this.closed) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+
+    // Progress goes into the record at most once a second, one write at a time.
+    let lastWrite = 0;
+    let writing: Promise<unknown> = Promise.resolve();
+    const writeProgress = (p: MigrationProgress, force = false): void => {
+      const now = Date.now();
+      if (!force && now - lastWrite < PROGRESS_WRITE_MS) return;
+      lastWrite = now;
+      writing = writing.then(() =>
+        this.writeRecord(this.latest, null, (obj) => {
+          obj.migration = { ...objectField(obj, 'migration'), state: 'sending', progress: { ...p, updated_at: this.deps.now().toISOString() } };
+        }).catch((err: unknown) => this.log.debug({ err: errorMessage(err) }, 'progress write failed')),
+      );
+    };
+    writeProgress({ transferred: 0, remaining: 0, total: 0 }, true);
+    try {
+      await this.deps.hypervisor.migrate(this.uuid, uri, { timeoutMs: settings.timeoutMs, onProgress: (p) => writeProgress(p) });
+    } catch (err) {
+      await writing;
+      if (!(err instanceof DroverError) || err.code !== 'MIGRATION_FAILED') throw err;
+      return this.failMigration(err.message.replace(/\.$/, ''));
+    }
+    await writing;
+    return this.finishMigration(target);
+  }
+
+  /** qemu has sent everything: the record moves to the target (keeping any request made meanwhile), then the paused source goes. */
+  private async finishMigration(target: string): Promise<void> {
+    const source = this.deps.host;
+    for (let attempt = 0; attempt < 20 && !this.closed; attempt++) {
+      const vm = this.latest;
+      if (!vm) return;
+      const written = await this.writeRecord(vm, `migrated from ${source} to ${target}`, (obj) => {
+        const m = objectField(obj, 'migration');
+        obj.host = target;
+        if (obj.status === 'MIGRATING') obj.status = 'RUNNING';
+        obj.error = '';
+        if (typeof m.incoming === 'object' && m.incoming !== null) obj.runtime = m.incoming;
+        else delete obj.runtime;
+        obj.migration = { ...m, state: 'completed', finished_at: this.deps.now().toISOString() };
+      });
+      if (written) {
+        await this.deps.hypervisor.stop(this.uuid, { timeoutMs: 0, force: true });
+        const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
+        await this.deps.reporter.report({ level: 'info', event: 'vm.migrated', vm: this.uuid, message: `VM ${name} was migrated live from ${source} to ${target}.` });
+        return;
+      }
+      if (!this.latest) return; // deleted meanwhile
+    }
+    throw new DroverError('CONFLICT', `Could not move VM ${this.uuid}'s record to ${target} after its migration; retrying.`, true);
+  }
+
+  /** The VM stays here, running; the record says why the migration failed. */
+  private async failMigration(why: string): Promise<void> {
+    for (let attempt = 0; attempt < 20 && !this.closed; attempt++) {
+      const vm = this.latest;
+      if (!vm?.parsed.ok) return;
+      const step = migrationFailed({ host: this.deps.host }, vm.parsed.value, why);
+      const keepRequest = vm.parsed.value.status !== 'MIGRATING';
+      const patch = keepRequest ? { ...step.patch, status: vm.parsed.value.status ?? 'RUNNING' } : step.patch;
+      if (await this.write(patch, step.log, undefined, vm)) {
+        await this.deps.reporter.report({ ...step.event!, vm: this.uuid });
+        return;
+      }
+      if (!this.latest) return;
+    }
+  }
+
   private async destroy(): Promise<void> {
     const vm = this.latest;
     if (!vm) return;
@@ -267,4 +424,15 @@ export class VmWorker {
     const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
     await this.deps.reporter.report({ level: 'info', event: 'vm.deleted', vm: this.uuid, message: `VM ${name} was deleted from ${this.deps.host}.` });
   }
+}
+
+/** A field of the record that should be an object (a copy; empty when absent or not an object). */
+function objectField(obj: JsonObject, key: string): JsonObject {
+  const v = obj[key];
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? { ...(v as JsonObject) } : {};
+}
+
+/** What the record's `runtime` says of a process. */
+function runtimeFields(h: VmHandle): JsonObject {
+  return { pid: h.pid, started_at: h.startedAt, serial_log: h.serialLog, ...(h.vnc ? { vnc: h.vnc } : {}) };
 }

@@ -68,6 +68,12 @@ export const agentConfigSchema = z.strictObject({
    * A VM with spec.failover may only use disks under these (or rbd).
    */
   shared_storage: z.array(z.string().refine((p) => p.startsWith('/'), 'must be absolute paths')).default([]),
+  /** Address this host's qemu listens on for incoming live migrations; the host's `ip` when absent. */
+  migration_address: z.string().optional(),
+  /** Seconds a migration's source waits for the target to be ready. */
+  migration_prepare_timeout: seconds(30, 1),
+  /** Seconds a migration's transfer may take before it is cancelled (the VM stays on the source). */
+  migration_timeout: seconds(600, 1),
   /** Also run a scheduler in this agent (leader-elected with every other one). */
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,

@@ -11,6 +11,8 @@ export const REQUEST_STATUSES = [
   'TO_STOP',
   'REQUESTED_RESTART',
   'REQUESTED_DELETE',
+  /** drover extension: move the running VM to `migration.target` (docs/migration.md). */
+  'REQUESTED_MIGRATE',
 ] as const;
 
 export const STATE_STATUSES = [
@@ -21,6 +23,8 @@ export const STATE_STATUSES = [
   'STOP',
   'KILLED',
   'ERROR',
+  /** drover extension: a live migration is under way (docs/migration.md). */
+  'MIGRATING',
 ] as const;
 
 export const VM_STATUSES = [...REQUEST_STATUSES, ...STATE_STATUSES] as const;

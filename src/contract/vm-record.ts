@@ -82,6 +82,34 @@ export const vmRuntimeSchema = z.looseObject({
   serial_log: z.string().optional(),
 });
 
+/** Steps of a live migration, in order; `failed` can follow any but `completed` (docs/migration.md). */
+export const MIGRATION_STATES = ['requested', 'ready', 'sending', 'completed', 'failed'] as const;
+export type MigrationState = (typeof MIGRATION_STATES)[number];
+
+/**
+ * drover extension: a live migration of the VM (docs/migration.md). Written
+ * by the CLI (`target`, `requested_at`), then by the source agent (`source`,
+ * `state`, `progress`, the final host change) and the target agent (`uri`,
+ * `incoming`, state `ready`), each with a compare-and-swap.
+ */
+export const migrationSchema = z.looseObject({
+  target: z.string().regex(HOST_NAME_RE, 'must be a host name'),
+  source: z.string().regex(HOST_NAME_RE, 'must be a host name').optional(),
+  state: z.enum(MIGRATION_STATES).default('requested'),
+  requested_at: z.string().optional(),
+  /** Where the target's qemu listens (tcp:HOST:PORT), written by the target agent. */
+  uri: z.string().max(300).optional(),
+  /** The target's waiting qemu, becoming the record's `runtime` once the VM has moved. */
+  incoming: vmRuntimeSchema.optional(),
+  progress: z
+    .looseObject({ transferred: z.number(), remaining: z.number(), total: z.number(), updated_at: z.string().optional() })
+    .optional(),
+  error: z.string().optional(),
+  finished_at: z.string().optional(),
+});
+
+export type Migration = z.infer<typeof migrationSchema>;
+
 export const vmRecordSchema = z.looseObject({
   uuid: z.string().regex(UUID_RE, 'must be a lower-case UUID'),
   name: z.string().regex(VM_NAME_RE, 'must match ^[a-z0-9][a-z0-9-]{0,62}$'),
@@ -99,6 +127,8 @@ export const vmRecordSchema = z.looseObject({
   pool: z.string().optional(),
   /** drover extension: what the agent last saw of the running process. */
   runtime: vmRuntimeSchema.optional(),
+  /** drover extension: the live migration under way or the last one (docs/migration.md). */
+  migration: migrationSchema.optional(),
 });
 
 export type VmRecord = z.infer<typeof vmRecordSchema>;

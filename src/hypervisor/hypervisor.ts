@@ -27,6 +27,8 @@ export interface VmHandle {
   /** Unix socket path or "127.0.0.1:5901"-style address; absent when vnc is none. */
   vnc?: string;
   serialLog: string;
+  /** For a VM waiting for an incoming live migration: where it listens (tcp:HOST:PORT). */
+  incomingUri?: string;
 }
 
 export interface StartRequest {
@@ -34,6 +36,28 @@ export interface StartRequest {
   name: string;
   spec: VmSpec;
 }
+
+export interface IncomingRequest extends StartRequest {
+  /** The address the waiting qemu listens on for the migration stream; the port is chosen by qemu. */
+  listenHost: string;
+}
+
+/** How far an outgoing migration has got, in bytes of guest RAM. */
+export interface MigrationProgress {
+  transferred: number;
+  remaining: number;
+  total: number;
+}
+
+export interface MigrateOptions {
+  /** Called about every 250 ms while the migration runs. */
+  onProgress?(progress: MigrationProgress): void;
+  /** Cancel (the VM keeps running here) when not completed within this many ms. */
+  timeoutMs: number;
+}
+
+/** The outgoing migration of a VM as the hypervisor sees it (after an agent restart, too). */
+export type OutgoingMigration = 'none' | 'active' | 'completed' | 'failed';
 
 export interface StartHooks {
   /** Called once the process exists (before it is known to run): the agent writes STARTING. */
@@ -80,7 +104,9 @@ export interface DiscoveredVm {
 export type VmObservation =
   | { state: 'absent' }
   | { state: 'running'; handle: VmHandle }
-  | { state: 'paused'; handle: VmHandle };
+  | { state: 'paused'; handle: VmHandle }
+  /** Started for an incoming live migration; runs the guest once the migration completes. */
+  | { state: 'incoming'; handle: VmHandle };
 
 export interface Hypervisor {
   readonly accel: Accel;
@@ -128,6 +154,30 @@ export interface Hypervisor {
    * start() resolves is reported by start()'s rejection instead, never here.
    */
   onExit(listener: (exit: VmExit) => void): () => void;
+
+  /**
+   * Live migration, target side: spawns the VM's process waiting for an
+   * incoming migration on `listenHost` and resolves once it listens, with
+   * `incomingUri` in the handle. The process shows as `incoming` until the
+   * migration completes, then as `running`. Stopping it is `stop(force)`.
+   * Starting one that already waits resolves with its handle.
+   */
+  startIncoming(req: IncomingRequest): Promise<VmHandle>;
+
+  /**
+   * Live migration, source side: sends the running VM to `uri` (another
+   * host's `incomingUri`) and resolves once the target has everything; the
+   * VM here is then paused for good and must be stopped by the caller.
+   * Rejects with MIGRATION_FAILED when the migration fails or times out; the
+   * VM then keeps running here.
+   */
+  migrate(uuid: string, uri: string, opts: MigrateOptions): Promise<void>;
+
+  /** What became of the VM's outgoing migration (`none` when there was none), for an agent that restarted mid-way. */
+  outgoingMigration(uuid: string): Promise<OutgoingMigration>;
+
+  /** Cancels an outgoing migration in progress; the VM keeps running here. */
+  cancelMigration(uuid: string): Promise<void>;
 
   /** Lets go of every VM (closes QMP connections) without stopping any. */
   detachAll(): Promise<void>;

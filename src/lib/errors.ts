@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'SPAWN_FAILED'
   | 'START_FAILED'
   | 'INVALID_SPEC'
+  | 'MIGRATION_FAILED'
   | 'TIMEOUT';
 
 export class DroverError extends Error {

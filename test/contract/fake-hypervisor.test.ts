@@ -25,6 +25,8 @@ async function makeFakeHarness(): Promise<HypervisorHarness> {
     hv,
     timeouts: { boot: 1000, exit: 1000 },
     newInstance: () => new FakeHypervisor({ world }),
+    otherHost: () => new FakeHypervisor({ world: new FakeWorld() }),
+    deadMigrationUri: 'fake://nowhere/x',
     spec: (uuid, kind = 'idle') => {
       world.setGuestBehaviour(uuid, kind);
       return fakeSpec();

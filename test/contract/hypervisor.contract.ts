@@ -45,6 +45,10 @@ export interface HypervisorHarness {
   corruptSavedHandle(uuid: string): Promise<void>;
   /** A VM process the hypervisor did not start. */
   startForeign(): Promise<ForeignVm>;
+  /** A hypervisor on another host (its own run root / world), as the target of a live migration. */
+  otherHost(): Hypervisor;
+  /** A migration URI where nothing listens. */
+  readonly deadMigrationUri: string;
   /** Kills whatever is left and removes temp files. */
   close(): Promise<void>;
   /** Per-implementation timings. */
@@ -315,6 +319,35 @@ export function runHypervisorContract(name: string, makeHarness: () => Promise<H
       } finally {
         await foreign.stop();
       }
+    });
+
+    it('migrates a running VM live to another host; a migration that cannot connect leaves it running here', async () => {
+      const uuid = randomUUID();
+      const spec = h.spec(uuid, 'idle');
+      const source = await h.hv.start({ uuid, name: vmName(uuid), spec });
+      await h.waitBooted(source);
+      await assert.rejects(
+        h.hv.migrate(uuid, h.deadMigrationUri, { timeoutMs: 10_000 }),
+        (err: unknown) => err instanceof DroverError && err.code === 'MIGRATION_FAILED' && /fail/.test(err.message),
+      );
+      assert.equal(h.hv.inspect(uuid).state, 'running', 'a failed migration leaves the VM running');
+
+      const other = h.otherHost();
+      const target = await other.startIncoming({ uuid, name: vmName(uuid), spec, listenHost: '127.0.0.1' });
+      assert.equal(other.inspect(uuid).state, 'incoming');
+      assert.match(target.incomingUri ?? '', /^\w+:/);
+      assert.equal((await other.startIncoming({ uuid, name: vmName(uuid), spec, listenHost: '127.0.0.1' })).pid, target.pid, 'idempotent');
+      const progress: number[] = [];
+      await h.hv.migrate(uuid, target.incomingUri!, { timeoutMs: 60_000, onProgress: (p) => progress.push(p.transferred) });
+      assert.ok(progress.length > 0 && progress.at(-1)! > 0, 'progress was reported');
+      assert.equal(await h.hv.outgoingMigration(uuid), 'completed');
+      const deadline = Date.now() + 10_000;
+      while (other.inspect(uuid).state !== 'running' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(other.inspect(uuid).state, 'running', 'the target runs the guest');
+      assert.equal(h.hv.inspect(uuid).state, 'paused', 'the source is paused for good');
+      await h.hv.stop(uuid, { timeoutMs: 0, force: true });
+      await other.stop(uuid, { timeoutMs: 0, force: true });
+      assert.equal(other.inspect(uuid).state, 'absent');
     });
 
     it('treats stopping an unknown VM as a no-op', async () => {

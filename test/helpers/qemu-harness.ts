@@ -58,6 +58,9 @@ export async function makeQemuHarness(): Promise<QemuHarness> {
     hv,
     dir,
     runRoot,
+    otherHost: () => newInstance({ runRoot: join(dir, 'other host') }),
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    deadMigrationUri: 'tcp:127.0.0.1:1',
     timeouts: { boot: 30_000, exit: 5_000 },
     newInstance,
     spec: (_uuid, kind) => guestSpec(files, kind),
@@ -105,7 +108,7 @@ export async function makeQemuHarness(): Promise<QemuHarness> {
     },
     close: async () => {
       await Promise.all(instances.map((i) => i.detachAll()));
-      const ours = (await listQemuProcesses()).filter((p) => p.argv.some((a) => a.includes(runRoot.replaceAll(',', ',,')) || a.includes(runRoot)));
+      const ours = (await listQemuProcesses()).filter((p) => p.argv.some((a) => a.includes(dir)));
       await killAndWait([...ours.map((p) => p.pid), ...foreignPids]);
       await rm(dir, { recursive: true, force: true });
     },

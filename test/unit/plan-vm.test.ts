@@ -163,3 +163,52 @@ describe('failoverStorageError', () => {
     assert.match(String(failoverStorageError(rec({ failover: true, disks: [{ image: 'debian-12' }] }), ['/shared'])), /disk 0 is an image disk/);
   });
 });
+
+describe('planVm: live migration (docs/migration.md)', () => {
+  const incoming: VmObservation = { state: 'incoming', handle: { ...up.handle, incomingUri: 'tcp:127.0.0.1:4444' } };
+  const paused: VmObservation = { state: 'paused', handle: up.handle };
+  const shared = ['/shared'];
+  const disk = { disks: [{ path: '/shared/web.raw', format: 'raw' }] };
+  const rec = (status: string, host: string, migration: Record<string, unknown>, spec: Record<string, unknown> = {}) =>
+    stored({ status, host, migration, spec: { memory: 64, boot: { kernel: '/k' }, ...spec } });
+
+  // [case, host running the plan, record, observed, step]
+  const table: Array<[string, string, StoredVm, VmObservation, string]> = [
+    ['source accepts a request', 'hv1', rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }, disk), up, 'write MIGRATING +vm.migrating'],
+    ['source refuses a disk off shared storage', 'hv1', rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }, { disks: [{ path: '/local/x.raw', format: 'raw' }] }), up, 'write RUNNING +vm.migration_failed'],
+    ['source refuses an image disk', 'hv1', rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }, { disks: [{ image: 'debian', size: 10 }] }), up, 'write RUNNING +vm.migration_failed'],
+    ['source refuses a VM that is not running', 'hv1', rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }), down, 'write RUNNING +vm.migration_failed'],
+    ['source refuses itself as the target', 'hv1', rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv1' }), up, 'write RUNNING +vm.migration_failed'],
+    ['source drives the migration', 'hv1', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'ready' }), up, 'migrate'],
+    ['source resumes a migration paused after completion', 'hv1', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'sending' }), paused, 'migrate'],
+    ['source: the VM died during the migration', 'hv1', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'sending' }), down, 'write RUNNING +vm.migration_failed'],
+    ['target waits for the source to accept', 'hv2', rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }), down, 'none'],
+    ['target prepares', 'hv2', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'requested' }), down, 'incoming'],
+    ['target re-announces a qemu it already started', 'hv2', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'requested' }), incoming, 'incoming'],
+    ['target waits while the source sends', 'hv2', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'sending' }), incoming, 'none'],
+    ['target drops its qemu after a failure', 'hv2', rec('RUNNING', 'hv1', { target: 'hv2', state: 'failed' }), incoming, 'stop force 0'],
+    ['target drops a received guest when the VM was failed over elsewhere', 'hv2', rec('SCHEDULED', 'hv3', { target: 'hv2', state: 'sending' }), up, 'stop force 0'],
+    ['target after completion, before RESUME', 'hv2', rec('RUNNING', 'hv2', { target: 'hv2', source: 'hv1', state: 'completed' }), incoming, 'none'],
+    ['target after completion', 'hv2', rec('RUNNING', 'hv2', { target: 'hv2', source: 'hv1', state: 'completed' }), up, 'none'],
+    ['a waiting qemu is not taken for a started VM', 'hv2', rec('SCHEDULED', 'hv2', { target: 'hv2', state: 'ready' }), incoming, 'stop force 0'],
+    ['old source stops its paused leftover', 'hv1', rec('RUNNING', 'hv2', { target: 'hv2', source: 'hv1', state: 'completed' }), paused, 'stop force 0'],
+    ['old source has nothing left', 'hv1', rec('RUNNING', 'hv2', { target: 'hv2', source: 'hv1', state: 'completed' }), down, 'none'],
+    ['a bystander does nothing', 'hv3', rec('MIGRATING', 'hv1', { target: 'hv2', state: 'requested' }), down, 'none'],
+  ];
+  for (const [name, host, vm, observed, expected] of table) {
+    it(name, () => assert.equal(brief(plan(vm, observed, { host, sharedStorage: shared })), expected));
+  }
+
+  it('says why a refused migration failed, in the migration field', () => {
+    const step = plan(rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }, { disks: [{ path: '/local/x.raw', format: 'raw' }] }), up, { sharedStorage: shared });
+    assert.equal(step.kind, 'write');
+    if (step.kind !== 'write') return;
+    assert.equal(step.patch.migration?.state, 'failed');
+    assert.match(step.patch.migration?.error ?? '', /disk 0 \(\/local\/x\.raw\) is not under any shared_storage path/);
+  });
+
+  it('marks the source in an accepted migration', () => {
+    const step = plan(rec('REQUESTED_MIGRATE', 'hv1', { target: 'hv2' }), up);
+    assert.deepEqual(step.kind === 'write' ? step.patch.migration : null, { source: 'hv1', state: 'requested' });
+  });
+});

@@ -3,7 +3,8 @@
  * in host/host-actions.ts, imported only when a command runs.
  */
 import type { Command } from 'commander';
-import type { HostListFlags } from '../host/host-actions.js';
+import { InvalidArgumentError } from 'commander';
+import type { DrainFlags, HostListFlags } from '../host/host-actions.js';
 import type { CliContext } from '../context.js';
 import { DEFAULT_HOST_COLUMNS } from '../output/columns.js';
 import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
@@ -30,9 +31,20 @@ export function registerHostCommands(program: Command, ctx: CliContext): void {
     .addHelpText('after', '\nExamples:\n  $ drover host get hv1')
     .action(async (name: string, flags: GlobalFlags) => (await actions()).getAction(ctx, name, flags));
 
-  addGlobalOptions(host.command('drain').description('stop placing new VMs on a host (its VMs keep running)').argument('<name>', 'the host name'))
-    .addHelpText('after', '\nExamples:\n  $ drover host drain hv1')
-    .action(async (name: string, flags: GlobalFlags) => (await actions()).setDrainedAction(ctx, name, true, flags));
+  addGlobalOptions(
+    host
+      .command('drain')
+      .description('stop placing new VMs on a host; with --move, also move its VMs away (running ones live, stopped ones cold)')
+      .argument('<name>', 'the host name')
+      .option('--move', 'move every VM off the host, one at a time, to hosts the scheduler would choose')
+      .option('--timeout <seconds>', 'with --move: how long each live migration may take (default 600)', (v: string) => {
+        const n = Number(v);
+        if (!(n > 0)) throw new InvalidArgumentError('it must be a positive number of seconds');
+        return n;
+      }),
+  )
+    .addHelpText('after', '\nExamples:\n  $ drover host drain hv1\n  $ drover host drain hv1 --move\n\nA VM that cannot move (no host fits, a disk not on shared storage, a failed migration) stays where it is; the command then exits 1.')
+    .action(async (name: string, flags: DrainFlags) => (await actions()).setDrainedAction(ctx, name, true, flags));
 
   addGlobalOptions(host.command('undrain').description('let the scheduler place VMs on a drained host again').argument('<name>', 'the host name'))
     .addHelpText('after', '\nExamples:\n  $ drover host undrain hv1')

@@ -7,7 +7,7 @@ import type { CliContext } from '../context.js';
 import { DEFAULT_VM_COLUMNS } from '../output/columns.js';
 import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { VmAction } from '../vm/status-plan.js';
-import type { ChangeFlags, ListFlags } from '../vm/vm-actions.js';
+import type { ChangeFlags, ListFlags, MigrateFlags } from '../vm/vm-actions.js';
 import { waitOption } from '../wait-option.js';
 
 const VM_ARG = 'full uuid, unique uuid prefix (4+ characters) or name';
@@ -49,6 +49,22 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .action(async (ref: string, flags: GlobalFlags) => (await actions()).getAction(ctx, ref, flags));
 
   registerStatusChanges(vm, ctx);
+
+  addGlobalOptions(
+    vm
+      .command('migrate')
+      .description('move a VM to another host: live (qemu migration over TCP) when RUNNING, cold (only its host changes) when stopped')
+      .argument('<vm>', VM_ARG)
+      .requiredOption('--to <host>', 'the host to move it to (ALIVE, not drained, with the memory)')
+      .addOption(waitOption('the VM runs on the new host, printing progress')),
+  )
+    .addHelpText(
+      'after',
+      `${examples('drover vm migrate web-1 --to hv2 --wait', 'drover vm migrate 2b0c --to hv3')}
+
+A live migration needs every disk on storage both hosts share (config shared_storage); if it fails, the VM keeps running where it was. See docs/migration.md.`,
+    )
+    .action(async (ref: string, flags: MigrateFlags) => (await actions()).migrateAction(ctx, ref, flags));
 
   addGlobalOptions(vm.command('log').description("show a VM's record log, then its events from the cluster event log").argument('<vm>', VM_ARG))
     .addHelpText('after', examples('drover vm log web-1', 'drover vm log web-1 --json'))

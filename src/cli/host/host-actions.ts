@@ -11,6 +11,7 @@ import { DEFAULT_HOST_COLUMNS } from '../output/columns.js';
 import { formatCell, getField, parseColumns, pickFields } from '../output/fields.js';
 import { printJson } from '../output/print.js';
 import { formatTable } from '../output/table.js';
+import { printProgress } from '../output/print.js';
 import { withStore } from '../store-session.js';
 import { rawObject } from '../../store/vm-repository.js';
 
@@ -42,10 +43,20 @@ export async function getAction(ctx: CliContext, name: string, flags: GlobalFlag
   printJson(ctx.io, hostObject(found));
 }
 
-/** `host drain` / `host undrain`: sets or clears `drained` in the host record, with compare-and-swap. */
-export async function setDrainedAction(ctx: CliContext, name: string, drained: boolean, flags: GlobalFlags): Promise<void> {
+export interface DrainFlags extends GlobalFlags {
+  move?: boolean;
+  /** Seconds each live migration may take (with --move). */
+  timeout?: number;
+}
+
+/**
+ * `host drain` / `host undrain`: sets or clears `drained` in the host record,
+ * with compare-and-swap; `drain --move` then moves the host's VMs away
+ * (drain-move.ts).
+ */
+export async function setDrainedAction(ctx: CliContext, name: string, drained: boolean, flags: DrainFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
-  await withStore(opts, async (store) => {
+  const moved = await withStore(opts, async (store) => {
     for (let attempt = 0; attempt < 10; attempt++) {
       const entry = await store.kv.get(store.keys.host(name));
       if (!entry) throw new DroverError('NOT_FOUND', `No host is named ${JSON.stringify(name)}.`);
@@ -57,7 +68,21 @@ export async function setDrainedAction(ctx: CliContext, name: string, drained: b
       else delete next.drained;
       if (await store.kv.putIf(entry.key, JSON.stringify(next), entry.modRevision)) break;
     }
+    if (!drained || flags.move !== true) return null;
+    const { moveVmsOff } = await import('./drain-move.js');
+    return moveVmsOff(store, name, (flags.timeout ?? 600) * 1000, (line) => printProgress(ctx.io, line));
   });
+  if (moved) {
+    const { summarizeMoves } = await import('./drain-move.js');
+    const summary = summarizeMoves(name, moved);
+    if (opts.json) printJson(ctx.io, { name, drained, ...summary });
+    else {
+      ctx.io.stdout.write(`Host ${name} is drained; moved ${String(summary.live)} VM(s) live and ${String(summary.cold)} stopped VM(s).\n`);
+      for (const o of moved.filter((m) => m.result === 'left')) ctx.io.stdout.write(`  not moved: ${o.label}: ${o.reason ?? ''}\n`);
+    }
+    if (summary.left !== 0) throw new DroverError('CONFLICT', `${String(summary.left)} VM(s) could not be moved off host ${name}; see above.`);
+    return;
+  }
   if (opts.json) return printJson(ctx.io, { name, drained });
   ctx.io.stdout.write(drained ? `Host ${name} is drained: the scheduler places no new VMs there.\n` : `Host ${name} is no longer drained.\n`);
 }

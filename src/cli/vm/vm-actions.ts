@@ -18,6 +18,7 @@ import { selectVms, vmJson, vmRows } from './list-vms.js';
 import { resolveVm } from './resolve-vm.js';
 import type { VmAction } from './status-plan.js';
 import { formatVmLog, readVmLog } from './vm-log.js';
+import { migrateVm } from './migrate-vm.js';
 
 export interface ListFlags extends GlobalFlags {
   output?: string;
@@ -72,6 +73,25 @@ export async function changeAction(ctx: CliContext, action: VmAction, ref: strin
   if (wait !== null) return printLine(ctx.io, `VM ${label} ${REACHED[action]}.`);
   if (plan.kind === 'noop') return printLine(ctx.io, `VM ${label} ${plan.reason}.`);
   printLine(ctx.io, `VM ${label}: ${plan.status}${plan.forceStop ? ' (forced)' : ''}.`);
+}
+
+export interface MigrateFlags extends GlobalFlags {
+  to: string;
+  wait?: number | boolean;
+}
+
+export async function migrateAction(ctx: CliContext, ref: string, flags: MigrateFlags): Promise<void> {
+  const opts = resolveGlobalOptions(flags, ctx.env);
+  const wait = waitSeconds(flags.wait);
+  const result = await withStore(opts, (store) =>
+    migrateVm(store, { ref, to: flags.to, waitSeconds: wait, onProgress: (line) => printProgress(ctx.io, line) }),
+  );
+  if (opts.json) return printJson(ctx.io, result.record ?? { uuid: result.uuid });
+  const { plan, label } = result;
+  if (plan.kind === 'noop') return printLine(ctx.io, `VM ${label} ${plan.reason}.`);
+  if (plan.kind === 'cold') return printLine(ctx.io, `VM ${label} is not running; moved it to ${flags.to} (it starts there when started).`);
+  if (wait !== null) return printLine(ctx.io, `VM ${label} was migrated live to ${flags.to}.`);
+  printLine(ctx.io, `VM ${label}: REQUESTED_MIGRATE to ${flags.to}.`);
 }
 
 export async function logAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {

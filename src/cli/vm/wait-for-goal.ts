@@ -11,6 +11,56 @@ import type { WaitGoal } from './status-plan.js';
 
 const FAILED = new Set(['ERROR', 'KILLED']);
 
+/** What a follower decides on each version of the record: keep watching (undefined), done, or failed. */
+export type FollowVerdict<T> = undefined | { done: T } | { fail: Error };
+
+export interface FollowRequest<T> {
+  key: string;
+  label: string;
+  /** Events after this revision are considered. */
+  afterRevision: string;
+  timeoutMs: number;
+  /** The error when the time is up. */
+  timedOut(): Error;
+  onRecord(record: JsonObject | null): FollowVerdict<T>;
+  /** The key was deleted. */
+  onDelete(): FollowVerdict<T> & object;
+}
+
+/** Watches one VM key from `afterRevision` until `onRecord`/`onDelete` decide, or the time is up. */
+export function followRecord<T>(kv: KvStore, req: FollowRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let handle: WatchHandle | null = null;
+    const settle = (verdict: FollowVerdict<T>) => {
+      if (settled || verdict === undefined) return;
+      settled = true;
+      clearTimeout(timer);
+      const closing = handle ? handle.close() : Promise.resolve();
+      void closing.finally(() => ('fail' in verdict ? reject(verdict.fail) : resolve(verdict.done)));
+    };
+    const timer = setTimeout(() => settle({ fail: req.timedOut() }), req.timeoutMs);
+
+    kv.watchPrefix(req.key, (BigInt(req.afterRevision) + 1n).toString(), {
+      onEvent: (event) => {
+        if (event.type === 'delete') {
+          if (event.key === req.key) settle(req.onDelete());
+          return;
+        }
+        if (event.entry.key === req.key) settle(req.onRecord(rawObject(event.entry.raw)));
+      },
+      onBroken: (reason) =>
+        settle({ fail: new DroverError('ETCD_UNAVAILABLE', `The watch on VM ${req.label} broke (${reason}); check its status with \`drover vm get\`.`, true) }),
+    }).then(
+      (h) => {
+        handle = h;
+        if (settled) void h.close();
+      },
+      (err: unknown) => settle({ fail: err instanceof Error ? err : new Error(String(err)) }),
+    );
+  });
+}
+
 export interface WaitRequest {
   key: string;
   label: string;
@@ -26,50 +76,28 @@ export interface WaitRequest {
 
 /** Resolves with the final record, or null once the key is deleted (goal "deleted"). */
 export function waitForGoal(kv: KvStore, req: WaitRequest): Promise<JsonObject | null> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    let lastStatus = req.initialStatus;
-    let handle: WatchHandle | null = null;
-    const finish = (err: Error | null, value: JsonObject | null = null) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      const closing = handle ? handle.close() : Promise.resolve();
-      void closing.finally(() => (err ? reject(err) : resolve(value)));
-    };
-    const timer = setTimeout(() => {
+  let lastStatus = req.initialStatus;
+  return followRecord<JsonObject | null>(kv, {
+    key: req.key,
+    label: req.label,
+    afterRevision: req.afterRevision,
+    timeoutMs: req.timeoutMs,
+    timedOut: () => {
       const now = lastStatus ? `; its status is ${lastStatus}` : '';
       const target = req.goal === 'deleted' ? 'be deleted' : `reach ${req.goal}`;
-      finish(new DroverError('TIMEOUT', `VM ${req.label} did not ${target} within ${Math.round(req.timeoutMs / 1000)} s${now}.`));
-    }, req.timeoutMs);
-
-    kv.watchPrefix(req.key, (BigInt(req.afterRevision) + 1n).toString(), {
-      onEvent: (event) => {
-        if (event.type === 'delete') {
-          if (event.key !== req.key) return;
-          if (req.goal === 'deleted') finish(null);
-          else finish(new DroverError('NOT_FOUND', `VM ${req.label} was deleted while waiting for ${req.goal}.`));
-          return;
-        }
-        if (event.entry.key !== req.key) return;
-        const record = rawObject(event.entry.raw);
-        const status = typeof record?.status === 'string' ? record.status : '';
-        if (status !== lastStatus && status !== '') req.onStatus(status);
-        lastStatus = status;
-        if (status === req.goal) finish(null, record);
-        else if (FAILED.has(status)) {
-          const why = typeof record?.error === 'string' && record.error !== '' ? `: ${record.error}` : '';
-          const code = req.goal === 'RUNNING' ? 'START_FAILED' : 'CONFLICT';
-          finish(new DroverError(code, `VM ${req.label} ended in ${status}${why.replace(/[.\s]+$/, '')}.`));
-        }
-      },
-      onBroken: (reason) => finish(new DroverError('ETCD_UNAVAILABLE', `The watch on VM ${req.label} broke (${reason}); check its status with \`drover vm get\`.`, true)),
-    }).then(
-      (h) => {
-        handle = h;
-        if (settled) void h.close();
-      },
-      (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
-    );
+      return new DroverError('TIMEOUT', `VM ${req.label} did not ${target} within ${Math.round(req.timeoutMs / 1000)} s${now}.`);
+    },
+    onDelete: () =>
+      req.goal === 'deleted' ? { done: null } : { fail: new DroverError('NOT_FOUND', `VM ${req.label} was deleted while waiting for ${req.goal}.`) },
+    onRecord: (record) => {
+      const status = typeof record?.status === 'string' ? record.status : '';
+      if (status !== lastStatus && status !== '') req.onStatus(status);
+      lastStatus = status;
+      if (status === req.goal) return { done: record };
+      if (!FAILED.has(status)) return undefined;
+      const why = typeof record?.error === 'string' && record.error !== '' ? `: ${record.error}` : '';
+      const code = req.goal === 'RUNNING' ? 'START_FAILED' : 'CONFLICT';
+      return { fail: new DroverError(code, `VM ${req.label} ended in ${status}${why.replace(/[.\s]+$/, '')}.`) };
+    },
   });
 }

@@ -14,6 +14,9 @@ import type {
   Accel,
   DiscoveredVm,
   Hypervisor,
+  IncomingRequest,
+  MigrateOptions,
+  OutgoingMigration,
   StartHooks,
   StartRequest,
   StopOptions,
@@ -23,7 +26,7 @@ import type {
 } from '../hypervisor.js';
 import { imageDiskError } from '../qemu/build-qemu-args.js';
 import { classifyExit } from '../qemu/classify-exit.js';
-import { FakeWorld, type FakeProcess, type FakeProcessEnd } from './fake-world.js';
+import { FakeWorld, fakeMigrationListeners, type FakeProcess, type FakeProcessEnd } from './fake-world.js';
 
 export interface FakeHypervisorOptions {
   /** The shared host; a new one by default. */
@@ -97,6 +100,50 @@ export class FakeHypervisor implements Hypervisor {
     } finally {
       this.starts.delete(req.uuid);
     }
+  }
+
+  async startIncoming(req: IncomingRequest): Promise<VmHandle> {
+    const existing = this.vms.get(req.uuid);
+    if (existing?.proc.alive) return { ...existing.handle };
+    if (!UUID_RE.test(req.uuid)) throw new DroverError('USAGE', `Refusing to start ${JSON.stringify(req.uuid)}: a VM needs a lower-case UUID.`);
+    this.checkFiles(req.spec);
+    const proc = this.world.spawn(['qemu-system-x86_64', '-name', `guest=${req.name},debug-threads=on`, '-uuid', req.uuid, '-incoming', 'defer'], { uuid: req.uuid, name: req.name });
+    proc.state = 'incoming';
+    const uri = `fake://${this.world.id}/${req.uuid}`;
+    const handle: VmHandle = { ...this.handleFor(req, proc), incomingUri: uri };
+    this.world.runDirs.add(req.uuid);
+    this.world.saved.set(req.uuid, { ...handle });
+    this.watch(proc, handle);
+    fakeMigrationListeners.set(uri, { world: this.world, proc });
+    return { ...handle };
+  }
+
+  async migrate(uuid: string, uri: string, opts: MigrateOptions): Promise<void> {
+    const vm = this.vms.get(uuid);
+    if (!vm?.proc.alive) throw new DroverError('MIGRATION_FAILED', `VM ${uuid} is not running on this host.`, false);
+    const target = fakeMigrationListeners.get(uri);
+    const failure = this.world.takeMigrationFailure();
+    if (failure !== undefined || !target?.proc.alive || target.proc.state !== 'incoming') {
+      this.world.outgoing.set(uuid, 'failed');
+      throw new DroverError('MIGRATION_FAILED', failure ?? `The migration failed: nothing waits for it at ${uri}.`, false);
+    }
+    const total = 96 * 1024 * 1024;
+    opts.onProgress?.({ transferred: total / 2, remaining: total / 2, total });
+    await sleep(1);
+    opts.onProgress?.({ transferred: total, remaining: 0, total });
+    fakeMigrationListeners.delete(uri);
+    vm.proc.state = 'paused';
+    target.proc.state = 'running';
+    target.world.serial.set(uuid, [...(this.world.serial.get(uuid) ?? [])]);
+    this.world.outgoing.set(uuid, 'completed');
+  }
+
+  async outgoingMigration(uuid: string): Promise<OutgoingMigration> {
+    return this.vms.get(uuid)?.proc.alive ? (this.world.outgoing.get(uuid) ?? 'none') : 'none';
+  }
+
+  async cancelMigration(uuid: string): Promise<void> {
+    if (this.world.outgoing.get(uuid) === 'active') this.world.outgoing.set(uuid, 'failed');
   }
 
   async stop(uuid: string, opts: StopOptions): Promise<void> {
@@ -190,18 +237,8 @@ export class FakeHypervisor implements Hypervisor {
     const { uuid, name, spec } = req;
     if (!UUID_RE.test(uuid)) throw new DroverError('USAGE', `Refusing to start ${JSON.stringify(uuid)}: a VM needs a lower-case UUID.`);
     this.checkFiles(spec);
-    const dir = `${this.runRoot}/${uuid}`;
     const proc = this.world.spawn(['qemu-system-x86_64', '-name', `guest=${name},debug-threads=on`, '-uuid', uuid], { uuid, name });
-    const handle: VmHandle = {
-      uuid,
-      name,
-      pid: proc.pid,
-      startTime: proc.startTime,
-      startedAt: new Date().toISOString(),
-      qmpSocket: `${dir}/qmp.sock`,
-      ...(spec.vnc === 'unix' ? { vnc: `${dir}/vnc.sock` } : {}),
-      serialLog: `${dir}/serial.log`,
-    };
+    const handle = this.handleFor(req, proc);
     this.world.runDirs.add(uuid);
     this.world.saved.set(uuid, { ...handle });
     const vm = this.watch(proc, handle);
@@ -230,6 +267,20 @@ export class FakeHypervisor implements Hypervisor {
       setTimeout(() => this.world.end(proc.pid, { guest: true, signal: null, code: 0 }), this.world.poweroffAfterMs);
     }
     return { ...vm.handle };
+  }
+
+  private handleFor(req: StartRequest, proc: FakeProcess): VmHandle {
+    const dir = `${this.runRoot}/${req.uuid}`;
+    return {
+      uuid: req.uuid,
+      name: req.name,
+      pid: proc.pid,
+      startTime: proc.startTime,
+      startedAt: new Date().toISOString(),
+      qmpSocket: `${dir}/qmp.sock`,
+      ...(req.spec.vnc === 'unix' ? { vnc: `${dir}/vnc.sock` } : {}),
+      serialLog: `${dir}/serial.log`,
+    };
   }
 
   private checkFiles(spec: VmSpec): void {

@@ -33,12 +33,22 @@ export interface FakeProcess {
   uuid?: string;
   name?: string;
   alive: boolean;
-  state: 'running' | 'paused';
+  state: 'running' | 'paused' | 'incoming';
   /** Called once when the process ends (the watching hypervisor's hook; null when nobody watches). */
   watcher: ((end: FakeProcessEnd) => void) | null;
 }
 
+let worldIds = 0;
+
+/**
+ * Processes waiting for an incoming migration, by URI, across every world
+ * (each world is one host; a migration goes from one to another).
+ */
+export const fakeMigrationListeners = new Map<string, { world: FakeWorld; proc: FakeProcess }>();
+
 export class FakeWorld {
+  /** Names this host in migration URIs (fake://<id>/<uuid>). */
+  readonly id = `world${++worldIds}`;
   /** Delay before a start resolves (after onSpawned), like qemu's boot to QMP. */
   startDelayMs = 0;
   /** How long a `poweroff` guest runs before powering itself off. */
@@ -56,12 +66,24 @@ export class FakeWorld {
   private readonly behaviour = new Map<string, FakeGuestBehaviour>();
   private readonly missing = new Set<string>();
   private readonly failures: string[] = [];
+  private readonly migrationFailures: string[] = [];
+  /** Outgoing migrations by uuid, as qemu would remember them ('none' when absent). */
+  readonly outgoing = new Map<string, 'active' | 'completed' | 'failed'>();
   private nextPid = 100_000;
   private ticks = 1_000;
 
   /** The next start fails after its spawn, with this message (START_FAILED, terminal), like a qemu error. */
   failNextStart(message: string): void {
     this.failures.push(message);
+  }
+
+  /** The next outgoing migration from this host fails with this message, the VM staying here. */
+  failNextMigration(message: string): void {
+    this.migrationFailures.push(message);
+  }
+
+  takeMigrationFailure(): string | undefined {
+    return this.migrationFailures.shift();
   }
 
   /** Takes the pending start failure, if any. */

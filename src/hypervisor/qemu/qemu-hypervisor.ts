@@ -30,6 +30,9 @@ import type {
   Accel,
   DiscoveredVm,
   Hypervisor,
+  IncomingRequest,
+  MigrateOptions,
+  OutgoingMigration,
   StartHooks,
   StartRequest,
   StopOptions,
@@ -103,13 +106,85 @@ export class QemuHypervisor implements Hypervisor {
     if (existing && !existing.gone) return existing.publicHandle();
     const run = (async () => {
       if (existing) await existing.exited; // a restart racing the old process's exit report
-      return this.startProcess(req, hooks);
+      return this.startProcess(req, hooks, null);
     })();
     this.starts.set(req.uuid, run);
     try {
       return await run;
     } finally {
       this.starts.delete(req.uuid);
+    }
+  }
+
+  async startIncoming(req: IncomingRequest): Promise<VmHandle> {
+    const pending = this.starts.get(req.uuid);
+    if (pending) return pending;
+    const existing = this.vms.get(req.uuid);
+    if (existing && !existing.gone) return existing.publicHandle();
+    const run = (async () => {
+      if (existing) await existing.exited;
+      return this.startProcess(req, undefined, req.listenHost);
+    })();
+    this.starts.set(req.uuid, run);
+    try {
+      return await run;
+    } finally {
+      this.starts.delete(req.uuid);
+    }
+  }
+
+  async migrate(uuid: string, uri: string, opts: MigrateOptions): Promise<void> {
+    const vm = this.vms.get(uuid);
+    if (!vm || vm.gone) throw new DroverError('MIGRATION_FAILED', `VM ${uuid} is not running on this host.`, false);
+    const client = vm.client;
+    if (!client) throw new DroverError('MIGRATION_FAILED', `VM ${uuid} has no QMP connection to drive the migration with.`, true);
+    const deadline = Date.now() + opts.timeoutMs;
+    const failed = (why: string, cause?: unknown) => new DroverError('MIGRATION_FAILED', oneSentence(why), false, { cause });
+    try {
+      await client.execute('migrate', { uri });
+    } catch (err) {
+      throw failed(`qemu refused to start the migration: ${(err as Error).message}`, err);
+    }
+    for (;;) {
+      let info;
+      try {
+        info = await client.execute('query-migrate');
+      } catch (err) {
+        throw failed(vm.gone ? 'qemu exited during the migration' : `the migration could not be followed: ${(err as Error).message}`, err);
+      }
+      if (info.ram) opts.onProgress?.({ transferred: info.ram.transferred, remaining: info.ram.remaining, total: info.ram.total });
+      if (info.status === 'completed') return;
+      if (info.status === 'failed' || info.status === 'cancelled') {
+        throw failed(`the migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+      }
+      if (Date.now() >= deadline) {
+        await this.cancelMigration(uuid);
+        throw failed(`the migration did not complete within ${Math.round(opts.timeoutMs / 1000)} s and was cancelled`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  async outgoingMigration(uuid: string): Promise<OutgoingMigration> {
+    const client = this.vms.get(uuid)?.client;
+    if (!client) return 'none';
+    const [info, status] = await Promise.all([client.execute('query-migrate'), client.execute('query-status')]);
+    if (info.status === 'completed' || status.status === 'postmigrate') return 'completed';
+    if (info.status === undefined || info.status === 'none') return 'none';
+    if (info.status === 'failed' || info.status === 'cancelled') return 'failed';
+    return 'active';
+  }
+
+  async cancelMigration(uuid: string): Promise<void> {
+    const client = this.vms.get(uuid)?.client;
+    if (!client) return;
+    await client.execute('migrate_cancel').catch(() => undefined);
+    // Cancelling is asynchronous: wait (briefly) until qemu has left the active states.
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const info = await client.execute('query-migrate').catch(() => null);
+      if (!info || !['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(info.status ?? 'none')) return;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
@@ -146,7 +221,7 @@ export class QemuHypervisor implements Hypervisor {
       });
       vm.attachQmp(client);
       const status = await client.execute('query-status');
-      vm.state = status.status === 'paused' ? 'paused' : 'running';
+      vm.state = status.status === 'inmigrate' ? 'incoming' : status.status === 'running' ? 'running' : 'paused';
     } catch (err) {
       if (vm.gone) {
         await vm.exited;
@@ -169,7 +244,8 @@ export class QemuHypervisor implements Hypervisor {
     const vm = this.vms.get(uuid);
     if (!vm || vm.gone) return { state: 'absent' };
     // A VM still starting has a process: it is reported as running so nobody starts a second one.
-    return { state: vm.state === 'paused' ? 'paused' : 'running', handle: vm.publicHandle() };
+    const state = vm.state === 'paused' ? 'paused' : vm.state === 'incoming' ? 'incoming' : 'running';
+    return { state, handle: vm.publicHandle() };
   }
 
   async scan(): Promise<DiscoveredVm[]> {
@@ -235,7 +311,8 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
-  private async startProcess(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
+  /** Spawns qemu; with `incomingHost`, waiting for an incoming migration there instead of booting. */
+  private async startProcess(req: StartRequest, hooks: StartHooks | undefined, incomingHost: string | null): Promise<VmHandle> {
     const { uuid, name, spec } = req;
     assertRunDirUuid(this.runRoot, uuid);
     const detectedFormats = await checkSpecFiles(spec);
@@ -249,6 +326,7 @@ export class QemuHypervisor implements Hypervisor {
       detectedFormats,
       ...(this.opts.vncTcpHost !== undefined ? { vncTcpHost: this.opts.vncTcpHost } : {}),
     });
+    if (incomingHost !== null) argv.push('-incoming', 'defer');
     await createRunDir(paths);
     // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
     await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true })]);
@@ -286,7 +364,13 @@ export class QemuHypervisor implements Hypervisor {
       const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
       const client = await QmpClient.connect(paths.qmpSocket, { timeoutMs: deadline - Date.now(), isGone: () => vm.gone });
       vm.attachQmp(client);
-      vm.state = await waitUntilRunning(client, deadline);
+      if (incomingHost !== null) {
+        handle.incomingUri = await listenForMigration(client, incomingHost);
+        vm.state = 'incoming';
+        await writeHandle(paths, handle);
+      } else {
+        vm.state = await waitUntilRunning(client, deadline);
+      }
       if (spec.vnc === 'tcp') {
         const info = await client.execute('query-vnc');
         if (info.host !== undefined && info.service !== undefined) handle.vnc = `${info.host}:${info.service}`;
@@ -323,6 +407,21 @@ export class QemuHypervisor implements Hypervisor {
     if (err instanceof DroverError) return err;
     return new DroverError('START_FAILED', `qemu could not be started: ${(err as Error).message}.`, true, { cause: err });
   }
+}
+
+/** Makes a qemu started with `-incoming defer` listen on `host` (any free port); returns the URI to migrate to. */
+async function listenForMigration(client: QmpClient, host: string): Promise<string> {
+  const h = host.includes(':') ? `[${host}]` : host;
+  try {
+    await client.execute('migrate-incoming', { uri: `tcp:${h}:0` });
+  } catch (err) {
+    // A bad migration_address (not an address of this host): no retry can fix it.
+    throw new DroverError('START_FAILED', oneSentence(`qemu could not listen for the migration on ${host}: ${(err as Error).message}`), false, { cause: err });
+  }
+  const info = await client.execute('query-migrate');
+  const port = info['socket-address']?.find((a) => a.port !== undefined)?.port;
+  if (port === undefined) throw new DroverError('START_FAILED', 'qemu did not say which port it listens on for the migration.', false);
+  return `tcp:${h}:${port}`;
 }
 
 /** Polls query-status until the VM runs (or is paused); other states mean it will not. */

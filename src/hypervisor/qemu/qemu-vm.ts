@@ -32,7 +32,8 @@ const FAST_POLL_MS = 10;
 /** How long an exit waits for the QMP socket to close (to read a last SHUTDOWN). */
 const QMP_DRAIN_MS = 1000;
 
-export type QemuVmState = 'starting' | 'running' | 'paused';
+/** `incoming`: waiting for (or receiving) a live migration; it runs once that completes. */
+export type QemuVmState = 'starting' | 'running' | 'paused' | 'incoming';
 
 export interface QemuVmOptions {
   handle: SavedHandle;
@@ -110,8 +111,18 @@ export class QemuVm {
 
   /** A public copy of the handle, without the hypervisor's private fields. */
   publicHandle(): VmHandle {
-    const { uuid, name, pid, startTime, startedAt, qmpSocket, vnc, serialLog } = this.handle;
-    return { uuid, name, pid, startTime, startedAt, qmpSocket, ...(vnc !== undefined ? { vnc } : {}), serialLog };
+    const { uuid, name, pid, startTime, startedAt, qmpSocket, vnc, serialLog, incomingUri } = this.handle;
+    return {
+      uuid,
+      name,
+      pid,
+      startTime,
+      startedAt,
+      qmpSocket,
+      ...(vnc !== undefined ? { vnc } : {}),
+      serialLog,
+      ...(incomingUri !== undefined && this.state === 'incoming' ? { incomingUri } : {}),
+    };
   }
 
   attachQmp(client: QmpClient): void {
@@ -125,7 +136,8 @@ export class QemuVm {
           if (this.state === 'running') this.state = 'paused';
           break;
         case 'RESUME':
-          if (this.state === 'paused') this.state = 'running';
+          // Also the end of an incoming migration: the guest now runs here.
+          if (this.state === 'paused' || this.state === 'incoming') this.state = 'running';
           break;
         default:
           break;

@@ -103,6 +103,48 @@ export interface QmpBlockStats {
   [key: string]: unknown;
 }
 
+/** qemu's MigrationStatus (qapi/migration.json). */
+export type QmpMigrationStatus =
+  | 'none'
+  | 'setup'
+  | 'cancelling'
+  | 'cancelled'
+  | 'active'
+  | 'postcopy-active'
+  | 'postcopy-paused'
+  | 'postcopy-recover'
+  | 'completed'
+  | 'failed'
+  | 'colo'
+  | 'pre-switchover'
+  | 'device'
+  | 'wait-unplug';
+
+export interface QmpMigrationRamStats {
+  transferred: number;
+  remaining: number;
+  total: number;
+  duplicate?: number;
+  normal?: number;
+  'dirty-pages-rate'?: number;
+  mbps?: number;
+  'dirty-sync-count'?: number;
+  [key: string]: unknown;
+}
+
+/** What query-migrate returns; on an incoming side, `socket-address` tells the port qemu listens on (since 4.0). */
+export interface QmpMigrationInfo {
+  status?: QmpMigrationStatus;
+  ram?: QmpMigrationRamStats;
+  'total-time'?: number;
+  'expected-downtime'?: number;
+  downtime?: number;
+  'setup-time'?: number;
+  'error-desc'?: string;
+  'socket-address'?: Array<{ type: string; host?: string; port?: string; [key: string]: unknown }>;
+  [key: string]: unknown;
+}
+
 /**
  * Command name → arguments and return value. `args: undefined` means the
  * command takes none.
@@ -138,6 +180,16 @@ export interface QmpCommandMap {
   /** Always legal. */
   'query-blockstats': { args: { 'query-nodes'?: boolean } | undefined; ret: QmpBlockStats[] };
   /** HMP passthrough for what QMP lacks; returns the HMP output. Always legal. */
+  /** Starts an outgoing migration to `uri` (tcp:HOST:PORT); legal while running or paused. Progress through query-migrate. */
+  migrate: { args: { uri: string }; ret: QmpEmpty };
+  /** Cancels an outgoing migration; the source keeps running. */
+  migrate_cancel: { args: undefined; ret: QmpEmpty };
+  /** Legal only in a qemu started with `-incoming defer`: listens on `uri` (port 0: any free port). */
+  'migrate-incoming': { args: { uri: string }; ret: QmpEmpty };
+  /** Always legal: status and progress of the current (or last) migration, outgoing or incoming. */
+  'query-migrate': { args: undefined; ret: QmpMigrationInfo };
+  /** Tunes migration (bytes/s, ms); legal before a migration starts. */
+  'migrate-set-parameters': { args: { 'max-bandwidth'?: number; 'downtime-limit'?: number }; ret: QmpEmpty };
   'human-monitor-command': { args: { 'command-line': string; 'cpu-index'?: number }; ret: string };
 }
 
@@ -179,6 +231,8 @@ export interface QmpEventMap {
   BLOCK_IO_ERROR: { device: string; 'node-name'?: string; operation: 'read' | 'write'; action: string; reason: string };
   VNC_CONNECTED: { server: unknown; client: unknown };
   VNC_DISCONNECTED: { server: unknown; client: unknown };
+  /** A migration changed status (sent when the `events` migration capability is on). */
+  MIGRATION: { status: QmpMigrationStatus };
 }
 
 export type QmpEventName = keyof QmpEventMap;
@@ -195,6 +249,7 @@ export const QMP_EVENT_NAMES: readonly QmpEventName[] = [
   'BLOCK_IO_ERROR',
   'VNC_CONNECTED',
   'VNC_DISCONNECTED',
+  'MIGRATION',
 ];
 
 /** A known event, discriminated on `event`. */

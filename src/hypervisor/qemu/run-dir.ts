@@ -45,6 +45,7 @@ const savedHandleSchema = z.looseObject({
   qmpSocket: z.string(),
   vnc: z.string().optional(),
   serialLog: z.string(),
+  incomingUri: z.string().optional(),
   taps: z.array(z.string()).optional(),
 });
 
