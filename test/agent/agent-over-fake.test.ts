@@ -38,9 +38,9 @@ describe('agent over the fake hypervisor (real etcd)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function setup(world = new FakeWorld(), prefix = etcd.newPrefix(), stateName = randomUUID()) {
+  async function setup(world = new FakeWorld(), prefix = etcd.newPrefix(), stateName = randomUUID(), name = 'hv1') {
     const config = mergeConfigLayers([
-      { source: 'test', values: { name: 'hv1', etcd: [etcd.endpoint], state_dir: join(dir, stateName), prefix, resync_interval: 2, heartbeat_interval: 1, restart_backoff_min: 0.05, restart_backoff_max: 0.2, log_level: 'silent' } },
+      { source: 'test', values: { name, etcd: [etcd.endpoint], state_dir: join(dir, stateName), prefix, resync_interval: 2, heartbeat_interval: 1, restart_backoff_min: 0.05, restart_backoff_max: 0.2, log_level: 'silent' } },
     ]);
     const hypervisor = new FakeHypervisor({ world });
     const agent = new Agent({ config, client: etcd.client, hypervisor, stateDir: await openStateDir(config.state_dir), logger: silentLogger(), version: 'test' });
@@ -149,5 +149,85 @@ describe('agent over the fake hypervisor (real etcd)', () => {
     await started;
     const uuid = await create(repo);
     await waitStatus(repo, uuid, 'RUNNING');
+  });
+
+  describe('live migration between two agents', () => {
+    const migrate = (repo: VmRepository, uuid: string, target: string) =>
+      repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'REQUESTED_MIGRATE', migration: { target } }));
+    const liveIn = (world: FakeWorld, uuid: string) => world.findLive(uuid)?.state;
+
+    it('moves the record and the process, and writes progress on the way', async () => {
+      const hv1 = await setup();
+      const hv2 = await setup(new FakeWorld(), hv1.prefix, randomUUID(), 'hv2');
+      await hv1.agent.start();
+      await hv2.agent.start();
+      const uuid = await create(hv1.repo);
+      await waitStatus(hv1.repo, uuid, 'RUNNING');
+      await migrate(hv1.repo, uuid, 'hv2');
+      const moved = await waitUntil(async () => {
+        const r = await statusOf(hv1.repo, uuid);
+        return r?.host === 'hv2' && r.status === 'RUNNING' ? r : undefined;
+      }, 10_000, 'the VM on hv2');
+      const m = moved.migration as JsonObject;
+      assert.equal(m.state, 'completed');
+      assert.equal(m.source, 'hv1');
+      assert.equal((m.progress as JsonObject).remaining, 0);
+      await waitUntil(async () => (liveIn(hv1.world, uuid) === undefined ? true : undefined), 5000, 'the source copy to go');
+      assert.equal(liveIn(hv2.world, uuid), 'running');
+      assert.equal((moved.runtime as JsonObject).pid, hv2.world.findLive(uuid)?.pid);
+      assert.ok((moved.log as string[]).some((l) => / - migrated from hv1 to hv2$/.test(l)));
+    });
+
+    it('a failed transfer leaves the VM running on the source, and the target drops its waiting qemu', async () => {
+      const hv1 = await setup();
+      const hv2 = await setup(new FakeWorld(), hv1.prefix, randomUUID(), 'hv2');
+      await hv1.agent.start();
+      await hv2.agent.start();
+      const uuid = await create(hv1.repo);
+      const running = await waitStatus(hv1.repo, uuid, 'RUNNING');
+      hv1.world.failNextMigration('The migration failed: the connection was reset.');
+      await migrate(hv1.repo, uuid, 'hv2');
+      const failed = await waitUntil(async () => {
+        const r = await statusOf(hv1.repo, uuid);
+        return r && (r.migration as JsonObject | undefined)?.state === 'failed' ? r : undefined;
+      }, 10_000, 'the failure');
+      assert.equal(failed.status, 'RUNNING');
+      assert.equal(failed.host, 'hv1');
+      assert.match(String((failed.migration as JsonObject).error), /connection was reset/);
+      assert.equal((failed.runtime as JsonObject).pid, (running.runtime as JsonObject).pid);
+      assert.equal(liveIn(hv1.world, uuid), 'running');
+      await waitUntil(async () => (liveIn(hv2.world, uuid) === undefined ? true : undefined), 5000, 'hv2 to drop its waiting qemu');
+    });
+
+    it('a source agent that restarts after qemu finished only moves the record (and kills its paused copy)', async () => {
+      const hv1 = await setup();
+      const hv2 = await setup(new FakeWorld(), hv1.prefix, randomUUID(), 'hv2');
+      await hv1.agent.start();
+      await hv2.agent.start();
+      const uuid = await create(hv1.repo);
+      await waitStatus(hv1.repo, uuid, 'RUNNING');
+      // hv1's agent goes away; the migration proceeds up to qemu's part, as if the agent died during the transfer.
+      await hv1.agent.stop();
+      await hv1.repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'MIGRATING', migration: { target: 'hv2', source: 'hv1', state: 'requested' } }));
+      const ready = await waitUntil(async () => {
+        const m = (await statusOf(hv1.repo, uuid))?.migration as JsonObject | undefined;
+        return m?.state === 'ready' ? m : undefined;
+      }, 10_000, 'hv2 ready');
+      const qemuOnHv1 = new FakeHypervisor({ world: hv1.world });
+      assert.ok(await qemuOnHv1.recover(uuid));
+      await qemuOnHv1.migrate(uuid, String(ready.uri), { timeoutMs: 1000 });
+      assert.equal(liveIn(hv1.world, uuid), 'paused');
+      assert.equal(liveIn(hv2.world, uuid), 'running');
+
+      const again = await setup(hv1.world, hv1.prefix, hv1.stateName);
+      await again.agent.start();
+      const moved = await waitUntil(async () => {
+        const r = await statusOf(hv1.repo, uuid);
+        return r?.host === 'hv2' ? r : undefined;
+      }, 10_000, 'the record to move');
+      assert.equal(moved.status, 'RUNNING');
+      await waitUntil(async () => (liveIn(hv1.world, uuid) === undefined ? true : undefined), 5000, 'the paused copy to go');
+      assert.equal(liveIn(hv2.world, uuid), 'running');
+    });
   });
 });
