@@ -57,6 +57,8 @@ export class PoolManager {
   private timer: NodeJS.Timeout | null = null;
   /** Pool name → the revision whose error was already reported. */
   private readonly reported = new Map<string, string>();
+  /** Pool name → why it last held back creations (logged when it changes, not every pass). */
+  private readonly held = new Map<string, string | null>();
   private readonly log: Logger;
   private readonly now: () => number;
   /** A write of this pass lost its compare-and-swap: look again soon. */
@@ -146,7 +148,10 @@ export class PoolManager {
       view.put(entryOf(key, raw, rev));
       await this.event('info', 'pool.vm_created', `Pool ${rec.name} created VM ${String(record.name)} (${active + i + 1} of target ${target}).`, uuid);
     }
-    if (plan.held) this.log.debug({ pool: rec.name, held: plan.held }, 'pool holds back creations');
+    if (plan.held !== (this.held.get(rec.name) ?? null)) {
+      this.held.set(rec.name, plan.held);
+      if (plan.held) this.log.info({ pool: rec.name, held: plan.held }, 'pool holds back creations');
+    }
     return plan.wakeAt;
   }
 
