@@ -5,7 +5,7 @@ STATE_DIR ?= $(CURDIR)/.drover
 GUEST := build/guest/vmlinuz build/guest/initrd.gz build/guest/initrd-disk-marker.gz
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: all deps build guest lint typecheck run test test-unit bench clean
+.PHONY: all deps build guest lint typecheck run test test-unit bench bench-failover clean
 
 all: build
 
@@ -38,6 +38,10 @@ test-unit: build
 
 bench: build guest
 	node dist/bench/start-latency.js
+
+## Failover time (issue 3): a frozen agent's failover VM RUNNING elsewhere, 5 runs (docs/benchmarks.md).
+bench-failover: build guest
+	node dist/bench/failover.js
 
 clean:
 	rm -rf dist build
