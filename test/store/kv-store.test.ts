@@ -24,6 +24,26 @@ describe('KvStore against real etcd', () => {
     assert.equal((await kv.get(key))?.raw, '{"n":2}');
   });
 
+  it('a guarded transaction writes only while the guard key exists and every compare holds', async () => {
+    const p = etcd.newPrefix();
+    const [guard, pool, vm, old] = [`${p}/leader`, `${p}/pool/a`, `${p}/vm/1`, `${p}/vm/0`];
+    await kv.put(pool, '{}');
+    await kv.put(old, '{}');
+    const poolRev = (await kv.get(pool))!.modRevision;
+    const create = () => kv.guardedTxn(guard, [{ key: vm, expected: 'absent' }, { key: pool, expected: poolRev }], [{ put: vm, raw: '{"n":1}' }, { delete: old }]);
+    assert.equal(await create(), null, 'no guard key: nothing written');
+    await kv.put(guard, 'me');
+    const rev = await create();
+    assert.ok(rev !== null);
+    assert.equal((await kv.get(vm))?.modRevision, rev, 'resolves with the revision it wrote');
+    assert.equal(await kv.get(old), null, 'both operations applied');
+    assert.equal(await create(), null, 'the key exists now');
+    await kv.delete(vm);
+    await kv.put(pool, '{"changed":true}');
+    assert.equal(await create(), null, 'the pool record moved on');
+    assert.equal(await kv.get(vm), null);
+  });
+
   it('watches from a listed revision without missing a change', async () => {
     const prefix = `${etcd.newPrefix()}/vm/`;
     await kv.put(`${prefix}x`, '1');
