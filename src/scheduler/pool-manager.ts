@@ -105,7 +105,7 @@ export class PoolManager {
       const obj = rawObject(pool.raw) ?? {};
       obj.status = plan.status;
       const written = await this.write(view, leaderKey, pool.key, pool.modRevision, obj);
-      if (!written) return null; // changed meanwhile: the watch brings the new record and another pass
+      if (!written) return null; // changed meanwhile: re-read into the view, and the next pass decides again
       poolRevision = written;
       this.reported.delete(rec.name);
       if (plan.fizzle) {
