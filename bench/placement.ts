@@ -8,8 +8,8 @@
  *      scheduler's exact shape (`KvStore.putIfGuarded`: key's mod revision ==
  *      expected AND a guard key exists, then put a VM-record-sized value) are
  *      issued from ONE client with the scheduler's concurrency (64 in flight
- *      by default), then with 1 in flight; for context (the figure a
- *      batching fix could reach, not the floor), the same puts 16 per
+ *      by default), then with 1 in flight; for context (what the
+ *      scheduler's batches are made of, not the floor), the same puts 16 per
  *      transaction;
  *  (2) drover, pre-written: H host records and their alive keys (one lease)
  *      are written, NO agents: placement needs only those; then N VM records,
@@ -18,7 +18,8 @@
  *      to the last record seen SCHEDULED by an etcd watch (in a worker
  *      thread, with its own connection, so it takes nothing from the
  *      scheduler's event loop) gives placements/s. The scheduler's own
- *      `placed` counter is sampled too;
+ *      `placed` counter is sampled too. The scheduler writes its decisions
+ *      `--batch-size` (16) per transaction, `--concurrency` records in flight;
  *  (3) drover, streaming: a fresh prefix, the same hosts, a scheduler that
  *      already leads, and N records created by another client (a worker
  *      thread) with the same concurrency while it runs;
@@ -71,6 +72,8 @@ interface Options {
   hosts: number;
   vms: number;
   concurrency: number;
+  /** The Scheduler's batchSize: records per placement transaction. */
+  batchSize: number;
   serialOps: number;
   stream: boolean;
   timeoutS: number;
@@ -79,7 +82,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { hosts: 1000, vms: 10_000, concurrency: 64, serialOps: 2000, stream: true, timeoutS: 600 };
+  const o: Options = { hosts: 1000, vms: 10_000, concurrency: 64, batchSize: 16, serialOps: 2000, stream: true, timeoutS: 600 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const need = (): string => {
@@ -91,6 +94,7 @@ function parseArgs(argv: string[]): Options {
     if (a === '--hosts') o.hosts = int();
     else if (a === '--vms') o.vms = int();
     else if (a === '--concurrency') o.concurrency = int();
+    else if (a === '--batch-size') o.batchSize = int();
     else if (a === '--serial-ops') o.serialOps = int();
     else if (a === '--no-stream') o.stream = false;
     else if (a === '--timeout') o.timeoutS = int();
@@ -98,8 +102,9 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--cpu-prof') o.cpuProf = need();
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: node dist/bench/placement.js [--hosts 1000] [--vms 10000] [--concurrency 64] [--serial-ops 2000]\n' +
+        'usage: node dist/bench/placement.js [--hosts 1000] [--vms 10000] [--concurrency 64] [--batch-size 16] [--serial-ops 2000]\n' +
           '                                   [--no-stream] [--timeout SECONDS] [--json FILE] [--cpu-prof DIR]\n' +
+          '  --batch-size N  records per placement transaction of the scheduler (1: one transaction per placement)\n' +
           '  --cpu-prof DIR  V8 CPU profile of the main thread during (2) and (3) (slows them),\n' +
           '                  written to DIR/placement-{prewritten,streaming}.cpuprofile, with a summary printed',
       );
@@ -566,7 +571,7 @@ async function main(): Promise<void> {
     const BATCH = 16;
     const batchConc = Math.max(1, Math.round(C / BATCH));
     const floorB = await batchedFloorRun(floorClient, floorKv, meter, floorPrefix, N, BATCH, batchConc, value, guard);
-    log(`    for context (a possible fix, not the floor): ${BATCH} of those CAS puts per transaction, ${batchConc} transactions (${BATCH * batchConc} records) in flight: ` +
+    log(`    for context (what the scheduler's batches are made of, not the floor): ${BATCH} of those CAS puts per transaction, ${batchConc} transactions (${BATCH * batchConc} records) in flight: ` +
       `${floorB.ops.toLocaleString('en-US')} in ${ms(floorB.ms, 0)} -> ${rate(floorB.ops, floorB.ms)}  (${floorB.failed} failed)`);
     log(`      ${costLine(floorB.cost, floorB.ops)}`);
     floorClient.close();
@@ -583,7 +588,7 @@ async function main(): Promise<void> {
       const client = createEtcdClient([etcd.endpoint]);
       const scheduler = new Scheduler({
         client, keys, policy: POLICY, electionTtl: 5, failoverMargin: 5,
-        identity: `bench:${process.pid}`, logger: schedulerLogger(obs), concurrency: C,
+        identity: `bench:${process.pid}`, logger: schedulerLogger(obs), concurrency: C, batchSize: opts.batchSize,
       });
       cleanup.add(`stop the scheduler for ${keys.prefix}`, async () => {
         await scheduler.stop();
@@ -803,7 +808,9 @@ function printPlacement(r: PlacementResult): void {
   log(`    SCHEDULED seen per second from ${from}: ${r.timeline.join(' ')}`);
   log(`    ${r.scheduledPuts} SCHEDULED puts seen, ${r.repeats} record(s) written SCHEDULED more than once; scheduler warnings: ${r.warnings}${r.firstWarnings.length ? ` (first: ${r.firstWarnings[0]})` : ''}`);
   log(`    in etcd afterwards: ${r.check.scheduled} of ${n} SCHEDULED; VMs per host min ${r.check.minPerHost} max ${r.check.maxPerHost}; hosts over capacity: ${r.check.overCapacity}`);
-  log(`    cost: ${costLine(r.cost, r.vms)} (extra Txn beyond ${n} placements${r.variant === 'streaming' ? ` and ${n} creates` : ''}: ${r.cost.etcd.txn! - r.vms * (r.variant === 'streaming' ? 2 : 1)})`);
+  const placementTxns = r.cost.etcd.txn! - (r.variant === 'streaming' ? r.vms : 0);
+  log(`    cost: ${costLine(r.cost, r.vms)} (${placementTxns} placement Txn${r.variant === 'streaming' ? ` besides the ${n} creates` : ''}: ` +
+    `${(r.vms / Math.max(1, placementTxns)).toFixed(1)} records per transaction)`);
 }
 
 main().then(

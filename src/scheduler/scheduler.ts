@@ -10,9 +10,12 @@
  *  - the leader lists VMs, hosts and liveness keys once, then watches the
  *    whole prefix, keeping a ClusterView with per-host usage;
  *  - every record with status REQUESTED_NEW and no host gets a host and
- *    SCHEDULED, chosen by placeVm (pure), written with a transaction that
+ *    SCHEDULED, chosen by placeVm (pure), written in a transaction that
  *    compares the record's revision AND that the leader's election key still
- *    exists, so neither a race nor a deposed leader can double-place;
+ *    exists, so neither a race nor a deposed leader can double-place. Up to
+ *    `batchSize` (16) decisions share one transaction; when it fails, its
+ *    records are written one by one, so only those that changed meanwhile
+ *    are decided again;
  *  - a record that fits nowhere keeps its status and gets `pending_reason`;
  *    it is tried again whenever capacity changes;
  *  - when a host's lease expires and it has not come back after
@@ -28,7 +31,7 @@ import { appendLog } from '../contract/vm-record.js';
 import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { EventLog } from '../store/event-log.js';
-import { KvStore, type WatchHandle } from '../store/kv-store.js';
+import { KvStore, type KvEntry, type WatchHandle } from '../store/kv-store.js';
 import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 import { ClusterView } from './cluster-view.js';
 import { placeVm, type PlacementPolicy } from './place-vm.js';
@@ -45,8 +48,30 @@ export interface SchedulerOptions {
   /** Who this scheduler is, for the election value and the logs. */
   identity: string;
   logger: Logger;
-  /** Placement writes in flight at once. */
+  /** Records whose placement writes are in flight at once (in transactions of `batchSize`); 64 by default. */
   concurrency?: number;
+  /** Records per placement transaction; 16 by default, at most 127 (etcd's --max-txn-ops is 128). */
+  batchSize?: number;
+  /** The store to use instead of one on `client` (tests wrap it to interfere with writes). */
+  kv?: KvStore;
+}
+
+/** Defaults of SchedulerOptions.concurrency and batchSize: 4 transactions of 16 in flight. */
+const CONCURRENCY = 64;
+const BATCH_SIZE = 16;
+/** etcd refuses a transaction with more than --max-txn-ops (128) compares; one is the guard. */
+const MAX_BATCH = 127;
+/** A write that failed only on the leader's key is tried again this much later. */
+const GUARD_RETRY_MS = 200;
+/** Migration states of a migration under way (docs/migration.md). */
+const MIGRATION_UNDER_WAY = new Set(['requested', 'ready', 'sending']);
+
+/** One decision of a pass, waiting for its write. */
+interface Decision {
+  vm: StoredVm;
+  obj: JsonObject;
+  /** A placement (host + SCHEDULED), not a pending_reason. */
+  placed: boolean;
 }
 
 /** Statuses of VMs that need nothing from the scheduler when their host dies. */
@@ -71,7 +96,7 @@ export class Scheduler {
   placed = 0;
 
   constructor(private readonly opts: SchedulerOptions) {
-    this.kv = new KvStore(opts.client);
+    this.kv = opts.kv ?? new KvStore(opts.client);
     this.events = new EventLog(this.kv, opts.keys);
     this.log = opts.logger.child({ component: 'scheduler' });
     this.pools = new PoolManager({ kv: this.kv, events: this.events, keys: opts.keys, policy: opts.policy, logger: opts.logger, wake: () => this.queuePass() });
@@ -176,11 +201,26 @@ export class Scheduler {
     this.passRunning = true;
     try {
       await this.pools.reconcile(view, leaderKey);
-      const limit = this.opts.concurrency ?? 64;
+      const batchSize = Math.min(MAX_BATCH, Math.max(1, Math.floor(this.opts.batchSize ?? BATCH_SIZE)));
+      // Transactions in flight, so that about `concurrency` records are.
+      const limit = Math.max(1, Math.round((this.opts.concurrency ?? CONCURRENCY) / batchSize));
       // A counter and one waiter, not Promise.race over every pending write.
       let inFlight = 0;
       let slotFree: (() => void) | null = null;
       let allDone: (() => void) | null = null;
+      let batch: Decision[] = [];
+      const flush = async (): Promise<void> => {
+        const items = batch;
+        batch = [];
+        inFlight++;
+        void this.writeBatch(view, leaderKey, items).finally(() => {
+          inFlight--;
+          slotFree?.();
+          slotFree = null;
+          if (inFlight === 0) allDone?.();
+        });
+        if (inFlight >= limit) await new Promise<void>((r) => (slotFree = r));
+      };
       for (const vm of view.vms.values()) {
         if (this.view !== view) break;
         if (!vm.parsed.ok || this.inFlight.has(vm.uuid)) continue;
@@ -203,15 +243,12 @@ export class Scheduler {
         } else {
           obj.pending_reason = placement.reason;
         }
-        inFlight++;
-        void this.write(vm, obj, placement.ok).finally(() => {
-          inFlight--;
-          slotFree?.();
-          slotFree = null;
-          if (inFlight === 0) allDone?.();
-        });
-        if (inFlight >= limit) await new Promise<void>((r) => (slotFree = r));
+        this.inFlight.add(vm.uuid);
+        batch.push({ vm, obj, placed: placement.ok });
+        if (batch.length >= batchSize) await flush();
       }
+      // A partial batch goes at once: no waiting for more work.
+      if (batch.length > 0) await flush();
       if (inFlight > 0) await new Promise<void>((r) => (allDone = r));
     } finally {
       this.passRunning = false;
@@ -222,26 +259,53 @@ export class Scheduler {
     }
   }
 
-  private async write(vm: StoredVm, obj: JsonObject, placed: boolean): Promise<void> {
-    const leaderKey = this.leaderKey;
-    if (!leaderKey) return;
-    this.inFlight.add(vm.uuid);
+  /**
+   * Writes a pass's decisions in one transaction: the leader's key must exist
+   * and every record must still be at the revision it was decided on, or
+   * nothing is written. When that fails (a record changed meanwhile, or
+   * leadership is gone), each record is written alone, so the others still
+   * land and only the ones that lost are re-read and decided again.
+   */
+  private async writeBatch(view: ClusterView, leaderKey: string, items: readonly Decision[]): Promise<void> {
     try {
-      const ok = await this.kv.putIfGuarded(vm.key, JSON.stringify(obj), vm.modRevision, leaderKey);
-      if (ok && placed) this.placed++;
-      if (!ok) {
-        // Someone else changed it, or leadership is gone: re-read and let the next pass decide.
-        this.view?.release(vm.uuid);
-        const fresh = await this.kv.get(vm.key);
-        if (fresh) this.view?.put(fresh);
-        this.queuePass();
+      if (this.view !== view || this.leaderKey !== leaderKey) {
+        // Stepped down (or re-listed) since the decisions: the next leader's pass decides again.
+        for (const d of items) view.release(d.vm.uuid);
+        return;
       }
+      const raws = items.map((d) => JSON.stringify(d.obj));
+      const rev = await this.kv.guardedTxn(
+        leaderKey,
+        items.map((d) => ({ key: d.vm.key, expected: d.vm.modRevision })),
+        items.map((d, i) => ({ put: d.vm.key, raw: raws[i]! })),
+      );
+      if (rev !== null) {
+        items.forEach((d, i) => {
+          if (d.placed) this.placed++;
+          // The view holds what was written at once (its reservation becomes the record's usage);
+          // the same revision coming back on the watch is then ignored.
+          view.put(writtenEntry(d.vm.key, raws[i]!, rev));
+        });
+        return;
+      }
+      if (items.length > 1) {
+        await Promise.all(items.map((d) => this.writeBatch(view, leaderKey, [d])));
+        return;
+      }
+      // Someone else changed it, or leadership is gone: re-read and let the next pass decide.
+      const d = items[0]!;
+      view.release(d.vm.uuid);
+      const fresh = await this.kv.get(d.vm.key);
+      if (fresh) view.put(fresh);
+      // Unchanged means the guard failed: leadership is going, and deciding again at once would spin.
+      if (fresh?.modRevision === d.vm.modRevision) setTimeout(() => this.queuePass(), GUARD_RETRY_MS).unref();
+      else this.queuePass();
     } catch (err) {
-      this.log.warn({ vm: vm.uuid, err: errorMessage(err) }, 'placement write failed; will retry');
-      this.view?.release(vm.uuid);
+      this.log.warn({ vms: items.map((d) => d.vm.uuid), err: errorMessage(err) }, 'placement write failed; will retry');
+      for (const d of items) view.release(d.vm.uuid);
       setTimeout(() => this.queuePass(), 500).unref();
     } finally {
-      this.inFlight.delete(vm.uuid);
+      for (const d of items) this.inFlight.delete(d.vm.uuid);
     }
   }
 
@@ -303,12 +367,22 @@ export class Scheduler {
         delete obj.runtime;
         text = `host ${name} died`;
       }
+      if (rec.migration && MIGRATION_UNDER_WAY.has(rec.migration.state)) {
+        // So that no agent takes it for a migration still under way (the target kills its waiting qemu).
+        obj.migration = { ...(obj.migration as JsonObject), state: 'failed', error: `host ${name} died during the migration`, finished_at: new Date().toISOString() };
+        text += `; its migration to ${rec.migration.target} failed`;
+      }
       obj.log = appendLog(logOf(obj), text, new Date());
       if (await this.kv.putIfGuarded(vm.key, JSON.stringify(obj), vm.modRevision, leaderKey)) {
         await this.events.append({ ts: new Date().toISOString(), host: name, vm: vm.uuid, level: 'error', event: obj.status === 'KILLED' ? 'vm.killed' : 'vm.failover', message: `VM ${rec.name}: ${text}.` });
       }
     }
   }
+}
+
+/** A record this scheduler wrote at `revision` (its create revision is not known here, and the view does not use it). */
+function writtenEntry(key: string, raw: string, revision: string): KvEntry {
+  return { key, raw, modRevision: revision, createRevision: '0', lease: '0' };
 }
 
 function logOf(obj: JsonObject): string[] {
