@@ -14,6 +14,7 @@ packages=(
   linux-image-cloud-amd64  # the test guest's kernel (only /boot/vmlinuz-* is used)
   iproute2             # ip: tap devices, bridges, network namespaces
   procps               # ps, pkill for tests
+  awscli               # tests and the backup benchmark cross-check what drover put into S3
 )
 missing=()
 for p in "${packages[@]}"; do
