@@ -18,7 +18,10 @@ export type ErrorCode =
   | 'START_FAILED'
   | 'INVALID_SPEC'
   | 'MIGRATION_FAILED'
-  | 'TIMEOUT';
+  | 'TIMEOUT'
+  | 'S3_ERROR'
+  | 'CHECKSUM_MISMATCH'
+  | 'IMAGE_ERROR';
 
 export class DroverError extends Error {
   override readonly name: string = 'DroverError';
