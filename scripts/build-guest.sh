@@ -19,18 +19,19 @@
 #                     ticks (for the failover tests' proof that two copies of
 #                     a VM never ran at once; parsed by test/helpers/disk-marker.ts):
 #                     the disk is 8 regions of 1024 sectors of 512 bytes. At
-#                     boot the guest claims the first region whose first
-#                     sector does not start with "DROVER-MARK", then every
-#                     250 ms writes record n (0, 1, 2, ...) into sector
-#                     region*1024 + n mod 1024 with dd conv=fsync:
-#                       "DROVER-MARK <boot_id> <region> <n> <epoch_ms>"
+#                     boot the guest reads the whole disk once: the last
+#                     counter of every earlier boot ("seen": <boot_id>:<n>,...
+#                     or "-") and the first region no boot used, which it
+#                     claims. Then every 250 ms it writes record n (0, 1, ...)
+#                     into sector region*1024 + n mod 1024 with dd conv=fsync:
+#                       "DROVER-MARK <boot_id> <region> <n> <epoch_ms> <seen>"
 #                     space-padded to 511 bytes and a newline. boot_id is the
 #                     kernel's random boot id; epoch_ms is the guest's clock
 #                     (busybox adjtimex: microsecond resolution), which the
-#                     kernel set at boot from the RTC, i.e. the host's UTC
-#                     rounded to the second (rtc_hctosys sets the middle of
-#                     the second: within 0.5 s of the host). Each record is
-#                     also printed on the serial console. Without /dev/vda
+#                     kernel set at boot from the RTC: within 1.5 s behind
+#                     and 0.5 s ahead of the host (test/helpers/disk-marker.ts
+#                     says why). Each record is also printed on the serial
+#                     console. Without /dev/vda
 #                     it prints "DROVER-MARK-NODISK" and ticks like initrd.gz.
 set -euo pipefail
 out=${1:?usage: build-guest.sh OUTDIR}
@@ -91,16 +92,17 @@ if [ "\$MODE" = disk-marker ]; then
   if [ -b /dev/vda ]; then
     K=1024; R=8
     boot=\$(cat /proc/sys/kernel/random/boot_id)
-    r=0
-    while [ \$r -lt \$((R-1)) ]; do
-      head=\$(dd if=/dev/vda bs=512 skip=\$((r*K)) count=1 iflag=direct 2>/dev/null | head -c 11)
-      [ "\$head" = DROVER-MARK ] || break
-      r=\$((r+1))
-    done
+    # What earlier boots left: the last counter of each, and the first unused region.
+    set -- \$(dd if=/dev/vda bs=65536 count=\$((R*K/128)) iflag=direct 2>/dev/null | tr -d '\\000' | awk '
+      \$1 == "DROVER-MARK" { n = \$4 + 0; if (!(\$2 in m) || n > m[\$2]) m[\$2] = n; if (\$3 + 1 > free) free = \$3 + 1 }
+      END { s = ""; for (b in m) s = s (s == "" ? "" : ",") b ":" m[b]; print (s == "" ? "-" : s), free + 0 }')
+    seen=\$1; r=\$2
+    [ "\$r" -lt \$R ] || r=\$((R-1))
+    echo "DROVER-MARK-SEEN \$boot region \$r saw \$seen"
     n=0
     while true; do
       ms=\$(adjtimex | awk '/time.tv_sec/ { s = \$2 } /time.tv_usec/ { u = \$2 } END { printf "%d%03d", s, int(u / 1000) }')
-      rec="DROVER-MARK \$boot \$r \$n \$ms"
+      rec="DROVER-MARK \$boot \$r \$n \$ms \$seen"
       printf '%-511s\n' "\$rec" | dd of=/dev/vda bs=512 seek=\$((r*K + n%K)) count=1 iflag=fullblock conv=notrunc,fsync 2>/dev/null
       echo "\$rec"
       n=\$((n+1))

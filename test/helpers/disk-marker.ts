@@ -4,17 +4,26 @@
  * of a VM ever ran at once.
  *
  * Layout (the script's header says the same): 8 regions of 1024 sectors of
- * 512 bytes. Each boot claims the first region whose first sector holds no
- * record and writes, every 250 ms, record n into sector
+ * 512 bytes. At boot a guest reads the whole disk once and notes, for every
+ * earlier boot, the last counter it finds ("seen"), and claims the first
+ * region no boot used. Then, every 250 ms, it writes record n into sector
  * `region * 1024 + n mod 1024`:
  *
- *     DROVER-MARK <boot_id> <region> <n> <epoch_ms>   (space-padded, 512 bytes)
+ *     DROVER-MARK <boot_id> <region> <n> <epoch_ms> <seen>   (space-padded, 512 bytes)
  *
- * epoch_ms is the guest's own clock. The kernel set it at boot from the
- * emulated RTC, which qemu keeps at the host's UTC with whole seconds, and
- * rtc_hctosys puts it in the middle of the second: each guest is within
- * 0.5 s of the host (measured on the test machine: 0.45-0.5 s behind), so
- * two guests' stamps compare to within CLOCK_TOLERANCE_MS.
+ * Two checks come out of it. Without any clock: if an earlier copy wrote
+ * anything after a later copy had booted and read the disk, the earlier
+ * copy's last counter on the disk is beyond what the later one saw. With
+ * the guests' clocks: the earlier copy's last record is stamped before the
+ * later copy's first, by more than the clocks can disagree.
+ *
+ * The guests' clocks: epoch_ms is the guest's system clock, which the kernel
+ * set at boot from the emulated RTC (rtc_hctosys: the RTC's whole seconds +
+ * 0.5 s). qemu's RTC counts whole seconds from the host's UTC truncated to
+ * the second at qemu's start, so a guest's clock is up to 1.5 s behind and
+ * 0.5 s ahead of the host (measured on the test machine: 0.15-1.05 s
+ * behind), and two guests' clocks disagree by less than 2 s. Each bound
+ * below adds 100 ms for the kernel's read and the TSC's drift.
  */
 import assert from 'node:assert/strict';
 import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
@@ -26,10 +35,15 @@ export const REGION_SECTORS = 1024;
 export const REGIONS = 8;
 /** The disk file's size: every region. */
 export const MARKER_DISK_BYTES = SECTOR_BYTES * REGION_SECTORS * REGIONS;
-/** How far apart two guests' clocks may be: each within 0.5 s of the host. */
-export const CLOCK_TOLERANCE_MS = 1000;
+/** How far a guest's clock may be behind the host's (host time of a stamp <= epoch_ms + this). */
+export const GUEST_CLOCK_BEHIND_MS = 1600;
+/** How far a guest's clock may be ahead of the host's (host time of a stamp >= epoch_ms - this). */
+export const GUEST_CLOCK_AHEAD_MS = 600;
+/** How far apart two guests' clocks may be. */
+export const CLOCK_TOLERANCE_MS = GUEST_CLOCK_BEHIND_MS + GUEST_CLOCK_AHEAD_MS;
 
-const RECORD_RE = /^DROVER-MARK ([0-9a-f-]{36}) (\d+) (\d+) (\d{13})\s*$/;
+const BOOT_ID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+const RECORD_RE = new RegExp(`^DROVER-MARK (${BOOT_ID}) (\\d+) (\\d+) (\\d{13}) (-|${BOOT_ID}:\\d+(?:,${BOOT_ID}:\\d+)*)\\s*$`);
 
 export interface MarkRecord {
   bootId: string;
@@ -37,6 +51,8 @@ export interface MarkRecord {
   n: number;
   /** The guest's clock, epoch ms. */
   ms: number;
+  /** What the boot found on the disk when it started: earlier boot id -> its last counter. */
+  seen: string;
   /** The sector the record was found in. */
   sector: number;
 }
@@ -48,6 +64,8 @@ export interface MarkerBoot {
   records: MarkRecord[];
   first: MarkRecord;
   last: MarkRecord;
+  /** What the boot found on the disk when it started: earlier boot id -> its last counter. */
+  seen: Map<string, number>;
 }
 
 /** A zero-filled marker disk (sparse), ready for a raw `spec.disks` entry. */
@@ -87,7 +105,7 @@ export function parseMarkerDisk(disk: Buffer): { records: MarkRecord[]; malforme
       malformed.push({ sector, text: text.trimEnd().slice(0, 120) });
       continue;
     }
-    records.push({ bootId: m[1]!, region: Number(m[2]), n: Number(m[3]), ms: Number(m[4]), sector });
+    records.push({ bootId: m[1]!, region: Number(m[2]), n: Number(m[3]), ms: Number(m[4]), seen: m[5]!, sector });
   }
   return { records, malformed };
 }
@@ -107,7 +125,11 @@ export function markerBoots(records: readonly MarkRecord[]): MarkerBoot[] {
   const boots: MarkerBoot[] = [];
   for (const [bootId, list] of by) {
     list.sort((a, b) => a.n - b.n);
-    boots.push({ bootId, region: list[0]!.region, records: list, first: list[0]!, last: list[list.length - 1]! });
+    const seen = new Map<string, number>();
+    if (list[0]!.seen !== '-') {
+      for (const part of list[0]!.seen.split(',')) seen.set(part.slice(0, part.lastIndexOf(':')), Number(part.slice(part.lastIndexOf(':') + 1)));
+    }
+    boots.push({ bootId, region: list[0]!.region, records: list, first: list[0]!, last: list[list.length - 1]!, seen });
   }
   return boots.sort((a, b) => a.first.ms - b.first.ms);
 }
@@ -123,6 +145,7 @@ export function bootProblems(boot: MarkerBoot): string[] {
   const id = boot.bootId.slice(0, 8);
   for (const r of boot.records) {
     if (r.region !== boot.region) problems.push(`boot ${id}: record ${r.n} says region ${r.region}, its first says ${boot.region}`);
+    if (r.seen !== boot.first.seen) problems.push(`boot ${id}: record ${r.n} says it saw ${r.seen}, its first says ${boot.first.seen}`);
     const want = r.region * REGION_SECTORS + (r.n % REGION_SECTORS);
     if (r.sector !== want) problems.push(`boot ${id}: record ${r.n} is in sector ${r.sector}, its counter says ${want}`);
   }
@@ -146,11 +169,18 @@ export interface SequentialProof {
 /**
  * The proof that the VM's copies ran one after another on its disk: exactly
  * `expectBoots` boots wrote records, each boot's records are consistent
- * (bootProblems), no sector is malformed, and each boot's last record is
- * more than `toleranceMs` (the clocks' possible disagreement) before the
- * next boot's first, so the next copy began writing only after the previous
- * one had stopped, whatever the guests' clock error. Throws (AssertionError)
- * otherwise, with every record summarised.
+ * (bootProblems), no sector is malformed, and for each boot after the first:
+ *
+ *  - without clocks: when it started it saw the previous boot's records, and
+ *    the previous boot wrote nothing after that (its last counter on the
+ *    disk is the one the later boot saw);
+ *  - with the guests' clocks: the previous boot's last record is stamped more
+ *    than `toleranceMs` (how far the clocks may disagree) before the later
+ *    boot's first, so the later copy began only after the earlier one had
+ *    stopped writing, whatever the clocks' error;
+ *  - it found the earlier boot's region taken and used another.
+ *
+ * Throws (AssertionError) otherwise, with every boot summarised.
  */
 export function assertSequentialBoots(
   disk: { records: readonly MarkRecord[]; malformed: ReadonlyArray<{ sector: number; text: string }> },
@@ -166,6 +196,14 @@ export function assertSequentialBoots(
   for (let i = 1; i < boots.length; i++) {
     const prev = boots[i - 1]!;
     const next = boots[i]!;
+    const saw = next.seen.get(prev.bootId);
+    assert.ok(saw !== undefined, `boot ${next.bootId.slice(0, 8)} started without seeing any record of boot ${prev.bootId.slice(0, 8)} on the disk (${summary})`);
+    assert.equal(
+      prev.last.n,
+      saw,
+      `boot ${prev.bootId.slice(0, 8)} wrote up to record ${prev.last.n}, but boot ${next.bootId.slice(0, 8)} found only up to ${saw} when it started: ` +
+        `the earlier copy was still writing after the later one booted (${summary})`,
+    );
     const gap = next.first.ms - prev.last.ms;
     gapsMs.push(gap);
     assert.ok(
