@@ -100,6 +100,7 @@ export function designatedHostOfRaw(raw: string): string | undefined {
  */
 export function migrationStorageError(record: VmRecord, shared: readonly string[]): string | null {
   for (const [i, d] of (record.spec.disks ?? []).entries()) {
+    if (d.rbd !== undefined) continue; // in the Ceph cluster every host reaches
     const path = d.path;
     if (path === undefined) return `disk ${i} is an image disk, which lives on this host only`;
     if (!underShared(path, shared)) return `disk ${i} (${path}) is not under any shared_storage path of this host`;
@@ -113,13 +114,14 @@ function underShared(path: string, shared: readonly string[]): boolean {
 
 /**
  * Why a failover VM cannot fail over safely, or null: every disk must be on
- * storage all hosts share (a path under one of `shared`; rbd disks come
- * with the storage work), since another host
+ * storage all hosts share (a path under one of `shared`, or an rbd disk),
+ * since another host
  * will run it from the same disk.
  */
 export function failoverStorageError(record: VmRecord, shared: readonly string[]): string | null {
   if (record.spec.failover !== true) return null;
   for (const [i, d] of (record.spec.disks ?? []).entries()) {
+    if (d.rbd !== undefined) continue; // in the Ceph cluster every host reaches
     const path = d.path;
     if (path === undefined) return `Field spec.failover needs every disk on shared storage, but disk ${i} is an image disk, which lives on this host.`;
     if (!underShared(path, shared)) {

@@ -11,6 +11,8 @@ export interface KeySpace {
   readonly alivePrefix: string;
   readonly logPrefix: string;
   readonly poolPrefix: string;
+  /** Image records (docs/storage.md). */
+  readonly imagePrefix: string;
   vm(uuid: string): string;
   host(name: string): string;
   /** Liveness key of a host, attached to the agent's lease. */
@@ -18,6 +20,10 @@ export interface KeySpace {
   log(id: string): string;
   /** A pool of VMs kept at a share of the hosts' capacity (docs/pools.md). */
   pool(name: string): string;
+  /** An image record, `P/image/<uuid>` (docs/storage.md). */
+  image(uuid: string): string;
+  /** Cluster-wide settings, `P/config/<name>` (e.g. `image_store`, docs/storage.md). */
+  config(name: string): string;
   /** The last segment of a key below `under` (e.g. the uuid of a VM key). */
   idOf(key: string, under: string): string;
 }
@@ -29,6 +35,7 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
   const alivePrefix = `${p}/alive/`;
   const logPrefix = `${p}/log/`;
   const poolPrefix = `${p}/pool/`;
+  const imagePrefix = `${p}/image/`;
   return Object.freeze({
     prefix: p,
     vmPrefix,
@@ -36,11 +43,14 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
     alivePrefix,
     logPrefix,
     poolPrefix,
+    imagePrefix,
     vm: (uuid: string) => vmPrefix + uuid,
     host: (name: string) => hostPrefix + name,
     alive: (name: string) => alivePrefix + name,
     log: (id: string) => logPrefix + id,
     pool: (name: string) => poolPrefix + name,
+    image: (uuid: string) => imagePrefix + uuid,
+    config: (name: string) => `${p}/config/${name}`,
     idOf: (key: string, under: string) => key.slice(under.length),
   });
 }

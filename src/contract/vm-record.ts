@@ -32,15 +32,25 @@ export const bootSchema = z.looseObject({
   cmdline: z.string().max(4096).optional(),
 });
 
+/** A Ceph RBD image, `pool/name` (each part as Ceph allows: no "/", "@" or ","). */
+export const RBD_RE = /^[A-Za-z0-9_.-]{1,100}\/[A-Za-z0-9_.-]{1,200}$/;
+
 export const diskSchema = z
   .looseObject({
-    image: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be an image name').optional(),
+    /** An image (docs/storage.md): its uuid, `name:version`, or `name` (the newest version). */
+    image: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[A-Za-z0-9][A-Za-z0-9._+-]{0,63})?$/, 'must be an image name, name:version or uuid')
+      .optional(),
+    /** MiB; an image disk's overlay is grown to it. */
     size: z.int().min(1).max(64 * 1024 * 1024).optional(),
     path: absolutePath.optional(),
+    /** drover extension: a Ceph RBD image `pool/name`, opened by qemu's rbd driver (docs/storage.md). */
+    rbd: z.string().regex(RBD_RE, 'must be pool/name').optional(),
     format: z.enum(['raw', 'qcow2']).optional(),
   })
-  .refine((d) => (d.image === undefined) !== (d.path === undefined), {
-    message: 'a disk needs exactly one of "image" or "path"',
+  .refine((d) => [d.image, d.path, d.rbd].filter((v) => v !== undefined).length === 1, {
+    message: 'a disk needs exactly one of "image", "path" or "rbd"',
   });
 
 export const nicSchema = z.looseObject({

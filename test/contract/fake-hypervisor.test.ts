@@ -114,7 +114,7 @@ describe('FakeHypervisor controls', () => {
     const hv = new FakeHypervisor();
     await assert.rejects(
       hv.start({ uuid: randomUUID(), name: 'vm', spec: fakeSpec({ disks: [{ image: 'debian-12' }] }) }),
-      { code: 'INVALID_SPEC', message: 'Disk 1 uses image debian-12, but image disks need the image store, which this version does not have.' },
+      { code: 'INVALID_SPEC', message: 'Disk 1 uses image debian-12, which must be prepared as an overlay file before the hypervisor starts the VM.' },
     );
   });
 });

@@ -124,7 +124,7 @@ describe('QemuHypervisor specifics', () => {
       (e: unknown) =>
         e instanceof DroverError &&
         isTerminal(e) &&
-        e.message === 'Disk 1 uses image debian-12, but image disks need the image store, which this version does not have.',
+        e.message === 'Disk 1 uses image debian-12, which must be prepared as an overlay file before the hypervisor starts the VM.',
     );
   });
 

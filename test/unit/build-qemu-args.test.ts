@@ -115,7 +115,7 @@ describe('buildQemuArgs', () => {
         e instanceof DroverError &&
         e.code === 'INVALID_SPEC' &&
         !e.retryable &&
-        e.message === 'Disk 2 uses image debian-12, but image disks need the image store, which this version does not have.',
+        e.message === 'Disk 2 uses image debian-12, which must be prepared as an overlay file before the hypervisor starts the VM.',
     );
     assert.throws(() => build({ spec: spec({ disks: [{ path: '/d/a.img' }] }) }), /Disk 1 \(\/d\/a\.img\) has no known format/);
   });

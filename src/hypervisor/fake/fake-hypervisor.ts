@@ -290,6 +290,7 @@ export class FakeHypervisor implements Hypervisor {
       if (spec.boot.initrd !== undefined) paths.push(['initrd', spec.boot.initrd]);
     }
     for (const [i, disk] of (spec.disks ?? []).entries()) {
+      if (disk.rbd !== undefined) continue; // in a Ceph cluster, not a file
       if (disk.path === undefined) throw imageDiskError(i, disk.image ?? '?');
       paths.push([`disk ${i + 1}`, disk.path]);
     }

@@ -42,6 +42,8 @@ export interface BuildQemuArgsInput {
   vncTcpHost?: string;
   /** q35 by default. */
   machine?: 'q35' | 'pc';
+  /** For `rbd` disks. */
+  ceph?: CephOptions;
 }
 
 /** Doubles commas, as qemu's key=value option parser requires. */
@@ -72,13 +74,25 @@ export function defaultMac(uuid: string, index: number): string {
   return ['52', '54', '00', ...tail].join(':');
 }
 
-/** The terminal error for a disk that names an image (storage comes later). */
+/**
+ * The terminal error for a disk that still names an image: the agent turns
+ * image disks into overlay files (src/storage/prepare-disks.ts) before it
+ * asks the hypervisor to start, so the hypervisor only ever sees files.
+ */
 export function imageDiskError(index: number, image: string): DroverError {
   return new DroverError(
     'INVALID_SPEC',
-    `Disk ${index + 1} uses image ${image}, but image disks need the image store, which this version does not have.`,
+    `Disk ${index + 1} uses image ${image}, which must be prepared as an overlay file before the hypervisor starts the VM.`,
     false,
   );
+}
+
+/** How qemu's rbd driver reaches the Ceph cluster (agent config ceph_conf, ceph_user); librados defaults when absent. */
+export interface CephOptions {
+  /** A ceph.conf path; /etc/ceph/ceph.conf by default. */
+  conf?: string;
+  /** The cephx user without "client." (librados: "admin"). */
+  user?: string;
 }
 
 /** The bridge NICs of a spec with their tap device names, in NIC order. */
@@ -138,6 +152,10 @@ function vncArgs(input: BuildQemuArgsInput): string[] {
 function diskArgs(input: BuildQemuArgsInput): string[] {
   const out: string[] = [];
   (input.spec.disks ?? []).forEach((disk, i) => {
+    if (disk.rbd !== undefined) {
+      out.push(...rbdDiskArgs(i, disk.rbd, disk.format ?? 'raw', bootIndex(input, i), input.ceph));
+      return;
+    }
     if (disk.path === undefined) throw imageDiskError(i, disk.image ?? '?');
     const format = disk.format ?? input.detectedFormats?.[i];
     if (format === undefined) {
@@ -146,15 +164,41 @@ function diskArgs(input: BuildQemuArgsInput): string[] {
       throw new DroverError('INVALID_SPEC', `Disk ${i + 1} (${disk.path}) has no known format.`, false);
     }
     const node = `disk${i}`;
-    const device = [`virtio-blk-pci`, `drive=${node}`, `id=${node}-dev`];
-    if (i === 0 && !input.spec.boot) device.push('bootindex=0');
     out.push(
       '-blockdev', `driver=file,node-name=${node}-file,filename=${escapeOptValue(disk.path)}`,
       '-blockdev', `driver=${format},node-name=${node},file=${node}-file`,
-      '-device', device.join(','),
+      '-device', diskDevice(i, bootIndex(input, i)),
     );
   });
   return out;
+}
+
+function bootIndex(input: BuildQemuArgsInput, i: number): boolean {
+  return i === 0 && !input.spec.boot;
+}
+
+function diskDevice(i: number, boot: boolean): string {
+  const device = [`virtio-blk-pci`, `drive=disk${i}`, `id=disk${i}-dev`];
+  if (boot) device.push('bootindex=0');
+  return device.join(',');
+}
+
+/**
+ * A Ceph RBD disk through qemu's rbd block driver (`pool/name`, validated by
+ * the record schema, so neither part holds "," or "/"). The format layer on
+ * top is raw unless the spec says qcow2.
+ */
+export function rbdDiskArgs(i: number, rbd: string, format: DiskFormat, boot: boolean, ceph?: CephOptions): string[] {
+  const [pool = '', image = ''] = rbd.split('/');
+  const node = `disk${i}`;
+  const opts = [`driver=rbd`, `node-name=${node}-file`, `pool=${escapeOptValue(pool)}`, `image=${escapeOptValue(image)}`];
+  if (ceph?.conf !== undefined) opts.push(`conf=${escapeOptValue(ceph.conf)}`);
+  if (ceph?.user !== undefined) opts.push(`user=${escapeOptValue(ceph.user)}`);
+  return [
+    '-blockdev', opts.join(','),
+    '-blockdev', `driver=${format},node-name=${node},file=${node}-file`,
+    '-device', diskDevice(i, boot),
+  ];
 }
 
 function nicArgs(uuid: string, spec: VmSpec): string[] {

@@ -21,6 +21,10 @@ export async function checkSpecFiles(spec: VmSpec): Promise<Array<DiskFormat | u
   }
   const formats: Array<DiskFormat | undefined> = [];
   for (const [i, disk] of (spec.disks ?? []).entries()) {
+    if (disk.rbd !== undefined) {
+      formats.push(disk.format ?? 'raw'); // in the Ceph cluster: qemu's rbd driver says whether it exists
+      continue;
+    }
     if (disk.path === undefined) throw imageDiskError(i, disk.image ?? '?');
     await checkFile(`disk ${i + 1}`, disk.path, true);
     try {

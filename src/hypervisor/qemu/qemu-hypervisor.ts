@@ -40,7 +40,7 @@ import type {
   VmHandle,
   VmObservation,
 } from '../hypervisor.js';
-import { bridgeTaps, buildQemuArgs } from './build-qemu-args.js';
+import { bridgeTaps, buildQemuArgs, type CephOptions } from './build-qemu-args.js';
 import { checkSpecFiles } from './check-spec-files.js';
 import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, tapsInUse } from './proc.js';
 import { QmpClient } from './qmp-client.js';
@@ -76,6 +76,8 @@ export interface QemuHypervisorOptions {
   startTimeoutMs?: number;
   /** How long recover() waits for a QMP greeting; 5 s by default. */
   recoverTimeoutMs?: number;
+  /** How qemu reaches Ceph for `rbd` disks (config ceph_conf, ceph_user). */
+  ceph?: CephOptions;
 }
 
 /** qemu errors worth another try: a disk still locked by a dying qemu, memory pressure. */
@@ -260,8 +262,10 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /**
-   * Removes runRoot/<uuid>. Disks given by `path` belong to the user and are
-   * never removed; image disks (which drover would own) do not exist yet.
+   * Removes runRoot/<uuid>, with the overlays of image disks in its disks/
+   * folder (src/storage/prepare-disks.ts). Disks given by `path` belong to
+   * the user and are never removed; rm does not follow symlinks, so nothing
+   * outside the folder goes either.
    */
   async destroy(uuid: string): Promise<void> {
     assertRunDirUuid(this.runRoot, uuid);
@@ -325,6 +329,7 @@ export class QemuHypervisor implements Hypervisor {
       accel: this.accel,
       detectedFormats,
       ...(this.opts.vncTcpHost !== undefined ? { vncTcpHost: this.opts.vncTcpHost } : {}),
+      ...(this.opts.ceph !== undefined ? { ceph: this.opts.ceph } : {}),
     });
     if (incomingHost !== null) argv.push('-incoming', 'defer');
     await createRunDir(paths);
