@@ -72,6 +72,7 @@ export class Agent {
   private timers: NodeJS.Timeout[] = [];
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
+  private snapshotTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private unsubscribeExit: (() => void) | null = null;
   private resyncRunning: Promise<void> | null = null;
@@ -126,6 +127,7 @@ export class Agent {
     fenceTimer.unref();
     this.timers.push(fenceTimer);
     this.scheduleResync();
+    this.scheduleSnapshotRefresh();
   }
 
   /** Stops the agent, leaving every VM running (they are adopted on the next start). */
@@ -135,6 +137,7 @@ export class Agent {
     for (const t of this.timers) clearInterval(t);
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
     // etcd may be unreachable: do not let a hanging cancel keep the agent alive.
     await Promise.race([this.watch?.close(), new Promise((r) => setTimeout(r, 2000).unref())]);
     this.watch = null;
@@ -409,6 +412,22 @@ export class Agent {
         .finally(() => this.scheduleResync());
     }, this.config.resync_interval * 1000);
     this.resyncTimer.unref();
+  }
+
+  /**
+   * Every snapshot_update_interval, each VM designated here re-reads its
+   * disks' snapshots into its record (its worker does it when the VM is at
+   * rest; a new worker does it once at first).
+   */
+  private scheduleSnapshotRefresh(): void {
+    if (this.stopped) return;
+    this.snapshotTimer = setTimeout(() => {
+      for (const w of this.workers.values()) {
+        if (w.record?.parsed.ok && w.record.parsed.value.host === this.name) w.refreshSnapshots();
+      }
+      this.scheduleSnapshotRefresh();
+    }, this.config.snapshot_update_interval * 1000);
+    this.snapshotTimer.unref();
   }
 
   private every(seconds: () => number, fn: () => Promise<void>): void {

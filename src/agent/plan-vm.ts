@@ -8,9 +8,11 @@
  */
 import type { EventCode, EventLevel } from '../contract/event.js';
 import type { VmStatus } from '../contract/status.js';
+import type { SnapshotRequest } from '../contract/snapshot.js';
 import type { Migration, VmRecord } from '../contract/vm-record.js';
 import type { VmExit, VmObservation } from '../hypervisor/hypervisor.js';
 import type { StoredVm } from '../store/vm-repository.js';
+import { planSnapshotWork, rollbackUnderWay, type SnapshotStep } from './plan-snapshot.js';
 
 export interface EventSpec {
   level: EventLevel;
@@ -28,6 +30,8 @@ export interface RecordPatch {
   force_stop?: null;
   /** Fields merged into the record's `migration`. */
   migration?: Partial<Migration>;
+  /** Fields merged into the record's `snapshot_request` (docs/snapshots.md). */
+  snapshot_request?: Partial<SnapshotRequest>;
 }
 
 export type StartCause = 'request' | 'restart' | 'crash' | 'poweroff' | 'missing';
@@ -41,7 +45,9 @@ export type Step =
   /** Live migration, target side: spawn qemu waiting for the VM, then write `migration.state: ready`. */
   | { kind: 'incoming' }
   /** Live migration, source side: wait for the target, send the VM, move the record (or resume that after a restart). */
-  | { kind: 'migrate' };
+  | { kind: 'migrate' }
+  /** Snapshots (plan-snapshot.ts): accept or carry out the record's snapshot_request; refresh `snapshots`. */
+  | Extract<SnapshotStep, { kind: 'snapshot' | 'refresh-snapshots' }>;
 
 export interface PlanLimits {
   crashLimit: number;
@@ -63,6 +69,8 @@ export interface PlanInput {
   limits: PlanLimits;
   /** Path prefixes of storage all hosts share (config shared_storage); none when absent. */
   sharedStorage?: readonly string[];
+  /** The periodic re-read of the disks' snapshots is due (snapshot_update_interval). */
+  snapshotRefreshDue?: boolean;
 }
 
 const NONE: Step = { kind: 'none' };
@@ -155,7 +163,9 @@ export function planVm(input: PlanInput): Step {
 
   switch (status) {
     case 'RUNNING':
-      return up ? NONE : planUnplannedExit(input, record);
+      if (up) return snapshotWork(input, record, true);
+      // A rollback stopped it: the rollback goes on, then it is started again.
+      return rollbackUnderWay(record) ? snapshotWork(input, record, false) : planUnplannedExit(input, record);
     case 'TO_STOP':
       return up
         ? { kind: 'write', patch: { status: 'STOPPING' }, log: record.force_stop ? 'forced stop requested' : 'stop requested' }
@@ -169,17 +179,22 @@ export function planVm(input: PlanInput): Step {
     case 'STOP':
     case 'KILLED':
       // Level-based: the record wants it down, so a process found running goes.
-      return up ? stopStep(input, record) : NONE;
+      return up ? stopStep(input, record) : snapshotWork(input, record, false);
     case 'REQUESTED_MIGRATE':
       return planMigrationRequest(input, record, up);
     case 'MIGRATING':
       // Paused counts as up: after a completed migration the source is paused for good.
       return up ? { kind: 'migrate' } : migrationFailed(input, record, 'the VM stopped running during the migration');
     case 'ERROR':
-      return NONE;
+      return up ? NONE : snapshotWork(input, record, false);
     default:
       return NONE;
   }
+}
+
+/** Snapshot work for a VM at rest (plan-snapshot.ts), or none. */
+function snapshotWork(input: PlanInput, record: VmRecord, up: boolean): Step {
+  return planSnapshotWork(record, up, input.snapshotRefreshDue === true) ?? NONE;
 }
 
 /** A record designated to another host: this host may be a migration's target, or the source of one that completed. */

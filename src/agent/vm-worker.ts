@@ -16,6 +16,7 @@ import { rawObject, type JsonObject, type StoredVm, type VmRepository } from '..
 import type { CrashTracker } from './crash-tracker.js';
 import type { EventReporter } from './event-reporter.js';
 import { failoverStorageError, migrationFailed, planVm, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
+import { runSnapshotStep } from './snapshot-runner.js';
 
 /** How this host takes part in live migrations (config migration_*). */
 export interface MigrationSettings {
@@ -61,6 +62,8 @@ export class VmWorker {
   private closed = false;
   private failures = 0;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** Re-read the disks' snapshots into the record when the VM is next at rest (at first, then every snapshot_update_interval). */
+  private snapshotRefreshDue = true;
   private idleWaiters: Array<() => void> = [];
   private readonly log: Logger;
 
@@ -101,6 +104,12 @@ export class VmWorker {
   whenIdle(): Promise<void> {
     if (!this.busy && !this.dirty) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Asks for the periodic re-read of the VM's snapshots (docs/snapshots.md). */
+  refreshSnapshots(): void {
+    this.snapshotRefreshDue = true;
+    this.kick();
   }
 
   close(): void {
@@ -157,6 +166,7 @@ export class VmWorker {
         recentExits: this.deps.crashes.recent(this.uuid),
         limits: this.deps.limits(),
         sharedStorage: this.deps.sharedStorage(),
+        snapshotRefreshDue: this.snapshotRefreshDue,
       });
       if (step.kind === 'none') {
         if (observed.state === 'absent' && this.exit === exit) this.exit = null;
@@ -185,7 +195,28 @@ export class VmWorker {
         return this.incoming();
       case 'migrate':
         return this.migrateOut();
+      case 'refresh-snapshots':
+        this.snapshotRefreshDue = false; // once per request, whatever comes of it
+        return this.snapshot(step);
+      case 'snapshot':
+        return this.snapshot(step);
     }
+  }
+
+  /** Snapshot work (snapshot-runner.ts); its writes compare against the record this step was planned from. */
+  private async snapshot(step: Extract<Step, { kind: 'snapshot' | 'refresh-snapshots' }>): Promise<void> {
+    const base = this.latest;
+    if (!base?.parsed.ok) return;
+    await runSnapshotStep(step, {
+      uuid: this.uuid,
+      record: base.parsed.value,
+      up: this.deps.hypervisor.inspect(this.uuid).state !== 'absent',
+      hypervisor: this.deps.hypervisor,
+      write: async (mutate, logText) => (await this.writeRecord(base, logText, mutate)) !== null,
+      report: (event) => this.deps.reporter.report({ ...event, vm: this.uuid }),
+      now: this.deps.now,
+      logger: this.log,
+    });
   }
 
   /**
@@ -199,6 +230,10 @@ export class VmWorker {
       if (patch.runtime === null) delete obj.runtime;
       if (patch.force_stop === null) delete obj.force_stop;
       if (runtime) obj.runtime = { ...objectField(obj, 'runtime'), ...runtimeFields(runtime) };
+      if (patch.snapshot_request) {
+        obj.snapshot_request = { ...objectField(obj, 'snapshot_request'), ...patch.snapshot_request };
+        if (patch.snapshot_request.state === 'failed') (obj.snapshot_request as JsonObject).finished_at = this.deps.now().toISOString();
+      }
       if (patch.migration) {
         obj.migration = { ...objectField(obj, 'migration'), ...patch.migration };
         if (patch.migration.state === 'completed' || patch.migration.state === 'failed') {

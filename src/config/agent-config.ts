@@ -74,6 +74,8 @@ export const agentConfigSchema = z.strictObject({
   migration_prepare_timeout: seconds(30, 1),
   /** Seconds a migration's transfer may take before it is cancelled (the VM stays on the source). */
   migration_timeout: seconds(600, 1),
+  /** Seconds between re-reads of every VM's disk snapshots into its record (chunter's key; docs/snapshots.md). */
+  snapshot_update_interval: seconds(900, 1),
   /** Also run a scheduler in this agent (leader-elected with every other one). */
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,

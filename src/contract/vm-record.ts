@@ -7,6 +7,7 @@
  * are kept (`loose`), so a rewrite never drops what another tool wrote.
  */
 import { z } from 'zod';
+import { snapshotRequestSchema, vmSnapshotSchema } from './snapshot.js';
 import { VM_STATUSES } from './status.js';
 
 export const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -139,6 +140,10 @@ export const vmRecordSchema = z.looseObject({
   runtime: vmRuntimeSchema.optional(),
   /** drover extension: the live migration under way or the last one (docs/migration.md). */
   migration: migrationSchema.optional(),
+  /** drover extension: the VM's disk snapshots, written by its agent (docs/snapshots.md). */
+  snapshots: z.array(vmSnapshotSchema).optional(),
+  /** drover extension: the snapshot operation asked for and its outcome (docs/snapshots.md). */
+  snapshot_request: snapshotRequestSchema.optional(),
 });
 
 export type VmRecord = z.infer<typeof vmRecordSchema>;

@@ -10,6 +10,7 @@
  * `recover` to re-attach to a VM a previous agent left running, and never
  * restarts it.
  */
+import type { DiskSnapshots } from '../contract/snapshot.js';
 import type { VmSpec } from '../contract/vm-record.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -58,6 +59,12 @@ export interface MigrateOptions {
 
 /** The outgoing migration of a VM as the hypervisor sees it (after an agent restart, too). */
 export type OutgoingMigration = 'none' | 'active' | 'completed' | 'failed';
+
+/** The VM whose disks a snapshot operation works on (docs/snapshots.md). */
+export interface SnapshotTarget {
+  uuid: string;
+  spec: VmSpec;
+}
 
 export interface StartHooks {
   /** Called once the process exists (before it is known to run): the agent writes STARTING. */
@@ -178,6 +185,34 @@ export interface Hypervisor {
 
   /** Cancels an outgoing migration in progress; the VM keeps running here. */
   cancelMigration(uuid: string): Promise<void>;
+
+  /**
+   * Snapshots (docs/snapshots.md): what each disk of the VM holds,
+   * index-aligned with `spec.disks`; raw disks hold none. Read over the
+   * control channel (QMP) while this hypervisor runs the VM, from the disk
+   * files otherwise.
+   */
+  listSnapshots(target: SnapshotTarget): Promise<DiskSnapshots[]>;
+
+  /**
+   * Takes snapshot `name` of every disk that lacks it, all at one point in
+   * time while the VM runs (one QMP transaction). Idempotent. Rejects with a
+   * terminal SNAPSHOT_FAILED naming the disk when a disk is raw (or not a
+   * file). Checking that the name is new is the caller's business.
+   */
+  createSnapshot(target: SnapshotTarget, name: string): Promise<void>;
+
+  /** Deletes snapshot `name` from every disk that holds it. Idempotent. */
+  deleteSnapshot(target: SnapshotTarget, name: string): Promise<void>;
+
+  /**
+   * Reverts every disk to snapshot `name` and deletes the snapshots newer
+   * than it on each disk (vmadm's rollback); resolves with their names.
+   * Only for a VM this hypervisor does not run (CONFLICT otherwise: qemu
+   * cannot revert a disk under a running guest). Rejects with a terminal
+   * SNAPSHOT_FAILED when a disk is raw or lacks the snapshot.
+   */
+  rollbackSnapshot(target: SnapshotTarget, name: string): Promise<string[]>;
 
   /** Lets go of every VM (closes QMP connections) without stopping any. */
   detachAll(): Promise<void>;

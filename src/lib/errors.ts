@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'START_FAILED'
   | 'INVALID_SPEC'
   | 'MIGRATION_FAILED'
+  | 'SNAPSHOT_FAILED'
   | 'TIMEOUT'
   | 'S3_ERROR'
   | 'CHECKSUM_MISMATCH'

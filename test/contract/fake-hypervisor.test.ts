@@ -27,6 +27,15 @@ async function makeFakeHarness(): Promise<HypervisorHarness> {
     newInstance: () => new FakeHypervisor({ world }),
     otherHost: () => new FakeHypervisor({ world: new FakeWorld() }),
     deadMigrationUri: 'fake://nowhere/x',
+    diskSpec: async (uuid, formats) => {
+      const disks = formats.map((format, i) => {
+        const path = `/srv/fake/${uuid}-disk${i}.${format}`;
+        world.setDiskFormat(path, format);
+        return { path };
+      });
+      world.setGuestBehaviour(uuid, 'idle');
+      return fakeSpec({ disks });
+    },
     spec: (uuid, kind = 'idle') => {
       world.setGuestBehaviour(uuid, kind);
       return fakeSpec();

@@ -49,6 +49,8 @@ export interface HypervisorHarness {
   otherHost(): Hypervisor;
   /** A migration URI where nothing listens. */
   readonly deadMigrationUri: string;
+  /** A bootable spec for VM `uuid` with one new empty disk per format given (qcow2 or raw). */
+  diskSpec(uuid: string, formats: ReadonlyArray<'qcow2' | 'raw'>): Promise<VmSpec>;
   /** Kills whatever is left and removes temp files. */
   close(): Promise<void>;
   /** Per-implementation timings. */
@@ -348,6 +350,57 @@ export function runHypervisorContract(name: string, makeHarness: () => Promise<H
       await h.hv.stop(uuid, { timeoutMs: 0, force: true });
       await other.stop(uuid, { timeoutMs: 0, force: true });
       assert.equal(other.inspect(uuid).state, 'absent');
+    });
+
+    it('snapshots every disk of a running VM at once and of a stopped one from its files; rolls back a stopped one, deleting newer snapshots', async () => {
+      const uuid = randomUUID();
+      const spec = await h.diskSpec(uuid, ['qcow2', 'qcow2']);
+      const target = { uuid, spec };
+      const names = async (): Promise<string[][]> => (await h.hv.listSnapshots(target)).map((d) => d.snapshots.map((s) => s.name));
+      assert.deepEqual(await names(), [[], []]);
+      await h.hv.start({ uuid, name: vmName(uuid), spec });
+      const began = Date.now() - 1000;
+      await h.hv.createSnapshot(target, 'one');
+      await h.hv.createSnapshot(target, 'one'); // idempotent
+      await h.hv.createSnapshot(target, 'two');
+      const running = await h.hv.listSnapshots(target);
+      assert.deepEqual(running.map((d) => [d.index, d.format, d.snapshots.map((s) => s.name)]), [[0, 'qcow2', ['one', 'two']], [1, 'qcow2', ['one', 'two']]]);
+      const first = running[0]?.snapshots[0];
+      assert.ok(first && first.createdMs >= began && first.createdMs <= Date.now() + 1000, 'stamped with the time it was taken');
+      await assert.rejects(h.hv.rollbackSnapshot(target, 'one'), (e: unknown) => e instanceof DroverError && e.code === 'CONFLICT', 'no rollback under a running guest');
+
+      await h.hv.stop(uuid, { timeoutMs: 0, force: true });
+      assert.deepEqual(await names(), [['one', 'two'], ['one', 'two']], 'the files hold what qemu took');
+      await h.hv.createSnapshot(target, 'three');
+      assert.deepEqual(await h.hv.rollbackSnapshot(target, 'one'), ['two', 'three']);
+      assert.deepEqual(await names(), [['one'], ['one']]);
+      await assert.rejects(
+        h.hv.rollbackSnapshot(target, 'nope'),
+        (e: unknown) => e instanceof DroverError && e.code === 'SNAPSHOT_FAILED' && isTerminal(e) && /^Disk 1 \(.+\) has no snapshot named nope\.$/.test(e.message),
+      );
+      await h.hv.deleteSnapshot(target, 'one');
+      await h.hv.deleteSnapshot(target, 'one'); // idempotent
+      assert.deepEqual(await names(), [[], []]);
+    });
+
+    it('refuses to snapshot a raw disk with a sentence naming it, running or not, and takes nothing', async () => {
+      const uuid = randomUUID();
+      const spec = await h.diskSpec(uuid, ['qcow2', 'raw']);
+      const raw = spec.disks?.[1]?.path ?? '';
+      const target = { uuid, spec };
+      const refused = (e: unknown): boolean =>
+        e instanceof DroverError && e.code === 'SNAPSHOT_FAILED' && isTerminal(e) && e.message === `Disk 2 (${raw}) is raw, and only qcow2 disks can hold snapshots.`;
+      await h.hv.start({ uuid, name: vmName(uuid), spec });
+      await assert.rejects(h.hv.createSnapshot(target, 'one'), refused);
+      const listed = await h.hv.listSnapshots(target);
+      assert.deepEqual(listed.map((d) => [d.format, d.snapshots.length]), [['qcow2', 0], ['raw', 0]], 'all disks or none');
+      await h.hv.stop(uuid, { timeoutMs: 0, force: true });
+      await assert.rejects(h.hv.createSnapshot(target, 'one'), refused);
+      await assert.rejects(h.hv.rollbackSnapshot(target, 'one'), refused);
+      await assert.rejects(
+        h.hv.listSnapshots({ uuid, spec: { ...spec, disks: [] } }),
+        (e: unknown) => e instanceof DroverError && e.code === 'SNAPSHOT_FAILED' && e.message === 'The VM has no disks to snapshot.',
+      );
     });
 
     it('treats stopping an unknown VM as a no-op', async () => {

@@ -4,7 +4,8 @@
  * and log path exercises qemu's option escaping), and a cleanup that kills
  * every qemu the suite started.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ import { QemuHypervisor, type QemuHypervisorOptions } from '../../src/hypervisor
 import { isAlive, listQemuProcesses } from '../../src/hypervisor/qemu/proc.js';
 import type { ForeignVm, HypervisorHarness } from '../contract/hypervisor.contract.js';
 import { ensureGuest, guestSpec, READY_MARKER, waitForSerial } from './guest.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface QemuHarness extends HypervisorHarness {
   readonly hv: QemuHypervisor;
@@ -61,6 +64,15 @@ export async function makeQemuHarness(): Promise<QemuHarness> {
     otherHost: () => newInstance({ runRoot: join(dir, 'other host') }),
     // Port 1 on loopback: nothing listens, the connection is refused at once.
     deadMigrationUri: 'tcp:127.0.0.1:1',
+    diskSpec: async (uuid, formats) => {
+      const disks = [];
+      for (const [i, format] of formats.entries()) {
+        const path = join(dir, `${uuid}-disk${i}.${format}`);
+        await execFileAsync('qemu-img', ['create', '-q', '-f', format, path, '16M']);
+        disks.push({ path });
+      }
+      return guestSpec(files, 'idle', { disks });
+    },
     timeouts: { boot: 30_000, exit: 5_000 },
     newInstance,
     spec: (_uuid, kind) => guestSpec(files, kind),

@@ -17,6 +17,7 @@ import type {
   IncomingRequest,
   MigrateOptions,
   OutgoingMigration,
+  SnapshotTarget,
   StartHooks,
   StartRequest,
   StopOptions,
@@ -27,6 +28,8 @@ import type {
 import { imageDiskError } from '../qemu/build-qemu-args.js';
 import { classifyExit } from '../qemu/classify-exit.js';
 import { FakeWorld, fakeMigrationListeners, type FakeProcess, type FakeProcessEnd } from './fake-world.js';
+import { fakeCreateSnapshot, fakeDeleteSnapshot, fakeListSnapshots, fakeRollbackSnapshot } from './fake-snapshots.js';
+import type { DiskSnapshots } from '../../contract/snapshot.js';
 
 export interface FakeHypervisorOptions {
   /** The shared host; a new one by default. */
@@ -226,6 +229,25 @@ export class FakeHypervisor implements Hypervisor {
   onExit(listener: (exit: VmExit) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  async listSnapshots(target: SnapshotTarget): Promise<DiskSnapshots[]> {
+    return fakeListSnapshots(this.world, target.spec);
+  }
+
+  async createSnapshot(target: SnapshotTarget, name: string): Promise<void> {
+    fakeCreateSnapshot(this.world, target.spec, name);
+  }
+
+  async deleteSnapshot(target: SnapshotTarget, name: string): Promise<void> {
+    fakeDeleteSnapshot(this.world, target.spec, name);
+  }
+
+  async rollbackSnapshot(target: SnapshotTarget, name: string): Promise<string[]> {
+    if (this.world.findLive(target.uuid)) {
+      throw new DroverError('CONFLICT', `VM ${target.uuid} is running; stop it before rolling back its disks.`, true);
+    }
+    return fakeRollbackSnapshot(this.world, target.spec, name);
   }
 
   async detachAll(): Promise<void> {

@@ -7,6 +7,7 @@
  * after that instance detaches, and a new instance on the same world can
  * recover it. Tests drive it with the controls below.
  */
+import type { DiskSnapshot } from '../../contract/snapshot.js';
 import type { VmHandle } from '../hypervisor.js';
 
 export type FakeGuestBehaviour =
@@ -71,6 +72,39 @@ export class FakeWorld {
   readonly outgoing = new Map<string, 'active' | 'completed' | 'failed'>();
   private nextPid = 100_000;
   private ticks = 1_000;
+  /** Disk files' formats (qcow2 unless set) and internal snapshots, by path (fake-snapshots.ts). */
+  private readonly formats = new Map<string, 'raw' | 'qcow2'>();
+  private readonly snapshots = new Map<string, DiskSnapshot[]>();
+  private snapshotIds = 0;
+  /** Every disk rollback, in order: what a test can check a rollback did. */
+  readonly rollbacks: Array<{ path: string; name: string }> = [];
+
+  /** A disk file's format: qcow2 unless `setDiskFormat` said otherwise. */
+  diskFormat(path: string): 'raw' | 'qcow2' {
+    return this.formats.get(path) ?? 'qcow2';
+  }
+
+  setDiskFormat(path: string, format: 'raw' | 'qcow2'): void {
+    this.formats.set(path, format);
+  }
+
+  /** The live list of a disk file's snapshots, in table order. */
+  diskSnapshots(path: string): DiskSnapshot[] {
+    let list = this.snapshots.get(path);
+    if (!list) this.snapshots.set(path, (list = []));
+    return list;
+  }
+
+  nextSnapshotId(_path: string): number {
+    return ++this.snapshotIds;
+  }
+
+  /** The clock snapshots are stamped with; strictly increasing, so two snapshots never share a time. */
+  now(): number {
+    this.lastNow = Math.max(Date.now(), this.lastNow + 1);
+    return this.lastNow;
+  }
+  private lastNow = 0;
 
   /** The next start fails after its spawn, with this message (START_FAILED, terminal), like a qemu error. */
   failNextStart(message: string): void {

@@ -33,6 +33,7 @@ import type {
   IncomingRequest,
   MigrateOptions,
   OutgoingMigration,
+  SnapshotTarget,
   StartHooks,
   StartRequest,
   StopOptions,
@@ -59,6 +60,8 @@ import {
   type SavedHandle,
 } from './run-dir.js';
 import { spawnQemu } from './spawn-qemu.js';
+import * as snapshots from './qemu-snapshots.js';
+import type { DiskSnapshots } from '../../contract/snapshot.js';
 import { createTaps, deleteTaps } from './tap-devices.js';
 
 export interface QemuHypervisorOptions {
@@ -76,6 +79,8 @@ export interface QemuHypervisorOptions {
   startTimeoutMs?: number;
   /** How long recover() waits for a QMP greeting; 5 s by default. */
   recoverTimeoutMs?: number;
+  /** qemu-img, for the snapshots of VMs that are not running; `qemu-img` on PATH by default. */
+  qemuImgBinary?: string;
   /** How qemu reaches Ceph for `rbd` disks (config ceph_conf, ceph_user). */
   ceph?: CephOptions;
 }
@@ -280,6 +285,39 @@ export class QemuHypervisor implements Hypervisor {
   onExit(listener: (exit: VmExit) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  listSnapshots(target: SnapshotTarget): Promise<DiskSnapshots[]> {
+    return snapshots.listSnapshots(target.spec, this.snapshotAccess(target.uuid));
+  }
+
+  createSnapshot(target: SnapshotTarget, name: string): Promise<void> {
+    return snapshots.createSnapshot(target.spec, name, this.snapshotAccess(target.uuid));
+  }
+
+  deleteSnapshot(target: SnapshotTarget, name: string): Promise<void> {
+    return snapshots.deleteSnapshot(target.spec, name, this.snapshotAccess(target.uuid));
+  }
+
+  async rollbackSnapshot(target: SnapshotTarget, name: string): Promise<string[]> {
+    if (this.snapshotAccess(target.uuid).kind === 'qmp') {
+      throw new DroverError('CONFLICT', `VM ${target.uuid} is running; stop it before rolling back its disks.`, true);
+    }
+    return snapshots.rollbackSnapshot(target.spec, name, this.opts.qemuImgBinary ?? 'qemu-img');
+  }
+
+  /** The running qemu's QMP for a VM this instance runs, else the files (qemu-img). */
+  private snapshotAccess(uuid: string): snapshots.SnapshotAccess {
+    const vm = this.vms.get(uuid);
+    if (this.starts.has(uuid) || (vm && !vm.gone && vm.state === 'starting')) {
+      throw new DroverError('CONFLICT', `VM ${uuid} is starting; its disks are changed once it runs.`, true);
+    }
+    if (vm && !vm.gone) {
+      const client = vm.client;
+      if (!client) throw new DroverError('SNAPSHOT_FAILED', `VM ${uuid} runs without a QMP connection, so its disks cannot be snapshotted now.`, true);
+      return { kind: 'qmp', client };
+    }
+    return { kind: 'files', qemuImg: this.opts.qemuImgBinary ?? 'qemu-img' };
   }
 
   async detachAll(): Promise<void> {

@@ -72,6 +72,21 @@ export interface QmpVncInfo {
   clients?: QmpVncClientInfo[];
 }
 
+/** qemu's SnapshotInfo: one internal snapshot of a qcow2 image. */
+export interface QmpSnapshotInfo {
+  id: string;
+  name: string;
+  'vm-state-size': number;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  icount?: number;
+}
+
+/** One action of a `transaction` (only the kind drover uses). */
+export type QmpTransactionAction = { type: 'blockdev-snapshot-internal-sync'; data: { device: string; name: string } };
+
 export interface QmpBlockInfo {
   device: string;
   qdev?: string;
@@ -83,6 +98,8 @@ export interface QmpBlockInfo {
     'node-name'?: string;
     ro: boolean;
     drv: string;
+    /** The image (format layer) with its internal snapshots. */
+    image?: { filename: string; format: string; snapshots?: QmpSnapshotInfo[]; [key: string]: unknown };
     [key: string]: unknown;
   };
   'io-status'?: 'ok' | 'failed' | 'nospace';
@@ -190,6 +207,14 @@ export interface QmpCommandMap {
   'query-migrate': { args: undefined; ret: QmpMigrationInfo };
   /** Tunes migration (bytes/s, ms); legal before a migration starts. */
   'migrate-set-parameters': { args: { 'max-bandwidth'?: number; 'downtime-limit'?: number }; ret: QmpEmpty };
+  /**
+   * Runs the actions all or none (qemu drains I/O first): drover takes an
+   * internal snapshot of every disk at one point in time with it. Legal
+   * while running or paused.
+   */
+  transaction: { args: { actions: QmpTransactionAction[] }; ret: QmpEmpty };
+  /** Deletes an internal snapshot of a node (`device`: a node name such as disk0); returns what it deleted. */
+  'blockdev-snapshot-delete-internal-sync': { args: { device: string; name: string }; ret: QmpSnapshotInfo };
   'human-monitor-command': { args: { 'command-line': string; 'cpu-index'?: number }; ret: string };
 }
 
