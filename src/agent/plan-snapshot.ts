@@ -14,6 +14,7 @@
  */
 import {
   checkSnapshotRequest,
+  describeSnapshotOp,
   isActiveSnapshotRequest,
   rawDiskProblem,
   type DiskSnapshots,
@@ -59,14 +60,9 @@ export function snapshotFailed(record: VmRecord, req: SnapshotRequest, error: st
   return {
     kind: 'write',
     patch: { status: record.status ?? 'STOP', snapshot_request: { state: 'failed', error } },
-    log: `snapshot ${describeOp(req.op, req.name.slice(0, 80))} failed: ${error}`,
-    event: { level: 'warn', event: 'vm.snapshot_failed', message: `VM ${record.name}: snapshot ${describeOp(req.op, req.name.slice(0, 80))} failed: ${error}`, email: false },
+    log: `snapshot ${describeSnapshotOp(req.op, req.name.slice(0, 80))} failed: ${error}`,
+    event: { level: 'warn', event: 'vm.snapshot_failed', message: `VM ${record.name}: snapshot ${describeSnapshotOp(req.op, req.name.slice(0, 80))} failed: ${error}`, email: false },
   };
-}
-
-/** "create before-upgrade", "rollback to before-upgrade", "delete before-upgrade". */
-export function describeOp(op: string, name: string): string {
-  return op === 'rollback' ? `rollback to ${name}` : `${op} ${name}`;
 }
 
 /**

@@ -121,6 +121,11 @@ export function snapshotsNewerThan(disk: DiskSnapshots, name: string): DiskSnaps
   return at < 0 ? [] : sorted.slice(at + 1);
 }
 
+/** "create before-upgrade", "rollback to before-upgrade", "delete before-upgrade". */
+export function describeSnapshotOp(op: string, name: string): string {
+  return op === 'rollback' ? `rollback to ${name}` : `${op} ${name}`;
+}
+
 /** The sentence for a raw disk, which cannot hold snapshots. */
 export function rawDiskProblem(index: number, path: string | undefined): string {
   return `Disk ${index + 1}${path ? ` (${path})` : ''} is raw, and only qcow2 disks can hold snapshots.`;

@@ -9,6 +9,7 @@ import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { VmAction } from '../vm/status-plan.js';
 import type { ChangeFlags, ListFlags, MigrateFlags } from '../vm/vm-actions.js';
 import { waitOption } from '../wait-option.js';
+import { registerSnapshotCommands } from './vm-snapshot.js';
 
 const VM_ARG = 'full uuid, unique uuid prefix (4+ characters) or name';
 
@@ -65,6 +66,8 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
 A live migration needs every disk on storage both hosts share (config shared_storage); if it fails, the VM keeps running where it was. See docs/migration.md.`,
     )
     .action(async (ref: string, flags: MigrateFlags) => (await actions()).migrateAction(ctx, ref, flags));
+
+  registerSnapshotCommands(vm, ctx);
 
   addGlobalOptions(vm.command('log').description("show a VM's record log, then its events from the cluster event log").argument('<vm>', VM_ARG))
     .addHelpText('after', examples('drover vm log web-1', 'drover vm log web-1 --json'))

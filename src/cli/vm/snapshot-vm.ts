@@ -1,0 +1,128 @@
+/**
+ * `vm snapshot create|rollback|delete|list` (docs/snapshots.md). The CLI
+ * never talks to an agent: it writes `snapshot_request` into the VM record
+ * with one compare-and-swap, and (by default) follows the record from the
+ * revision it wrote until the VM's agent writes the outcome; a rollback of
+ * a running VM is followed until the VM runs again.
+ */
+import { randomBytes } from 'node:crypto';
+import { describeSnapshotOp, type SnapshotOp } from '../../contract/snapshot.js';
+import { DroverError } from '../../lib/errors.js';
+import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
+import type { StoreSession } from '../store-session.js';
+import { resolveVm } from './resolve-vm.js';
+import { planSnapshotRequest, type SnapshotPlan } from './snapshot-plan.js';
+import { vmLabel } from './vm-view.js';
+import { followRecord } from './wait-for-goal.js';
+
+export interface SnapshotCommand {
+  op: SnapshotOp;
+  ref: string;
+  name: string;
+  /** Seconds to wait for the outcome, or null to return once the request is written. */
+  waitSeconds: number | null;
+  onProgress(line: string): void;
+}
+
+export interface SnapshotResult {
+  uuid: string;
+  label: string;
+  /** The request as written, or with its outcome after the wait. */
+  request: JsonObject;
+  /** The record after the wait (or as written). */
+  record: JsonObject;
+}
+
+export async function requestSnapshot(store: StoreSession, cmd: SnapshotCommand): Promise<SnapshotResult> {
+  const found = await resolveVm(store.vms, cmd.ref);
+  const label = vmLabel(found);
+  const id = randomBytes(6).toString('hex');
+  let plan: SnapshotPlan | null = null;
+  let seen: StoredVm = found;
+  const written = await store.vms.update(found.uuid, (current) => {
+    seen = current;
+    const obj = rawObject(current.raw);
+    if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
+    plan = planSnapshotRequest(obj, { op: cmd.op, name: cmd.name, id, now: new Date(), label });
+    return plan.kind === 'write' ? { ...obj, snapshot_request: plan.request } : null;
+  });
+  const decided = plan as SnapshotPlan | null;
+  if (decided?.kind === 'refuse') throw new DroverError(decided.code, decided.reason);
+  if (decided === null || !written) throw new DroverError('NOT_FOUND', `VM ${label} no longer exists.`);
+  let record = rawObject(written.raw) ?? {};
+  if (cmd.waitSeconds !== null) {
+    cmd.onProgress(`VM ${label}: snapshot ${describeSnapshotOp(cmd.op, cmd.name)} requested`);
+    record = await followSnapshot(store, { key: seen.key, label, id, op: cmd.op, name: cmd.name, afterRevision: seen.modRevision, timeoutMs: cmd.waitSeconds * 1000, onProgress: cmd.onProgress });
+  }
+  return { uuid: found.uuid, label, request: (record.snapshot_request as JsonObject | undefined) ?? decided.request, record };
+}
+
+interface Follow {
+  key: string;
+  label: string;
+  id: string;
+  op: SnapshotOp;
+  name: string;
+  afterRevision: string;
+  timeoutMs: number;
+  onProgress(line: string): void;
+}
+
+/** Follows the request until the agent says done (and a rolled-back running VM runs again) or failed. */
+function followSnapshot(store: StoreSession, f: Follow): Promise<JsonObject> {
+  const what = `snapshot ${describeSnapshotOp(f.op, f.name)}`;
+  let state = 'requested';
+  let said = '';
+  const say = (line: string): void => {
+    if (line !== said) f.onProgress(`VM ${f.label}: ${line}`);
+    said = line;
+  };
+  return followRecord<JsonObject>(store.kv, {
+    key: f.key,
+    label: f.label,
+    afterRevision: f.afterRevision,
+    timeoutMs: f.timeoutMs,
+    timedOut: () =>
+      new DroverError(
+        'TIMEOUT',
+        `The ${what} of VM ${f.label} did not finish within ${Math.round(f.timeoutMs / 1000)} s (${state === 'requested' ? "not picked up yet: is its host's agent running?" : `state ${state}`}).`,
+      ),
+    onDelete: () => ({ fail: new DroverError('NOT_FOUND', `VM ${f.label} was deleted during its ${what}.`) }),
+    onRecord: (record) => {
+      const req = (record?.snapshot_request ?? {}) as JsonObject;
+      if (req.id !== f.id) return { fail: new DroverError('CONFLICT', `The ${what} of VM ${f.label} was replaced by another request.`) };
+      state = typeof req.state === 'string' ? req.state : state;
+      if (state === 'failed') {
+        const why = typeof req.error === 'string' ? req.error.replace(/[.\s]+$/, '') : 'no reason given';
+        return { fail: new DroverError('SNAPSHOT_FAILED', `The ${what} of VM ${f.label} failed: ${why}.`) };
+      }
+      if (state === 'running') say(f.op === 'rollback' && req.restart === true ? 'stopping it to roll back' : `${what} under way`);
+      if (state !== 'done') return undefined;
+      if (req.restart !== true) return { done: record ?? {} };
+      // A running VM was rolled back: it counts once it runs again.
+      const status = typeof record?.status === 'string' ? record.status : '';
+      if (status === 'RUNNING') return { done: record ?? {} };
+      if (status === 'ERROR' || status === 'KILLED') {
+        const why = typeof record?.error === 'string' && record.error !== '' ? `: ${record.error.replace(/[.\s]+$/, '')}` : '';
+        return { fail: new DroverError('START_FAILED', `VM ${f.label} was rolled back to ${f.name} but did not start again (${status}${why}).`) };
+      }
+      say(`rolled back; starting it again (${status})`);
+      return undefined;
+    },
+  });
+}
+
+export interface SnapshotListing {
+  uuid: string;
+  label: string;
+  snapshots: JsonObject[];
+  request: JsonObject | null;
+}
+
+export async function listSnapshots(store: StoreSession, ref: string): Promise<SnapshotListing> {
+  const found = await resolveVm(store.vms, ref);
+  const obj = rawObject(found.raw) ?? {};
+  const snapshots = Array.isArray(obj.snapshots) ? (obj.snapshots as JsonObject[]).filter((s) => typeof s === 'object' && s !== null) : [];
+  const request = typeof obj.snapshot_request === 'object' && obj.snapshot_request !== null ? (obj.snapshot_request as JsonObject) : null;
+  return { uuid: found.uuid, label: vmLabel(found), snapshots, request };
+}
