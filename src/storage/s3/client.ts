@@ -38,7 +38,24 @@ export type S3Settings = S3Location & Readonly<{
   credentials?: S3Credentials;
   /** Attempts per request for the SDK's own retries of throttling and 5xx (default 3). */
   maxAttempts?: number;
+  /** Where the SDK's own log lines go; nowhere by default (errors reach callers, translated). */
+  logger?: S3SdkLogger;
 }>;
+
+/** The SDK's logger shape (debug/info/warn/error). */
+export interface S3SdkLogger {
+  debug(...content: unknown[]): void;
+  info(...content: unknown[]): void;
+  warn(...content: unknown[]): void;
+  error(...content: unknown[]): void;
+}
+
+/**
+ * The SDK otherwise writes some warnings with console.warn (e.g. "An error
+ * was encountered in a non-retryable streaming request."), which would
+ * break the CLI's one-sentence stderr; the error itself still reaches us.
+ */
+const SILENT_SDK_LOGGER: S3SdkLogger = Object.freeze({ debug() {}, info() {}, warn() {}, error() {} });
 
 /** Builds an S3Client for `settings`. One client per bucket location is enough for a process. */
 export function createS3Client(settings: S3Settings): S3Client {
@@ -52,6 +69,7 @@ export function createS3Client(settings: S3Settings): S3Client {
     forcePathStyle: settings.path_style,
     ...(settings.credentials !== undefined ? { credentials: settings.credentials } : {}),
     maxAttempts: settings.maxAttempts ?? 3,
+    logger: settings.logger ?? SILENT_SDK_LOGGER,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

@@ -1,0 +1,78 @@
+/**
+ * Where the fleet's image store is: one cluster-wide record in etcd,
+ * `P/config/image_store` (docs/storage.md), written by `drover image store
+ * set` (or `drover up`, which sets a directory under its state dir when
+ * none is set). Credentials are never in it: each host brings its own
+ * (agent config s3_access_key_id / s3_secret_access_key, or the AWS_*
+ * environment), so the strict schema refuses any other key.
+ */
+import { z } from 'zod';
+import type { KeySpace } from '../contract/keys.js';
+import { describeIssues } from '../contract/vm-record.js';
+import { DroverError } from '../lib/errors.js';
+import type { KvStore } from '../store/kv-store.js';
+import { DirImageStore } from './dir-image-store.js';
+import type { ImageStore } from './image-store.js';
+import { S3ImageStore } from './s3-image-store.js';
+import { createS3Client, s3LocationSchema, type S3Credentials } from './s3/client.js';
+
+export const IMAGE_STORE_CONFIG = 'image_store';
+
+export const imageStoreConfigSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('dir'),
+    path: z.string().refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'must be an absolute path without ".." segments'),
+  }),
+  z.strictObject({
+    type: z.literal('s3'),
+    ...s3LocationSchema.shape,
+    /** Prepended to every object key, e.g. "drover/". */
+    prefix: z.string().regex(/^([A-Za-z0-9_][A-Za-z0-9._-]*\/)*$/, 'must be empty or end in "/" (e.g. "drover/")').default(''),
+  }),
+]);
+
+export type ImageStoreConfig = Readonly<z.infer<typeof imageStoreConfigSchema>>;
+
+/** Parses `P/config/image_store`; one sentence naming the bad field otherwise. */
+export function parseImageStoreConfig(json: unknown): ImageStoreConfig {
+  const r = imageStoreConfigSchema.safeParse(json);
+  if (!r.success) {
+    throw new DroverError('CONFIG_INVALID', `The image store setting is invalid: ${describeIssues(r.error.issues).replace(/\.$/, '')} (drover image store set).`);
+  }
+  return Object.freeze(r.data);
+}
+
+/** The stored setting, or null when none is set. */
+export async function readImageStoreConfig(kv: KvStore, keys: KeySpace): Promise<ImageStoreConfig | null> {
+  const entry = await kv.get(keys.config(IMAGE_STORE_CONFIG));
+  if (!entry) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(entry.raw);
+  } catch {
+    throw new DroverError('CONFIG_INVALID', `The image store setting ${keys.config(IMAGE_STORE_CONFIG)} is not valid JSON (drover image store set).`);
+  }
+  return parseImageStoreConfig(json);
+}
+
+/** Like readImageStoreConfig, but a missing setting is an error that says what to do. */
+export async function requireImageStoreConfig(kv: KvStore, keys: KeySpace): Promise<ImageStoreConfig> {
+  const config = await readImageStoreConfig(kv, keys);
+  if (!config) {
+    throw new DroverError('NOT_FOUND', 'No image store is set for this cluster; set one with `drover image store set dir PATH` or `drover image store set s3 --bucket B ...`.');
+  }
+  return config;
+}
+
+export function openImageStore(config: ImageStoreConfig, credentials?: S3Credentials): ImageStore {
+  if (config.type === 'dir') return new DirImageStore(config.path);
+  const client = createS3Client({ ...config, ...(credentials !== undefined ? { credentials } : {}) });
+  return new S3ImageStore({ client, bucket: config.bucket, keyPrefix: config.prefix });
+}
+
+/** One line for people: `dir /srv/images` or `s3 s3://bucket/prefix (endpoint, region, path-style)`. */
+export function describeImageStoreConfig(config: ImageStoreConfig): string {
+  if (config.type === 'dir') return `dir ${config.path}`;
+  const where = [config.endpoint ?? 'AWS', `region ${config.region}`, ...(config.path_style ? ['path-style'] : [])];
+  return `s3 s3://${config.bucket}/${config.prefix} (${where.join(', ')})`;
+}
