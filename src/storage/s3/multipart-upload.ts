@@ -1,0 +1,164 @@
+/**
+ * Uploads one file to S3 as a multipart upload (chunter's
+ * `s3_upload_chunk_size`, `parallel_uploads`, `max_parallel_uploads`).
+ *
+ * Theory of operation: the file is read once, in order, one `chunkSize`
+ * part at a time (so its sha256 comes for free); each part is sent with its
+ * Content-MD5, which the server checks, and the ETag it answers must be that
+ * same MD5 (servers that answer something else, e.g. SSE-KMS, are trusted on
+ * their Content-MD5 check alone). Parts in flight follow
+ * ParallelismGovernor; a part that fails (network cut, 5xx, a wrong ETag,
+ * no answer within `partTimeoutMs`) is sent again, up to `partAttempts`
+ * times with a doubling pause: that is how an interrupted upload resumes.
+ * When a part runs out of attempts the upload is aborted (best effort:
+ * AbortMultipartUpload; S3 never shows an uncompleted upload as an object
+ * anyway) and the error thrown. Memory: at most `maxParallel` parts.
+ */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  UploadPartCommand,
+  type CompletedPart,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { DroverError } from '../../lib/errors.js';
+import { translateS3Error } from './client.js';
+import { ParallelismGovernor } from './multipart-parallelism.js';
+import { retryS3 } from './multipart-retry.js';
+
+export interface MultipartUploadOptions {
+  client: S3Client;
+  bucket: string;
+  key: string;
+  /** The file to upload. */
+  file: string;
+  chunkSize: number;
+  parallel: number;
+  maxParallel: number;
+  /** Tries per part (default 5). */
+  partAttempts?: number;
+  /** Milliseconds a part may take before it is cut and tried again (default 120 000). */
+  partTimeoutMs?: number;
+  contentType?: string;
+  /** Called after each part lands, with the bytes uploaded so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface UploadResult {
+  size: number;
+  sha256: string;
+  parts: number;
+  /** The highest parallelism reached. */
+  maxInFlight: number;
+}
+
+export async function uploadFileMultipart(opts: MultipartUploadOptions): Promise<UploadResult> {
+  const where = `upload of s3://${opts.bucket}/${opts.key}`;
+  const fh = await open(opts.file, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const created = await opts.client
+      .send(new CreateMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, ContentType: opts.contentType ?? 'application/octet-stream' }))
+      .catch((err: unknown) => {
+        throw translateS3Error(err, where);
+      });
+    const uploadId = created.UploadId;
+    if (uploadId === undefined) throw new DroverError('S3_ERROR', `S3 ${where} failed: the server gave no upload id.`, true);
+    try {
+      const result = await sendParts(opts, fh, size, uploadId, where);
+      await retryS3(
+        (signal) =>
+          opts.client.send(
+            new CompleteMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId, MultipartUpload: { Parts: result.completed } }),
+            { abortSignal: signal },
+          ),
+        `completion of ${where}`,
+        opts.partAttempts ?? 5,
+        opts.partTimeoutMs ?? 120_000,
+      );
+      return { size, sha256: result.sha256, parts: result.completed.length, maxInFlight: result.maxInFlight };
+    } catch (err) {
+      // Best effort, bounded: the network that failed the parts may be gone too.
+      await opts.client
+        .send(new AbortMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(opts.partTimeoutMs ?? 120_000) })
+        .catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+type FileHandle = Awaited<ReturnType<typeof open>>;
+
+async function sendParts(
+  opts: MultipartUploadOptions,
+  fh: FileHandle,
+  size: number,
+  uploadId: string,
+  where: string,
+): Promise<{ completed: CompletedPart[]; sha256: string; maxInFlight: number }> {
+  const governor = new ParallelismGovernor({ initial: opts.parallel, max: opts.maxParallel });
+  const hash = createHash('sha256');
+  const count = Math.max(1, Math.ceil(size / opts.chunkSize));
+  const completed: CompletedPart[] = new Array<CompletedPart>(count);
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  let done = 0;
+  let maxInFlight = 0;
+  for (let i = 0; i < count && failure === undefined; i++) {
+    while (inFlight.size >= governor.limit) await Promise.race(inFlight);
+    if (failure !== undefined) break;
+    const offset = i * opts.chunkSize;
+    const length = Math.min(opts.chunkSize, size - offset);
+    const body = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(body, 0, length, offset);
+    if (bytesRead !== length) throw new DroverError('S3_ERROR', `S3 ${where} failed: ${opts.file} changed size while it was read.`);
+    hash.update(body);
+    const partNumber = i + 1;
+    const p: Promise<void> = sendPart(opts, uploadId, partNumber, body, where)
+      .then((etag) => {
+        completed[i] = { PartNumber: partNumber, ETag: etag };
+        done += length;
+        governor.partDone(length);
+        opts.onProgress?.(done, size);
+      })
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    maxInFlight = Math.max(maxInFlight, inFlight.size);
+  }
+  await Promise.all(inFlight);
+  if (failure !== undefined) throw failure;
+  return { completed, sha256: hash.digest('hex'), maxInFlight };
+}
+
+async function sendPart(opts: MultipartUploadOptions, uploadId: string, partNumber: number, body: Buffer, where: string): Promise<string> {
+  const md5 = createHash('md5').update(body);
+  const md5Hex = md5.copy().digest('hex');
+  const md5B64 = md5.digest('base64');
+  const what = `part ${partNumber} of ${where}`;
+  return retryS3(
+    async (signal) => {
+      const out = await opts.client.send(
+        new UploadPartCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentMD5: md5B64, ContentLength: body.length }),
+        { abortSignal: signal },
+      );
+      const etag = out.ETag;
+      if (etag === undefined) throw new DroverError('S3_ERROR', `S3 ${what} failed: the server gave no ETag.`, true);
+      const plain = etag.replace(/"/g, '').toLowerCase();
+      if (/^[0-9a-f]{32}$/.test(plain) && plain !== md5Hex) {
+        throw new DroverError('CHECKSUM_MISMATCH', `S3 ${what} came back with ETag ${plain}, not the part's MD5 ${md5Hex}.`, true);
+      }
+      return etag;
+    },
+    what,
+    opts.partAttempts ?? 5,
+    opts.partTimeoutMs ?? 120_000,
+  );
+}
