@@ -39,6 +39,9 @@ import { writeFenceFile, type FenceFile } from './fence-file.js';
 import { designatedHostOfRaw, isDesignatedTo, type PlanLimits } from './plan-vm.js';
 import type { StateDir } from './state-dir.js';
 import { VmWorker } from './vm-worker.js';
+import { createAgentDiskPreparer } from '../storage/agent-disks.js';
+import type { DiskPreparer } from '../storage/prepare-disks.js';
+import { s3CredentialsFrom } from '../storage/s3/client.js';
 
 export interface AgentDeps {
   config: AgentConfig;
@@ -62,6 +65,8 @@ export class Agent {
   private readonly events: EventLog;
   private readonly registration: HostRegistration;
   private readonly crashes: CrashTracker;
+  /** Image disks into overlay files before a start (docs/storage.md). */
+  private readonly disks: DiskPreparer;
   private readonly workers = new Map<string, VmWorker>();
   private readonly reportedForeign = new Set<number>();
   /** Failover VMs this agent killed because its lease went stale (self-fencing). */
@@ -88,6 +93,17 @@ export class Agent {
     this.crashes = new CrashTracker(() => this.config.crash_window * 1000);
     this.notifier = this.makeNotifier();
     this.reporter = new EventReporter(this.name, this.events, this.notifier, this.log);
+    this.disks = createAgentDiskPreparer({
+      kv: this.kv,
+      keys: this.keys,
+      stateRoot: deps.stateDir.root,
+      vmsDir: deps.stateDir.vmsDir,
+      credentials: () => s3CredentialsFrom(this.config.s3_access_key_id, this.config.s3_secret_access_key),
+      downloadAttempts: deps.config.image_download_attempts,
+      logger: this.log,
+      onRefused: (image, why, attempt) =>
+        void this.reporter.report({ level: 'error', event: 'image.refused', message: `Image ${image.name}:${image.version} (${image.uuid}), download ${attempt}: ${why}` }),
+    });
     this.registration = new HostRegistration(
       deps.client,
       this.kv,
@@ -243,6 +259,7 @@ export class Agent {
         logger: this.log,
         now: () => new Date(),
         sharedStorage: () => this.config.shared_storage,
+        prepareDisks: (uuid, spec) => this.disks.prepare(uuid, spec),
         migration: () => ({
           listenHost: this.config.migration_address ?? this.config.ip ?? detectIp(),
           prepareTimeoutMs: this.config.migration_prepare_timeout * 1000,

@@ -71,7 +71,8 @@ export async function startAgent(
   const choice = await probeAccel(config.accel, { qemuBinary: config.qemu_binary, workDir: stateDir.root });
   logger.info({ accel: choice.accel }, choice.reason);
   startWatchdog(stateDir.root, logger);
-  const hypervisor = new QemuHypervisor({ runRoot: stateDir.vmsDir, accel: choice.accel, qemuBinary: config.qemu_binary, logger });
+  const ceph = { ...(config.ceph_conf !== undefined ? { conf: config.ceph_conf } : {}), ...(config.ceph_user !== undefined ? { user: config.ceph_user } : {}) };
+  const hypervisor = new QemuHypervisor({ runRoot: stateDir.vmsDir, accel: choice.accel, qemuBinary: config.qemu_binary, logger, ceph });
   const client = createEtcdClient(config.etcd);
   const agent = new Agent({ config, reloadConfig: opts.reloadConfig, client, hypervisor, stateDir, logger, version: droverVersion() });
   try {

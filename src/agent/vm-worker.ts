@@ -8,7 +8,7 @@
  * the record and re-plans. Retryable failures back off per VM (500 ms
  * doubling to 30 s); terminal ones end in ERROR and are not retried.
  */
-import { appendLog } from '../contract/vm-record.js';
+import { appendLog, type VmSpec } from '../contract/vm-record.js';
 import { DroverError, errorMessage, isTerminal, oneSentence } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Hypervisor, MigrationProgress, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
@@ -42,6 +42,8 @@ export interface WorkerDeps {
   /** Throws a retryable error when this host may not start VMs now (its lease is not fresh). */
   assertMayStart: () => void;
   migration: () => MigrationSettings;
+  /** Turns image disks into overlay files before a start (src/storage/prepare-disks.ts); the spec as it is when absent. */
+  prepareDisks?: (uuid: string, spec: VmSpec) => Promise<VmSpec>;
 }
 
 /** Progress is written into the record at most this often. */
@@ -296,7 +298,9 @@ export class VmWorker {
     if (!starting) return;
     let handle: VmHandle;
     try {
-      handle = await this.deps.hypervisor.start({ uuid: this.uuid, name, spec });
+      // The hypervisor sees only files: image disks become overlays first (a terminal failure, e.g. a corrupt image, ends in ERROR).
+      const files = this.deps.prepareDisks ? await this.deps.prepareDisks(this.uuid, spec) : spec;
+      handle = await this.deps.hypervisor.start({ uuid: this.uuid, name, spec: files });
     } catch (err) {
       if (!isTerminal(err)) throw err;
       const error = oneSentence(errorMessage(err));

@@ -64,6 +64,18 @@ export const agentConfigSchema = z.strictObject({
   notify_from: z.string().default('drover@localhost'),
   qemu_binary: z.string().default('qemu-system-x86_64'),
   /**
+   * This host's S3 credentials, for an image store (or backups) in S3; both
+   * or neither. Without them the AWS SDK's default chain applies (AWS_*
+   * environment, ~/.aws, instance roles). Never stored in etcd.
+   */
+  s3_access_key_id: z.string().min(1).optional(),
+  s3_secret_access_key: z.string().min(1).optional(),
+  /** Downloads of an image into the host's cache tried before a start fails (a corrupt one is refused each time). */
+  image_download_attempts: z.int().min(1).max(10).default(3),
+  /** ceph.conf and cephx user (without "client.") for `rbd` disks; librados' defaults when absent. */
+  ceph_conf: z.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
+  ceph_user: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be a cephx user name').optional(),
+  /**
    * Path prefixes on storage every host shares (NFS, a cluster filesystem).
    * A VM with spec.failover may only use disks under these (or rbd).
    */

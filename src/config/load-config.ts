@@ -20,6 +20,8 @@ export const ENV_KEYS: Readonly<Record<string, string>> = {
   DROVER_PREFIX: 'prefix',
   DROVER_NOTIFY_EMAIL: 'notify_email',
   DROVER_SMTP_URL: 'smtp_url',
+  DROVER_S3_ACCESS_KEY_ID: 's3_access_key_id',
+  DROVER_S3_SECRET_ACCESS_KEY: 's3_secret_access_key',
 };
 
 const LIST_KEYS = new Set(['etcd', 'notify_email']);

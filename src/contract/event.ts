@@ -21,6 +21,7 @@ export type EventCode =
   | 'vm.migrating'
   | 'vm.migrated'
   | 'vm.migration_failed'
+  | 'image.refused'
   | 'vm.snapshot_created'
   | 'vm.snapshot_deleted'
   | 'vm.snapshot_rolled_back'

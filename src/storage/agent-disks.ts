@@ -1,0 +1,64 @@
+/**
+ * What an agent needs to turn image disks into files: the image records and
+ * the store setting read from etcd when a start needs them (no watch: a
+ * start is rare, and the newest setting is then always the one used), the
+ * host's cache under `<state>/images`, and qemu-img.
+ */
+import { join } from 'node:path';
+import type { ImageRecord } from '../contract/image-record.js';
+import type { KeySpace } from '../contract/keys.js';
+import type { Logger } from '../lib/logger.js';
+import { ImageRepository } from '../store/image-repository.js';
+import type { KvStore } from '../store/kv-store.js';
+import { ImageCache } from './image-cache.js';
+import type { ImageStore } from './image-store.js';
+import { openImageStore, requireImageStoreConfig } from './image-store-config.js';
+import { DiskPreparer } from './prepare-disks.js';
+import { QemuImg } from './qemu-img.js';
+import type { S3Credentials } from './s3/client.js';
+
+export interface AgentDisksOptions {
+  kv: KvStore;
+  keys: KeySpace;
+  /** The agent's state dir. */
+  stateRoot: string;
+  /** `<state>/vms`, the hypervisor's run root. */
+  vmsDir: string;
+  /** This host's S3 credentials (config), read at each download; the SDK's default chain when undefined. */
+  credentials: () => S3Credentials | undefined;
+  /** Downloads of an image tried before a start fails (config image_download_attempts). */
+  downloadAttempts: number;
+  logger: Logger;
+  /** A download refused for its checksum (the agent reports `image.refused`). */
+  onRefused?(image: ImageRecord, why: string, attempt: number): void;
+  qemuImgBinary?: string;
+  /** Delay before the second download, doubling (1 s). */
+  retryDelayMs?: number;
+}
+
+export function createAgentDiskPreparer(opts: AgentDisksOptions): DiskPreparer {
+  const images = new ImageRepository(opts.kv, opts.keys);
+  // One store object per setting: S3 clients keep connections alive.
+  let opened: { key: string; store: ImageStore } | null = null;
+  const openStore = async (): Promise<ImageStore> => {
+    const config = await requireImageStoreConfig(opts.kv, opts.keys);
+    const creds = opts.credentials();
+    const key = JSON.stringify([config, creds?.accessKeyId ?? null, creds?.secretAccessKey ?? null]);
+    if (opened?.key !== key) opened = { key, store: openImageStore(config, creds) };
+    return opened.store;
+  };
+  const cache = new ImageCache({
+    dir: join(opts.stateRoot, 'images'),
+    openStore,
+    attempts: opts.downloadAttempts,
+    ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
+    logger: opts.logger,
+    ...(opts.onRefused ? { onRefused: opts.onRefused } : {}),
+  });
+  return new DiskPreparer({
+    vmsDir: opts.vmsDir,
+    cache,
+    resolveImage: (ref) => images.resolve(ref),
+    qemuImg: new QemuImg(opts.qemuImgBinary !== undefined ? { binary: opts.qemuImgBinary } : {}),
+  });
+}

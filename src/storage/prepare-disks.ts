@@ -1,0 +1,122 @@
+/**
+ * Image disks become files before a start (the copy-on-write clone that ZFS
+ * gives SmartOS): the agent calls `prepare` and hands the hypervisor the
+ * spec it returns, in which every `image` disk is a `path` to a qcow2
+ * overlay with `format: qcow2`. The hypervisor boundary only ever sees files.
+ *
+ *   <state>/vms/<uuid>/disks/disk<N>.qcow2   overlay of disk N (0-based),
+ *                                            backed by <state>/images/<sha256>
+ *
+ * An overlay is made once (to a temp name, then renamed) and kept across
+ * restarts: the guest's writes live in it. It is grown to the disk's `size`
+ * (MiB) when that is larger, never shrunk. It goes with the VM's folder on
+ * REQUESTED_DELETE (QemuHypervisor.destroy), and nothing outside that folder
+ * is ever written or removed: a VM folder or disks folder that is a symlink
+ * is refused rather than followed.
+ */
+import { lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ImageRecord } from '../contract/image-record.js';
+import { UUID_RE, type DiskSpec, type VmSpec } from '../contract/vm-record.js';
+import { DroverError } from '../lib/errors.js';
+import type { ImageCache } from './image-cache.js';
+import type { QemuImg } from './qemu-img.js';
+
+const MIB = 1024 * 1024;
+
+/** Where disk `index` of VM `uuid` lives when it is an image disk (for code that reads disks of a stopped VM). */
+export function imageDiskPath(vmsDir: string, uuid: string, index: number): string {
+  return join(vmsDir, uuid, 'disks', `disk${index}.qcow2`);
+}
+
+/** What a prepared image disk looks like to the hypervisor: the overlay, qcow2, and the disk's other fields. */
+export function preparedDisk(disk: DiskSpec, overlay: string): DiskSpec {
+  const rest: Record<string, unknown> = { ...disk };
+  delete rest.image;
+  delete rest.size;
+  return { ...rest, path: overlay, format: 'qcow2' } as DiskSpec;
+}
+
+export interface DiskPreparerOptions {
+  /** `<state>/vms`, the hypervisor's run root. */
+  vmsDir: string;
+  cache: ImageCache;
+  /** The active image a disk's `image` names, or null. */
+  resolveImage(ref: string): Promise<ImageRecord | null>;
+  qemuImg: QemuImg;
+}
+
+export class DiskPreparer {
+  constructor(private readonly opts: DiskPreparerOptions) {}
+
+  /** The spec with every image disk replaced by its overlay file (made or grown as needed). */
+  async prepare(uuid: string, spec: VmSpec): Promise<VmSpec> {
+    const disks = spec.disks ?? [];
+    if (!disks.some((d) => d.image !== undefined)) return spec;
+    if (!UUID_RE.test(uuid)) throw new DroverError('USAGE', `Refusing to prepare disks for ${JSON.stringify(uuid)}: not a lower-case UUID.`);
+    const vmDir = join(this.opts.vmsDir, uuid);
+    const disksDir = join(vmDir, 'disks');
+    await mkdir(this.opts.vmsDir, { recursive: true, mode: 0o700 });
+    await realDir(vmDir, 0o700);
+    await realDir(disksDir, 0o700);
+    const out: DiskSpec[] = [];
+    for (const [i, disk] of disks.entries()) {
+      if (disk.image === undefined) {
+        out.push(disk);
+        continue;
+      }
+      const overlay = imageDiskPath(this.opts.vmsDir, uuid, i);
+      await this.ensureOverlay(i, disk.image, disk.size, overlay);
+      out.push(preparedDisk(disk, overlay));
+    }
+    return { ...spec, disks: out };
+  }
+
+  private async ensureOverlay(i: number, ref: string, sizeMiB: number | undefined, overlay: string): Promise<void> {
+    const st = await lstat(overlay).catch(() => null);
+    if (st && !st.isFile()) {
+      throw new DroverError('INVALID_SPEC', `Disk ${i + 1}'s overlay ${overlay} is not a regular file (a symlink?), so drover will not use it.`, false);
+    }
+    const want = sizeMiB !== undefined ? sizeMiB * MIB : undefined;
+    if (st) {
+      // Made by an earlier start: the guest's data. Only grow it.
+      if (want !== undefined) {
+        const info = await this.opts.qemuImg.info(overlay, { shared: true, format: 'qcow2' });
+        if (want > info.virtualSize) await this.opts.qemuImg.resize(overlay, 'qcow2', want);
+      }
+      return;
+    }
+    const image = await this.opts.resolveImage(ref);
+    if (!image) {
+      throw new DroverError('INVALID_SPEC', `Disk ${i + 1} uses image ${ref}, which is not an active image of this cluster (drover image list).`, false);
+    }
+    if (want !== undefined && want < image.virtual_size) {
+      throw new DroverError(
+        'INVALID_SPEC',
+        `Disk ${i + 1} asks for ${sizeMiB} MiB, less than the ${Math.ceil(image.virtual_size / MIB)} MiB of image ${image.name}:${image.version}.`,
+        false,
+      );
+    }
+    const backing = await this.opts.cache.ensure(image);
+    const tmp = join(overlay, '..', `.disk${i}.qcow2.tmp`);
+    await rm(tmp, { force: true });
+    try {
+      await this.opts.qemuImg.createOverlay(tmp, backing, image.format, Math.max(want ?? 0, image.virtual_size));
+      await rename(tmp, overlay);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+}
+
+/** Makes `dir` (mode) unless it exists; refuses one that is a symlink or not a directory. */
+async function realDir(dir: string, mode: number): Promise<void> {
+  const st = await lstat(dir).catch(() => null);
+  if (!st) {
+    await mkdir(dir, { mode });
+    return;
+  }
+  if (st.isSymbolicLink() || !st.isDirectory()) {
+    throw new DroverError('INVALID_SPEC', `${dir} is not a real directory (a symlink?), so drover will not put disks there.`, false);
+  }
+}
