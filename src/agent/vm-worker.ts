@@ -46,6 +46,9 @@ export interface WorkerDeps {
   prepareDisks?: (uuid: string, spec: VmSpec) => Promise<VmSpec>;
 }
 
+/** Starts refused for a passing reason are tried this many times (backoff 0.5, 1, 2, 4, 8 s: about 16 s) before ERROR. */
+const START_ATTEMPTS = 6;
+
 /** Progress is written into the record at most this often. */
 const PROGRESS_WRITE_MS = 1000;
 
@@ -84,6 +87,9 @@ export class VmWorker {
   offer(vm: StoredVm | null, revision: string): void {
     const rev = BigInt(revision);
     if (rev < this.latestRevision) return;
+    // The echo of this worker's own write while it is still working: the pass
+    // already holds it. (A kick here would also undo a retry's backoff.)
+    if (rev === this.latestRevision && vm !== null && this.busy) return;
     this.latestRevision = rev;
     this.latest = vm;
     this.kick();
@@ -302,8 +308,17 @@ export class VmWorker {
       const files = this.deps.prepareDisks ? await this.deps.prepareDisks(this.uuid, spec) : spec;
       handle = await this.deps.hypervisor.start({ uuid: this.uuid, name, spec: files });
     } catch (err) {
-      if (!isTerminal(err)) throw err;
-      const error = oneSentence(errorMessage(err));
+      // A start qemu refused for a passing reason (a disk still locked by a
+      // dying copy, memory pressure) is tried again with the worker's backoff,
+      // START_ATTEMPTS times in all, before it counts as final.
+      const passing = err instanceof DroverError && err.code === 'START_FAILED' && err.retryable;
+      if (!isTerminal(err) && !(passing && this.failures + 1 >= START_ATTEMPTS)) {
+        if (passing && this.failures === 0) {
+          await this.deps.reporter.report({ level: 'warn', event: 'vm.error', vm: this.uuid, message: `VM ${name} could not start on ${this.deps.host} yet (${oneSentence(errorMessage(err))}); trying again.` });
+        }
+        throw err;
+      }
+      const error = oneSentence(errorMessage(err)) + (passing ? ` It failed ${START_ATTEMPTS} times in a row.` : '');
       if (await this.write({ status: 'ERROR', error, runtime: null }, `start failed: ${error}`, undefined, starting)) {
         await this.deps.reporter.report({ level: 'error', event: 'vm.error', vm: this.uuid, message: `VM ${name} failed to start on ${this.deps.host}: ${error}`, email: step.cause !== 'request' });
       }

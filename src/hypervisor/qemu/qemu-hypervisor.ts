@@ -50,7 +50,7 @@ import {
   assertRunDirUuid,
   createRunDir,
   fileSize,
-  lastLogLine,
+  lastLogMessage,
   listSavedUuids,
   readHandle,
   removeRunDir,
@@ -314,7 +314,8 @@ export class QemuHypervisor implements Hypervisor {
     }
     if (vm && !vm.gone) {
       const client = vm.client;
-      if (!client) throw new DroverError('SNAPSHOT_FAILED', `VM ${uuid} runs without a QMP connection, so its disks cannot be snapshotted now.`, true);
+      // Terminal: a VM recovered while its monitor was busy stays without QMP until it restarts.
+      if (!client) throw new DroverError('SNAPSHOT_FAILED', `VM ${uuid} runs without a QMP connection (another client held its monitor when this agent adopted it), so its disks cannot be snapshotted until it restarts.`, false);
       return { kind: 'qmp', client };
     }
     return { kind: 'files', qemuImg: this.opts.qemuImgBinary ?? 'qemu-img' };
@@ -443,7 +444,7 @@ export class QemuHypervisor implements Hypervisor {
     const stopped = vm.exitInfo?.reason === 'requested';
     if (stopped) return new DroverError('START_FAILED', 'The VM was stopped while it was starting.', false);
     if (diedOnItsOwn) {
-      const line = await lastLogLine(paths.qemuLog);
+      const line = await lastLogMessage(paths.qemuLog);
       const message = line ? oneSentence(line) : `qemu exited during start-up: ${vm.exitInfo?.detail ?? 'no message'}`;
       return new DroverError('START_FAILED', message, TRANSIENT_QEMU_ERROR.test(line));
     }

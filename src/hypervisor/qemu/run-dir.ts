@@ -123,6 +123,31 @@ export async function removeRunDir(runRoot: string, uuid: string): Promise<void>
 
 /** The last non-empty line of a log, looking only at bytes from `fromOffset` on; '' when none. */
 export async function lastLogLine(path: string, fromOffset = 0): Promise<string> {
+  return (await lastLogLines(path, fromOffset)).at(-1) ?? '';
+}
+
+/**
+ * qemu's last error message in its log: the last line that starts with the
+ * program's name plus the hint lines after it (qemu 7.2 writes a lock
+ * refusal as `...: Failed to get "write" lock` and then `Is another process
+ * using the image [PATH]?`), joined into one line; '' when the log is empty.
+ */
+export async function lastLogMessage(path: string, fromOffset = 0): Promise<string> {
+  const lines = await lastLogLines(path, fromOffset);
+  let first = lines.length - 1;
+  for (let i = lines.length - 1; i >= Math.max(0, lines.length - 4); i--) {
+    if (/^qemu[\w.-]*:/.test(lines[i] ?? '')) {
+      first = i;
+      break;
+    }
+  }
+  return lines
+    .slice(Math.max(0, first))
+    .map((l, i, all) => (i < all.length - 1 && !/[.!?]$/.test(l) ? `${l}.` : l))
+    .join(' ');
+}
+
+async function lastLogLines(path: string, fromOffset: number): Promise<string[]> {
   const TAIL = 16 * 1024;
   let text: string;
   try {
@@ -137,10 +162,9 @@ export async function lastLogLine(path: string, fromOffset = 0): Promise<string>
       await fh.close();
     }
   } catch {
-    return '';
+    return [];
   }
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-  return lines.at(-1) ?? '';
+  return text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }
 
 export async function fileSize(path: string): Promise<number> {
