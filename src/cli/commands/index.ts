@@ -11,6 +11,7 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
+import { registerBackupCommands } from './backup.js';
 import { registerHostCommands } from './host.js';
 import { registerPoolCommands } from './pool.js';
 import { registerSchedulerCommand } from './scheduler.js';
@@ -24,6 +25,7 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerVmCommands,
   registerHostCommands,
   registerPoolCommands,
+  registerBackupCommands,
   registerAgentCommand,
   registerSchedulerCommand,
   registerUpCommand,

@@ -10,6 +10,7 @@ import type { VmAction } from '../vm/status-plan.js';
 import type { ChangeFlags, ListFlags, MigrateFlags } from '../vm/vm-actions.js';
 import { waitOption } from '../wait-option.js';
 import { registerSnapshotCommands } from './vm-snapshot.js';
+import { registerVmBackupCommands } from './backup.js';
 
 const VM_ARG = 'full uuid, unique uuid prefix (4+ characters) or name';
 
@@ -68,6 +69,7 @@ A live migration needs every disk on storage both hosts share (config shared_sto
     .action(async (ref: string, flags: MigrateFlags) => (await actions()).migrateAction(ctx, ref, flags));
 
   registerSnapshotCommands(vm, ctx);
+  registerVmBackupCommands(vm, ctx);
 
   addGlobalOptions(vm.command('log').description("show a VM's record log, then its events from the cluster event log").argument('<vm>', VM_ARG))
     .addHelpText('after', examples('drover vm log web-1', 'drover vm log web-1 --json'))
