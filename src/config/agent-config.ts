@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { HOST_NAME_RE } from '../contract/vm-record.js';
+import { backupTransferShape } from '../storage/backup-settings.js';
 
 const seconds = (def: number, min = 0) => z.number().min(min).default(def);
 
@@ -88,6 +89,8 @@ export const agentConfigSchema = z.strictObject({
   migration_timeout: seconds(600, 1),
   /** Seconds between re-reads of every VM's disk snapshots into its record (chunter's key; docs/snapshots.md). */
   snapshot_update_interval: seconds(900, 1),
+  /** Backup and restore transfers (chunter's keys; docs/backups.md): part/chunk sizes, parallelism, preload. */
+  ...backupTransferShape,
   /** Also run a scheduler in this agent (leader-elected with every other one). */
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,
@@ -112,4 +115,8 @@ export const RENAMED_KEYS: Readonly<Record<string, string>> = {
   email: 'notify_email',
   reserved: 'reserved_memory',
   ttl: 'lease_ttl',
+  // chunter's spellings (seed 000)
+  max_paralell_uploads: 'max_parallel_uploads',
+  paralell_downloads: 'parallel_downloads',
+  max_paralell_downloads: 'max_parallel_downloads',
 };
