@@ -37,6 +37,7 @@ import { HostRegistration } from './host-registration.js';
 import { createNotifier, type Notifier } from './notifier.js';
 import { writeFenceFile, type FenceFile } from './fence-file.js';
 import { designatedHostOfRaw, isDesignatedTo, type PlanLimits } from './plan-vm.js';
+import { snapshotDiskSpec } from './snapshot-disks.js';
 import type { StateDir } from './state-dir.js';
 import { VmWorker } from './vm-worker.js';
 import { createAgentDiskPreparer } from '../storage/agent-disks.js';
@@ -260,6 +261,7 @@ export class Agent {
         now: () => new Date(),
         sharedStorage: () => this.config.shared_storage,
         prepareDisks: (uuid, spec) => this.disks.prepare(uuid, spec),
+        snapshotDisks: (uuid, spec) => snapshotDiskSpec(this.deps.stateDir.vmsDir, uuid, spec),
         migration: () => ({
           listenHost: this.config.migration_address ?? this.config.ip ?? detectIp(),
           prepareTimeoutMs: this.config.migration_prepare_timeout * 1000,

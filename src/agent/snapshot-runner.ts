@@ -31,6 +31,8 @@ export interface SnapshotContext {
   /** Whether the VM's process runs (now). */
   up: boolean;
   hypervisor: Hypervisor;
+  /** The spec with image disks as their overlay files (snapshot-disks.ts); the record's spec when absent. */
+  diskSpec?: (spec: VmRecord['spec']) => Promise<VmRecord['spec']>;
   /** Compare-and-swap write on the record the step was planned from; false when it lost (the worker re-plans). */
   write(mutate: (obj: JsonObject) => void, log: string | null): Promise<boolean>;
   report(event: EventSpec): Promise<void>;
@@ -41,11 +43,11 @@ export interface SnapshotContext {
 type Step = Extract<SnapshotStep, { kind: 'snapshot' | 'refresh-snapshots' }>;
 
 export async function runSnapshotStep(step: Step, ctx: SnapshotContext): Promise<void> {
-  const target: SnapshotTarget = { uuid: ctx.uuid, spec: ctx.record.spec };
+  const target = async (): Promise<SnapshotTarget> => ({ uuid: ctx.uuid, spec: ctx.diskSpec ? await ctx.diskSpec(ctx.record.spec) : ctx.record.spec });
   if (step.kind === 'refresh-snapshots') return refresh(target, ctx);
   try {
-    if (step.phase === 'accept') await accept(step.op, step.name, target, ctx);
-    else await run(step.op, step.name, target, ctx);
+    if (step.phase === 'accept') await accept(step.op, step.name, await target(), ctx);
+    else await run(step.op, step.name, await target(), ctx);
   } catch (err) {
     if (!isTerminal(err)) throw err;
     await fail(ctx, oneSentence(errorMessage(err)));
@@ -119,12 +121,12 @@ function startAgain(obj: JsonObject): void {
 }
 
 /** Re-reads the disks' snapshots; writes them only when they changed (a quiet fleet costs etcd nothing). */
-async function refresh(target: SnapshotTarget, ctx: SnapshotContext): Promise<void> {
+async function refresh(target: () => Promise<SnapshotTarget>, ctx: SnapshotContext): Promise<void> {
   let snapshots: VmSnapshot[];
   try {
-    snapshots = mergeDiskSnapshots(await ctx.hypervisor.listSnapshots(target));
+    snapshots = mergeDiskSnapshots(await ctx.hypervisor.listSnapshots(await target()));
   } catch (err) {
-    // No disks, a raw or RBD disk, a missing file: nothing to report, and not worth a warning every interval.
+    // No disks, an RBD disk, a missing file or overlay: nothing to report, and not worth a warning every interval.
     ctx.logger.debug({ vm: ctx.uuid, err: errorMessage(err) }, 'snapshot refresh skipped');
     return;
   }

@@ -44,6 +44,8 @@ export interface WorkerDeps {
   migration: () => MigrationSettings;
   /** Turns image disks into overlay files before a start (src/storage/prepare-disks.ts); the spec as it is when absent. */
   prepareDisks?: (uuid: string, spec: VmSpec) => Promise<VmSpec>;
+  /** The spec with image disks as their existing overlay files, making nothing (src/agent/snapshot-disks.ts); the spec as it is when absent. */
+  snapshotDisks?: (uuid: string, spec: VmSpec) => Promise<VmSpec>;
 }
 
 /** Starts refused for a passing reason are tried this many times (backoff 0.5, 1, 2, 4, 8 s: about 16 s) before ERROR. */
@@ -220,6 +222,7 @@ export class VmWorker {
       record: base.parsed.value,
       up: this.deps.hypervisor.inspect(this.uuid).state !== 'absent',
       hypervisor: this.deps.hypervisor,
+      ...(this.deps.snapshotDisks ? { diskSpec: (spec: VmSpec) => this.deps.snapshotDisks!(this.uuid, spec) } : {}),
       write: async (mutate, logText) => (await this.writeRecord(base, logText, mutate)) !== null,
       report: (event) => this.deps.reporter.report({ ...event, vm: this.uuid }),
       now: this.deps.now,
