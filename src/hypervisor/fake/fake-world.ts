@@ -76,6 +76,7 @@ export class FakeWorld {
   private readonly formats = new Map<string, 'raw' | 'qcow2'>();
   private readonly snapshots = new Map<string, DiskSnapshot[]>();
   private snapshotIds = 0;
+  private lastNow = 0;
   /** Every disk rollback, in order: what a test can check a rollback did. */
   readonly rollbacks: Array<{ path: string; name: string }> = [];
 
@@ -104,7 +105,6 @@ export class FakeWorld {
     this.lastNow = Math.max(Date.now(), this.lastNow + 1);
     return this.lastNow;
   }
-  private lastNow = 0;
 
   /** The next start fails after its spawn, with this message (START_FAILED, terminal), like a qemu error. */
   failNextStart(message: string): void {
