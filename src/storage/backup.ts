@@ -100,10 +100,10 @@ export async function createBackup(
   }
 }
 
-/** Backups with a manifest, oldest first; of one VM (uuid) or of all. */
-export async function listBackups(target: Pick<BackupTarget, 'client' | 'bucket'>, vmUuid?: string): Promise<BackupManifest[]> {
+/** Every object under the backups of one VM (uuid) or of all: key and last change (ms). */
+async function listBackupObjects(target: Pick<BackupTarget, 'client' | 'bucket'>, vmUuid?: string): Promise<Array<{ key: string; modified: number }>> {
   const prefix = vmUuid !== undefined ? `${BACKUP_PREFIX}${vmUuid}/` : BACKUP_PREFIX;
-  const keys: string[] = [];
+  const out: Array<{ key: string; modified: number }> = [];
   let token: string | undefined;
   do {
     const page = await target.client
@@ -111,9 +111,15 @@ export async function listBackups(target: Pick<BackupTarget, 'client' | 'bucket'
       .catch((err: unknown) => {
         throw translateS3Error(err, `list of s3://${target.bucket}/${prefix}`);
       });
-    for (const o of page.Contents ?? []) if (o.Key?.endsWith('/manifest.json') === true) keys.push(o.Key);
+    for (const o of page.Contents ?? []) if (o.Key !== undefined) out.push({ key: o.Key, modified: o.LastModified?.getTime() ?? 0 });
     token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
   } while (token !== undefined);
+  return out;
+}
+
+/** Backups with a manifest, oldest first; of one VM (uuid) or of all. */
+export async function listBackups(target: Pick<BackupTarget, 'client' | 'bucket'>, vmUuid?: string): Promise<BackupManifest[]> {
+  const keys = (await listBackupObjects(target, vmUuid)).map((o) => o.key).filter((k) => k.endsWith('/manifest.json'));
   const manifests = await Promise.all(keys.map((k) => readManifest(target, k)));
   return manifests.filter((m): m is BackupManifest => m !== undefined).sort((a, b) => a.id.localeCompare(b.id));
 }
@@ -137,6 +143,35 @@ export function findBackup(list: readonly BackupManifest[], word: string): Backu
   if (byName.length === 1 && byName[0] !== undefined) return byName[0];
   if (byName.length > 1) throw new DroverError('AMBIGUOUS', `Backup name "${word}" matches ${byName.length} backups (${byName.map((m) => m.id).join(', ')}); give the id.`);
   throw new DroverError('NOT_FOUND', `No backup "${word}" was found.`);
+}
+
+/**
+ * Removes what interrupted backups left (a process killed mid-backup cannot
+ * clean up): backup folders without a manifest whose newest object is older
+ * than `olderThanMs` (so a backup still uploading is left alone). Returns
+ * the folders removed. Incomplete multipart uploads are not listed by every
+ * S3-compatible server; an AbortIncompleteMultipartUpload lifecycle rule on
+ * the bucket removes those (docs/backups.md).
+ */
+export async function cleanIncompleteBackups(target: Pick<BackupTarget, 'client' | 'bucket'>, olderThanMs: number, vmUuid?: string, now = Date.now()): Promise<string[]> {
+  const folders = new Map<string, { keys: string[]; newest: number; manifest: boolean }>();
+  for (const o of await listBackupObjects(target, vmUuid)) {
+    const m = /^([^/]+\/[^/]+\/)[^/]+$/.exec(o.key.slice(BACKUP_PREFIX.length));
+    if (m?.[1] === undefined) continue;
+    const dir = `${BACKUP_PREFIX}${m[1]}`;
+    const f = folders.get(dir) ?? { keys: [], newest: 0, manifest: false };
+    f.keys.push(o.key);
+    f.newest = Math.max(f.newest, o.modified);
+    f.manifest ||= o.key === `${dir}manifest.json`;
+    folders.set(dir, f);
+  }
+  const removed: string[] = [];
+  for (const [dir, f] of folders) {
+    if (f.manifest || now - f.newest < olderThanMs) continue;
+    for (const k of f.keys) await deleteObject(target, k);
+    removed.push(dir);
+  }
+  return removed.sort();
 }
 
 /** Manifest first (the backup disappears at once), then the disks. */

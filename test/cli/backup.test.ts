@@ -83,6 +83,13 @@ describe('drover vm backup / restore, backup list / delete (real etcd, s3rver, a
     assert.ok((await readFile(join(dir, 'web-2', 'disk-1'))).equals(await readFile(qcow2)));
     assert.equal((await c.getVm(record.uuid))?.name, 'web-2');
 
+    const orphan = `backups/${uuid}/20261123T000000Z-abcdef/disk-0`;
+    assert.equal((await s3.aws(['s3api', 'put-object', '--bucket', s3.bucket, '--key', orphan, '--body', qcow2])).code, 0);
+    const young = await c.drover(['backup', 'clean', 'web-1'], { env });
+    assert.equal(young.stdout, 'No incomplete backups to remove.\n', young.stderr);
+    const clean = stdoutJson<{ removed: string[] }>(await c.drover(['backup', 'clean', '--older-than', '0', '--json'], { env }));
+    assert.deepEqual(clean.removed, [`backups/${uuid}/20261123T000000Z-abcdef/`]);
+
     const d = await c.drover(['backup', 'delete', id], { env });
     assert.equal(d.code, 0, d.stderr);
     assert.deepEqual(stdoutJson<BackupManifest[]>(await c.drover(['backup', 'list', '--json'], { env })), []);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DroverError } from '../../src/lib/errors.js';
 import { createS3Client } from '../../src/storage/s3/client.js';
-import { createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupTarget } from '../../src/storage/backup.js';
+import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupTarget } from '../../src/storage/backup.js';
 import type { BackupTransferSettings } from '../../src/storage/backup-settings.js';
 import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
@@ -99,5 +99,25 @@ describe('backups to S3 (s3rver, awscli, qemu-img)', () => {
       client.destroy();
       await proxy.close();
     }
+  });
+
+  it('cleans what an interrupted backup left: folders without a manifest, old enough; complete backups stay', async () => {
+    const kept = await createBackup(target, VM, [raw]);
+    const orphan = `backups/${VM.uuid}/20261123T000000Z-abcdef/disk-0`;
+    const put = await s3.aws(['s3api', 'put-object', '--bucket', s3.bucket, '--key', orphan, '--body', raw]);
+    assert.equal(put.code, 0, put.stderr);
+    assert.deepEqual(await cleanIncompleteBackups(target, 60_000, VM.uuid), [], 'a fresh folder may still be uploading');
+    // The failed backup above may have left its first disk too (its clean-up ran while the network was cut).
+    const removed = await cleanIncompleteBackups(target, 60_000, VM.uuid, Date.now() + 120_000);
+    assert.ok(removed.includes(`backups/${VM.uuid}/20261123T000000Z-abcdef/`), removed.join(' '));
+    assert.ok(!removed.some((d) => d.includes(kept.id)));
+    const ls = await s3.aws(['s3api', 'list-objects-v2', '--bucket', s3.bucket, '--prefix', `backups/${VM.uuid}/`]);
+    const keys = (JSON.parse(ls.stdout) as { Contents: Array<{ Key: string }> }).Contents.map((o) => o.Key).sort();
+    assert.deepEqual(keys, [`backups/${VM.uuid}/${kept.id}/disk-0`, `backups/${VM.uuid}/${kept.id}/manifest.json`]);
+    const gone = await s3.aws(['s3api', 'head-object', '--bucket', s3.bucket, '--key', orphan]);
+    assert.notEqual(gone.code, 0);
+    assert.deepEqual((await listBackups(target, VM.uuid)).map((b) => b.id), [kept.id]);
+    const still = await s3.aws(['s3api', 'head-object', '--bucket', s3.bucket, '--key', kept.disks[0]!.key]);
+    assert.equal(still.code, 0, still.stderr);
   });
 });

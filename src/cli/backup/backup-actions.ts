@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DroverError } from '../../lib/errors.js';
-import { createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
+import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
 import { createS3Client } from '../../storage/s3/client.js';
 import { VmRepository, rawObject, type StoredVm } from '../../store/vm-repository.js';
 import type { CliContext } from '../context.js';
@@ -24,6 +24,7 @@ import { resolveS3Settings, resolveTransferSettings, type S3Flags } from './s3-o
 export type BackupFlags = GlobalFlags & S3Flags & { name?: string };
 export type RestoreFlags = GlobalFlags & S3Flags & { as?: string; dir?: string };
 export type ListFlags = GlobalFlags & S3Flags;
+export type CleanFlags = ListFlags & { olderThan: string };
 
 /** Statuses in which no qemu has the disks open. */
 const AT_REST = new Set(['STOP', 'KILLED', 'ERROR']);
@@ -157,6 +158,22 @@ export async function deleteAction(ctx: CliContext, id: string, flags: ListFlags
     await deleteBackup(target, m);
     if (opts.json) printJson(ctx.io, { deleted: m.id });
     else printLine(ctx.io, `Backup ${m.id} deleted.`);
+  } finally {
+    target.close();
+  }
+}
+
+/** Removes folders interrupted backups left (no manifest, nothing newer than --older-than seconds). */
+export async function cleanAction(ctx: CliContext, ref: string | undefined, flags: CleanFlags): Promise<void> {
+  const opts = resolveGlobalOptions(flags, ctx.env);
+  const seconds = Number(flags.olderThan);
+  if (!/^\d+$/.test(flags.olderThan)) throw new DroverError('USAGE', 'Option --older-than needs a whole number of seconds.');
+  const uuid = ref === undefined ? undefined : await withStore(opts, async (s) => (await resolveVm(new VmRepository(s.kv, s.keys), ref)).uuid);
+  const target = openTarget(ctx, flags);
+  try {
+    const removed = await cleanIncompleteBackups(target, seconds * 1000, uuid);
+    if (opts.json) printJson(ctx.io, { removed });
+    else printLine(ctx.io, removed.length === 0 ? 'No incomplete backups to remove.' : `Removed ${removed.length} incomplete backup folder(s): ${removed.join(', ')}.`);
   } finally {
     target.close();
   }

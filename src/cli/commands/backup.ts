@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { addGlobalOptions } from '../global-options.js';
-import type { BackupFlags, ListFlags, RestoreFlags } from '../backup/backup-actions.js';
+import type { BackupFlags, CleanFlags, ListFlags, RestoreFlags } from '../backup/backup-actions.js';
 
 const VM_ARG = 'full uuid, unique uuid prefix (4+ characters) or name';
 const actions = () => import('../backup/backup-actions.js');
@@ -50,4 +50,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   s3Options(backup.command('delete').description('delete a backup (its manifest first, so it disappears at once)').argument('<backup>', 'the backup id or its unique name'))
     .addHelpText('after', examples('drover backup delete 20261123T060501Z-1a2b3c'))
     .action(async (id: string, flags: ListFlags) => (await actions()).deleteAction(ctx, id, flags));
+  s3Options(backup.command('clean').description('remove what interrupted backups left (folders without a manifest)').argument('[vm]', VM_ARG))
+    .option('--older-than <seconds>', 'only folders with nothing newer (a backup may still be uploading)', '3600')
+    .addHelpText('after', examples('drover backup clean', 'drover backup clean web-1 --older-than 86400'))
+    .action(async (ref: string | undefined, flags: CleanFlags) => (await actions()).cleanAction(ctx, ref, flags));
 }
