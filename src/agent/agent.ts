@@ -42,7 +42,7 @@ import type { StateDir } from './state-dir.js';
 import { VmWorker } from './vm-worker.js';
 import { createAgentDiskPreparer } from '../storage/agent-disks.js';
 import type { DiskPreparer } from '../storage/prepare-disks.js';
-import { s3CredentialsFrom } from '../storage/s3/client.js';
+import { s3CredentialsFrom } from '../storage/s3/location.js';
 
 export interface AgentDeps {
   config: AgentConfig;

@@ -48,6 +48,8 @@ export function buildProgram(ctx: CliContext): Command {
   const program = new Command('drover')
     .description('drover: a VM fleet manager. VMs and hosts live in etcd; an agent on each host runs the VMs with qemu.')
     .version(packageVersion(), '-V, --version', 'print the version')
+    // The root's options only before a subcommand, so `drover image import --version V` is the image's version.
+    .enablePositionalOptions()
     .helpCommand(true)
     .addHelpText('after', ROOT_HELP);
   for (const register of COMMAND_GROUPS) register(program, ctx);

@@ -15,6 +15,7 @@ import type { Logger } from '../lib/logger.js';
 import { createEtcdClient } from '../store/etcd-client.js';
 import { KvStore } from '../store/kv-store.js';
 import { rawObject, VmRepository } from '../store/vm-repository.js';
+import { setDefaultImageStore } from '../storage/image-store-config.js';
 import { EtcdProcess } from './etcd-process.js';
 
 export interface UpOptions {
@@ -62,6 +63,9 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
 
   const client = createEtcdClient([etcd.endpoint]);
   const repo = new VmRepository(new KvStore(client), keySpace(opts.prefix));
+  // The embedded default image store: a directory beside the agent's state (docs/storage.md).
+  const imageStore = join(opts.stateDir, 'image-store');
+  if (await setDefaultImageStore(new KvStore(client), keySpace(opts.prefix), imageStore).catch(() => false)) print(`image store: ${imageStore} (drover image store set changes it)`);
   try {
     if (opts.demo) await ensureDemoVm(repo, name, opts.demo, print);
   } catch (err) {

@@ -15,7 +15,7 @@ import type { ImageStore } from './image-store.js';
 import { openImageStore, requireImageStoreConfig } from './image-store-config.js';
 import { DiskPreparer } from './prepare-disks.js';
 import { QemuImg } from './qemu-img.js';
-import type { S3Credentials } from './s3/client.js';
+import type { S3Credentials } from './s3/location.js';
 
 export interface AgentDisksOptions {
   kv: KvStore;
@@ -44,7 +44,7 @@ export function createAgentDiskPreparer(opts: AgentDisksOptions): DiskPreparer {
     const config = await requireImageStoreConfig(opts.kv, opts.keys);
     const creds = opts.credentials();
     const key = JSON.stringify([config, creds?.accessKeyId ?? null, creds?.secretAccessKey ?? null]);
-    if (opened?.key !== key) opened = { key, store: openImageStore(config, creds) };
+    if (opened?.key !== key) opened = { key, store: await openImageStore(config, creds) };
     return opened.store;
   };
   const cache = new ImageCache({

@@ -13,8 +13,7 @@ import { DroverError } from '../lib/errors.js';
 import type { KvStore } from '../store/kv-store.js';
 import { DirImageStore } from './dir-image-store.js';
 import type { ImageStore } from './image-store.js';
-import { S3ImageStore } from './s3-image-store.js';
-import { createS3Client, s3LocationSchema, type S3Credentials } from './s3/client.js';
+import { s3LocationSchema, type S3Credentials } from './s3/location.js';
 
 export const IMAGE_STORE_CONFIG = 'image_store';
 
@@ -64,8 +63,10 @@ export async function requireImageStoreConfig(kv: KvStore, keys: KeySpace): Prom
   return config;
 }
 
-export function openImageStore(config: ImageStoreConfig, credentials?: S3Credentials): ImageStore {
+/** The store a setting names. The AWS SDK (slow to load) is loaded only for an S3 store. */
+export async function openImageStore(config: ImageStoreConfig, credentials?: S3Credentials): Promise<ImageStore> {
   if (config.type === 'dir') return new DirImageStore(config.path);
+  const [{ createS3Client }, { S3ImageStore }] = await Promise.all([import('./s3/client.js'), import('./s3-image-store.js')]);
   const client = createS3Client({ ...config, ...(credentials !== undefined ? { credentials } : {}) });
   return new S3ImageStore({ client, bucket: config.bucket, keyPrefix: config.prefix });
 }
@@ -75,4 +76,10 @@ export function describeImageStoreConfig(config: ImageStoreConfig): string {
   if (config.type === 'dir') return `dir ${config.path}`;
   const where = [config.endpoint ?? 'AWS', `region ${config.region}`, ...(config.path_style ? ['path-style'] : [])];
   return `s3 s3://${config.bucket}/${config.prefix} (${where.join(', ')})`;
+}
+
+/** Sets a directory store at `path` unless a store is set already (`drover up`); true when it set one. */
+export async function setDefaultImageStore(kv: KvStore, keys: KeySpace, path: string): Promise<boolean> {
+  const config = parseImageStoreConfig({ type: 'dir', path });
+  return kv.putIf(keys.config(IMAGE_STORE_CONFIG), JSON.stringify(config), 'absent');
 }

@@ -13,6 +13,7 @@ import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
 import { registerBackupCommands } from './backup.js';
 import { registerHostCommands } from './host.js';
+import { registerImageCommands } from './image.js';
 import { registerPoolCommands } from './pool.js';
 import { registerSchedulerCommand } from './scheduler.js';
 import { registerUpCommand } from './up.js';
@@ -25,6 +26,7 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerVmCommands,
   registerHostCommands,
   registerPoolCommands,
+  registerImageCommands,
   registerBackupCommands,
   registerAgentCommand,
   registerSchedulerCommand,

@@ -16,22 +16,10 @@
  * verified pass `ChecksumAlgorithm` (or Content-MD5) on that command.
  */
 import { S3Client, S3ServiceException } from '@aws-sdk/client-s3';
-import { z } from 'zod';
 import { DroverError, errorMessage } from '../../lib/errors.js';
+import type { S3Credentials, S3Location } from './location.js';
 
-/** Where a bucket is and how to address it; no credentials (those are per host). */
-export const s3LocationSchema = z.strictObject({
-  /** Custom endpoint URL (http(s)://host:port); absent means AWS for `region`. */
-  endpoint: z.url({ protocol: /^https?$/ }).optional(),
-  region: z.string().min(1).default('us-east-1'),
-  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'),
-  /** Bucket in the path (http://endpoint/bucket/key), as most S3-compatible servers want. */
-  path_style: z.boolean().default(false),
-});
-export type S3Location = Readonly<z.infer<typeof s3LocationSchema>>;
-
-/** Credentials from a host's config; both or neither. */
-export type S3Credentials = Readonly<{ accessKeyId: string; secretAccessKey: string; sessionToken?: string }>;
+export { s3CredentialsFrom, s3LocationSchema, type S3Credentials, type S3Location } from './location.js';
 
 export type S3Settings = S3Location & Readonly<{
   /** Absent: the SDK's default provider chain (AWS_* environment, profiles, roles). */
@@ -73,15 +61,6 @@ export function createS3Client(settings: S3Settings): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
-}
-
-/** Credentials from config values: both given, neither given (default chain), or an error. */
-export function s3CredentialsFrom(accessKeyId: string | undefined, secretAccessKey: string | undefined): S3Credentials | undefined {
-  if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
-  if (accessKeyId === undefined || secretAccessKey === undefined || accessKeyId === '' || secretAccessKey === '') {
-    throw new DroverError('CONFIG_INVALID', 'S3 credentials need both s3_access_key_id and s3_secret_access_key (or neither, to use the AWS_* environment).');
-  }
-  return { accessKeyId, secretAccessKey };
 }
 
 /** The HTTP status of an S3 error, when it has one. */
