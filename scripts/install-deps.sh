@@ -9,6 +9,7 @@ packages=(
   etcd-server          # the cluster state store (embedded by `drover up`, used by tests)
   qemu-system-x86      # the hypervisor
   qemu-utils           # qemu-img
+  qemu-block-extra     # qemu's rbd driver, for disks on Ceph (spec.disks[].rbd)
   busybox-static       # the test guest's userland
   cpio                 # packs the test guest's initramfs
   linux-image-cloud-amd64  # the test guest's kernel (only /boot/vmlinuz-* is used)

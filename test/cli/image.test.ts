@@ -132,6 +132,17 @@ describe('drover image (CLI, directory store)', () => {
     }
   });
 
+  it('lists malformed image records as invalid and keeps serving the good ones', async () => {
+    await c.kv.put(c.keys.image('22222222-0000-4000-8000-000000000001'), '{not json');
+    await c.kv.put(c.keys.image('22222222-0000-4000-8000-000000000002'), JSON.stringify({ uuid: '22222222-0000-4000-8000-000000000002', name: 'x', version: '1', format: 'vmdk' }));
+    const list = await c.drover(['image', 'list']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^22222222-0000-4000-8000-000000000001 .* invalid: The image record is not valid JSON/m);
+    assert.match(list.stdout, /^22222222-0000-4000-8000-000000000002 .* invalid: Image field format is invalid/m);
+    assert.equal((await c.drover(['image', 'get', 'tiny-disk:1.0'])).code, 0);
+    assert.equal((await c.drover(['image', 'delete', '22222222-0000-4000-8000-000000000001'])).code, 0, 'a malformed record can be deleted');
+  });
+
   it('refuses to delete an image any VM names, by name or name:version', async () => {
     await c.putVm({ uuid: '11111111-0000-4000-8000-000000000001', name: 'web-1', host: 'hv1', status: 'STOP', spec: { memory: 64, disks: [{ image: 'tiny-disk' }] } });
     const res = await c.drover(['image', 'delete', 'tiny-disk:1.0']);

@@ -118,6 +118,19 @@ describe('image disks, cache vacuum and VM folders', () => {
     assert.ok(res.kept.every((k) => k.used_by.length === 1));
   });
 
+  it('says in one sentence that qemu-img is missing, and the start fails for good', async () => {
+    const noTool = new DiskPreparer({
+      vmsDir,
+      cache: new ImageCache({ dir: join(stateDir, 'images'), openStore: async () => new DirImageStore(join(dir, 'store')) }),
+      resolveImage: async (ref) => resolveImageRef(ref, images),
+      qemuImg: new QemuImg({ binary: join(dir, 'no-such-qemu-img') }),
+    });
+    await assert.rejects(noTool.prepare(randomUUID(), spec([{ image: 'base' }])), (e: unknown) =>
+      e instanceof DroverError && e.code === 'SPAWN_FAILED' && !e.retryable &&
+      /^qemu-img \(.*no-such-qemu-img\) is not installed or not on PATH, so drover cannot create the overlay .*disk0\.qcow2\.tmp; install qemu-utils\.$/.test(e.message),
+    );
+  });
+
   it('vacuum removes nothing when an overlay cannot be read', async () => {
     const uuid = randomUUID();
     await mkdir(join(vmsDir, uuid, 'disks'), { recursive: true });
