@@ -144,7 +144,8 @@ async function fetchChunk(
         { abortSignal: signal },
       );
       if (out.Body === undefined) throw new DroverError('S3_ERROR', `S3 ${what} failed: the answer had no body.`, true);
-      const buf = Buffer.from(await out.Body.transformToByteArray());
+      const bytes = await out.Body.transformToByteArray();
+      const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // no copy
       if (buf.length !== length) throw new DroverError('S3_ERROR', `S3 ${what} returned ${buf.length} bytes, not ${length}.`, true);
       return buf;
     },
