@@ -31,7 +31,10 @@ describe('drover up', () => {
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     try {
-      await waitUntil(async () => (out.includes('drover is up') ? true : undefined), 90_000, '"drover is up"');
+      await waitUntil(async () => (out.includes('drover is up') ? true : undefined), 90_000, '"drover is up"').catch((err: unknown) => {
+        // What drover up said is the only clue to why it did not come up.
+        throw new Error(`${(err as Error).message}; drover up printed:\n${out.split('\n').slice(-40).join('\n')}`);
+      });
       assert.match(out, /demo VM is RUNNING/);
       assert.match(out, /bin\/drover vm list/);
       assert.match(out, /serial console/);
