@@ -67,6 +67,8 @@ export async function createBackup(
   vm: { uuid: string; name: string },
   disks: readonly string[],
   name?: string,
+  /** What the manifest names as each disk's source, when `disks` are copies (a running VM's snapshot); `disks` by default. */
+  sources?: readonly string[],
 ): Promise<BackupManifest> {
   const id = newBackupId();
   const dir = backupDir(vm.uuid, id);
@@ -74,10 +76,11 @@ export async function createBackup(
   const uploaded: BackupManifest['disks'] = [];
   const timeoutMs = target.partTimeoutMs ?? 120_000;
   try {
-    for (const [index, source] of disks.entries()) {
+    for (const [index, file] of disks.entries()) {
       const key = `${dir}disk-${index}`;
+      const source = sources?.[index] ?? file;
       const r = await uploadFileMultipart({
-        client: target.client, bucket: target.bucket, key, file: source,
+        client: target.client, bucket: target.bucket, key, file,
         chunkSize: t.s3_upload_chunk_size, parallel: t.parallel_uploads, maxParallel: t.max_parallel_uploads,
         ...(target.partTimeoutMs !== undefined ? { partTimeoutMs: target.partTimeoutMs } : {}),
         onProgress: (done, total) => target.onProgress?.(`disk ${index}`, done, total),

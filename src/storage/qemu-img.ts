@@ -86,6 +86,16 @@ export class QemuImg {
   }
 
   /** Grows (never shrinks) the image at `path` of format `format` to `sizeBytes`. */
+  /**
+   * Copies internal snapshot `snapshot` of the qcow2 `path` into a new qcow2
+   * `dest`: `convert -U -l snapshot.name=...`. -U lets it read a file a
+   * running qemu holds; a snapshot's clusters never change under it (the
+   * guest's writes go elsewhere), so the copy is the snapshot's point in time.
+   */
+  async convertSnapshot(path: string, snapshot: string, dest: string): Promise<void> {
+    await this.run(['convert', '-U', '-f', 'qcow2', '-l', `snapshot.name=${snapshot}`, '-O', 'qcow2', '--', path, dest], `copy snapshot ${snapshot} of ${path}`);
+  }
+
   async resize(path: string, format: string, sizeBytes: number): Promise<void> {
     await this.run(['resize', '-q', '-f', format, '--', path, String(sizeBytes)], `resize ${path}`);
   }

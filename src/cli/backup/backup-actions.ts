@@ -2,23 +2,30 @@
  * What `drover vm backup|restore` and `drover backup list|delete` do;
  * loaded on demand. First version (docs/backups.md): the CLI runs the
  * transfer itself, on the host that holds the disks, reading the VM's disk
- * paths from its record. Only stopped VMs (a consistent copy without QMP)
- * and `path` disks; a running VM needs the agent (to come).
+ * paths from its record; `path` disks only. A stopped VM's files are read
+ * as they are. A running VM's qcow2 disks are read at a temporary snapshot
+ * the agent takes of all of them at once (`snapshot_request`, one QMP
+ * transaction): copied with `qemu-img convert -U -l snapshot.name=...`,
+ * uploaded, then the copies and the snapshot are deleted.
  */
-import { randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DroverError } from '../../lib/errors.js';
 import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
+import { QemuImg } from '../../storage/qemu-img.js';
 import { createS3Client } from '../../storage/s3/client.js';
 import { VmRepository, rawObject, type StoredVm } from '../../store/vm-repository.js';
 import type { CliContext } from '../context.js';
 import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
-import { printJson, printLine } from '../output/print.js';
+import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from '../commands/vm-snapshot.js';
+import { printJson, printLine, printProgress } from '../output/print.js';
 import { ProgressBar, formatBytes } from '../output/progress.js';
 import { formatTable } from '../output/table.js';
 import { withStore } from '../store-session.js';
 import { resolveVm } from '../vm/resolve-vm.js';
+import { requestSnapshot } from '../vm/snapshot-vm.js';
 import { resolveS3Settings, resolveTransferSettings, type S3Flags } from './s3-options.js';
 
 export type BackupFlags = GlobalFlags & S3Flags & { name?: string };
@@ -63,27 +70,72 @@ function diskPaths(vm: StoredVm): string[] {
   });
 }
 
-function requireAtRest(vm: StoredVm): void {
+function requireAtRest(vm: StoredVm, why: string): void {
   const status = vm.parsed.ok ? (vm.parsed.value.status ?? '') : '';
   if (!AT_REST.has(status)) {
-    throw new DroverError('CONFLICT', `VM ${vm.parsed.ok ? vm.parsed.value.name : vm.uuid} is ${status || 'without a status'}; stop it first (this version backs up and restores stopped VMs only).`);
+    throw new DroverError('CONFLICT', `VM ${vm.parsed.ok ? vm.parsed.value.name : vm.uuid} is ${status || 'without a status'}; stop it first (${why}).`);
   }
 }
 
 export async function vmBackupAction(ctx: CliContext, ref: string, flags: BackupFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const vm = await withStore(opts, (s) => resolveVm(new VmRepository(s.kv, s.keys), ref));
-  requireAtRest(vm);
+  const running = vm.parsed.ok && vm.parsed.value.status === 'RUNNING';
+  if (!running) requireAtRest(vm, 'a backup reads the disks of a stopped VM, or of a RUNNING one at a snapshot');
   const paths = diskPaths(vm);
+  const name = vm.parsed.ok ? vm.parsed.value.name : vm.uuid;
+  if (running) await requireQcow2(name, paths);
   const target = openTarget(ctx, flags);
   try {
-    const name = vm.parsed.ok ? vm.parsed.value.name : vm.uuid;
-    const m = await createBackup(target, { uuid: vm.uuid, name }, paths, flags.name);
+    const m = running
+      ? await backupRunning(ctx, opts, { uuid: vm.uuid, name }, paths, target, flags.name)
+      : await createBackup(target, { uuid: vm.uuid, name }, paths, flags.name);
     target.close();
     if (opts.json) printJson(ctx.io, m);
     else printLine(ctx.io, m.id);
   } finally {
     target.close();
+  }
+}
+
+/** A running VM is backed up from a snapshot, which only qcow2 disks hold. */
+async function requireQcow2(name: string, paths: readonly string[]): Promise<void> {
+  const qemuImg = new QemuImg();
+  for (const [i, path] of paths.entries()) {
+    const { format } = await qemuImg.info(path, { shared: true });
+    if (format !== 'qcow2') {
+      throw new DroverError('CONFLICT', `VM ${name} is RUNNING; stop it first (disk ${i} (${path}) is ${format}, and a running VM is backed up from a snapshot, which only qcow2 disks can hold).`);
+    }
+  }
+}
+
+/**
+ * The disks of a running VM at one point in time: the agent snapshots every
+ * disk in one QMP transaction; each disk is copied at that snapshot into a
+ * temporary file, the copies are uploaded, then the copies and the snapshot
+ * are deleted (a snapshot left behind is reported, and never fails a backup
+ * that is complete).
+ */
+async function backupRunning(ctx: CliContext, opts: ReturnType<typeof resolveGlobalOptions>, vm: { uuid: string; name: string }, paths: readonly string[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
+  const snapshot = `drover-backup-${randomBytes(6).toString('hex')}`;
+  const onProgress = (line: string): void => printProgress(ctx.io, line);
+  await withStore(opts, (s) => requestSnapshot(s, { op: 'create', ref: vm.uuid, name: snapshot, waitSeconds: DEFAULT_SNAPSHOT_WAIT_SECONDS, onProgress }));
+  const dir = await mkdtemp(join(tmpdir(), 'drover-backup-'));
+  try {
+    const qemuImg = new QemuImg({ timeoutMs: 24 * 3600_000 });
+    const copies: string[] = [];
+    for (const [i, path] of paths.entries()) {
+      const copy = join(dir, `disk-${i}`);
+      onProgress(`VM ${vm.name}: copying disk ${i} at snapshot ${snapshot}`);
+      await qemuImg.convertSnapshot(path, snapshot, copy);
+      copies.push(copy);
+    }
+    return await createBackup(target, vm, copies, backupName, paths);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await withStore(opts, (s) => requestSnapshot(s, { op: 'delete', ref: vm.uuid, name: snapshot, waitSeconds: DEFAULT_SNAPSHOT_WAIT_SECONDS, onProgress })).catch((err: unknown) => {
+      onProgress(`VM ${vm.name}: the temporary snapshot ${snapshot} was not deleted (${err instanceof Error ? err.message : String(err)}); delete it with \`drover vm snapshot delete ${vm.name} ${snapshot}\`.`);
+    });
   }
 }
 
@@ -96,7 +148,7 @@ export async function vmRestoreAction(ctx: CliContext, ref: string, backupWord: 
       const vm = await resolveVm(repo, ref);
       const manifest = findBackup(await listBackups(target, vm.uuid), backupWord);
       if (flags.as === undefined) {
-        requireAtRest(vm);
+        requireAtRest(vm, 'a restore overwrites the disks of a stopped VM only; --as makes a new VM instead');
         const paths = diskPaths(vm);
         await restoreBackup(target, manifest, paths, true);
         target.close();

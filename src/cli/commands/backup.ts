@@ -25,7 +25,7 @@ function s3Options(cmd: Command): Command {
 
 /** `drover vm backup` and `drover vm restore`, added to the `vm` group. */
 export function registerVmBackupCommands(vm: Command, ctx: CliContext): void {
-  s3Options(vm.command('backup').description("copy every disk of a stopped VM to S3 (multipart, each part checked); prints the backup's id").argument('<vm>', VM_ARG))
+  s3Options(vm.command('backup').description("copy every disk of a VM to S3 (a running VM's qcow2 disks at one snapshot; multipart, each part checked); prints the backup's id").argument('<vm>', VM_ARG))
     .option('--name <name>', 'a name for the backup (default: its id)')
     .addHelpText('after', examples('drover vm backup web-1 --name nightly --s3-bucket backups', 'DROVER_S3_BUCKET=backups drover vm backup web-1'))
     .action(async (ref: string, flags: BackupFlags) => (await actions()).vmBackupAction(ctx, ref, flags));
