@@ -116,8 +116,10 @@ describe('snapshots: the agent over the fake hypervisor (real etcd)', () => {
     const gone = await ask(repo, uuid, 'delete', 'one');
     assert.equal(requestOf(gone).state, 'done');
     assert.deepEqual(names(gone), []);
-    const codes = (await events.list()).filter((e) => e.vm === uuid).map((e) => e.event);
-    assert.deepEqual(codes.filter((c) => c.startsWith('vm.snapshot')), ['vm.snapshot_created', 'vm.snapshot_created', 'vm.snapshot_created', 'vm.snapshot_rolled_back', 'vm.snapshot_deleted']);
+    // The event follows the record's `done` write: wait for it rather than race it.
+    const snapshotEvents = async () => (await events.list()).filter((e) => e.vm === uuid && e.event.startsWith('vm.snapshot')).map((e) => e.event);
+    const codes = await waitUntil(async () => ((await snapshotEvents()).length >= 5 ? snapshotEvents() : undefined), 5000, 'five snapshot events');
+    assert.deepEqual(codes, ['vm.snapshot_created', 'vm.snapshot_created', 'vm.snapshot_created', 'vm.snapshot_rolled_back', 'vm.snapshot_deleted']);
   });
 
   it('rolls back a stopped VM without starting it', async () => {
