@@ -20,6 +20,8 @@ export interface RunResult {
 export interface RunOptions {
   stdin?: string;
   env?: Record<string, string>;
+  /** Kill drover after this long; 60 s by default (commands with --wait need more). */
+  timeoutMs?: number;
 }
 
 /** The test's own environment without DROVER_* variables, so flags and env are what a test says. */
@@ -31,7 +33,7 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 export function runDrover(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(DROVER_BIN, [...args], { env: cleanEnv(opts.env), timeout: 60_000 }, (err, stdout, stderr) => {
+    const child = execFile(DROVER_BIN, [...args], { env: cleanEnv(opts.env), timeout: opts.timeoutMs ?? 60_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });

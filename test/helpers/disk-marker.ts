@@ -257,3 +257,9 @@ export async function liveQemus(needle: string): Promise<number[]> {
   }
   return pids;
 }
+
+/** The marker records a serial log shows, in order: boot id and counter ('' and [] when there is no log yet). */
+export async function serialMarks(path: string): Promise<Array<{ boot: string; n: number }>> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return [...text.matchAll(/^DROVER-MARK ([0-9a-f-]{36}) \d+ (\d+) /gm)].map((m) => ({ boot: m[1]!, n: Number(m[2]) }));
+}

@@ -18,19 +18,14 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { runDrover } from '../cli/helpers.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { DROVER_BIN, pidAlive, startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
+import { pidAlive, startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, type GuestFiles } from '../helpers/guest.js';
-import { MARKER_DISK_BYTES, markerBoots, readMarkerDisk } from '../helpers/disk-marker.js';
+import { MARKER_DISK_BYTES, markerBoots, readMarkerDisk, serialMarks } from '../helpers/disk-marker.js';
 import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
 
 const run = promisify(execFile);
-
-/** The marker records a serial log shows, in order: boot id and counter. */
-async function serialMarks(path: string): Promise<Array<{ boot: string; n: number }>> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return [...text.matchAll(/^DROVER-MARK ([0-9a-f-]{36}) \d+ (\d+) /gm)].map((m) => ({ boot: m[1]!, n: Number(m[2]) }));
-}
 
 describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
   let etcd: TestEtcd;
@@ -38,16 +33,8 @@ describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
   let cluster: Cluster;
   let guest: GuestFiles;
 
-  const drover = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-    const env = { ...process.env, ...s3.env, DROVER_S3_ENDPOINT: s3.endpoint, DROVER_S3_BUCKET: s3.bucket, DROVER_S3_PATH_STYLE: '1' };
-    try {
-      const { stdout, stderr } = await run(DROVER_BIN, [...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeout: 120_000, env });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const drover = (args: string[]) =>
+    runDrover([...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeoutMs: 120_000, env: { ...s3.env, DROVER_S3_ENDPOINT: s3.endpoint, DROVER_S3_BUCKET: s3.bucket, DROVER_S3_PATH_STYLE: '1' } });
 
   before(async () => {
     guest = await ensureGuest();

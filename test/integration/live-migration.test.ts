@@ -11,8 +11,9 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { runDrover } from '../cli/helpers.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { DROVER_BIN, pidAlive, startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
+import { pidAlive, startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
 
 const run = promisify(execFile);
 
@@ -33,15 +34,7 @@ describe('live migration (two agents, real qemu)', () => {
   let cluster: Cluster;
   let shared: string;
 
-  const drover = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-    try {
-      const { stdout, stderr } = await run(DROVER_BIN, [...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeout: 120_000 });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const drover = (args: string[]) => runDrover([...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeoutMs: 120_000 });
 
   before(async () => {
     etcd = await startTestEtcd();

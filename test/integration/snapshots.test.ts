@@ -18,33 +18,20 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { runDrover } from '../cli/helpers.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { DROVER_BIN, startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
+import { startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, type GuestFiles } from '../helpers/guest.js';
-import { MARKER_DISK_BYTES, markerBoots, readMarkerDisk } from '../helpers/disk-marker.js';
+import { MARKER_DISK_BYTES, markerBoots, readMarkerDisk, serialMarks } from '../helpers/disk-marker.js';
 
 const run = promisify(execFile);
-
-/** The marker records a serial log shows, in order: boot id and counter. */
-async function serialMarks(path: string): Promise<Array<{ boot: string; n: number }>> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return [...text.matchAll(/^DROVER-MARK ([0-9a-f-]{36}) \d+ (\d+) /gm)].map((m) => ({ boot: m[1]!, n: Number(m[2]) }));
-}
 
 describe('snapshots of a running VM (real agent, real qemu)', () => {
   let etcd: TestEtcd;
   let cluster: Cluster;
   let guest: GuestFiles;
 
-  const drover = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-    try {
-      const { stdout, stderr } = await run(DROVER_BIN, [...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeout: 180_000 });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const drover = (args: string[]) => runDrover([...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeoutMs: 180_000 });
 
   before(async () => {
     guest = await ensureGuest();
