@@ -28,9 +28,9 @@
  * error or Ctrl-C. The script exits 0 unless something broke: the targets
  * are information.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -50,6 +50,7 @@ import { probeQemu } from './lib/qmp-probe.js';
 import { StatusWatch, type Json } from './lib/status-watch.js';
 import { ms, summarize, table, type Summary } from './lib/stats.js';
 import { Cleanup } from './lib/cleanup.js';
+import { startAgentProc, stopAgentProc, waitAlive } from './lib/agent-process.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
@@ -223,65 +224,6 @@ async function hypervisorRuns(root: string, count: number, keepRunning: boolean)
 }
 
 // ----------------------------------------------------------- (b) the agent
-
-interface Agent {
-  child: ChildProcess;
-  pid: number;
-  logFile: string;
-  exited: Promise<void>;
-}
-
-async function tail(path: string, lines = 20): Promise<string> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return text.trim().split('\n').slice(-lines).join('\n');
-}
-
-async function startAgentProcess(root: string, endpoint: string, level: string, cpuProfDir?: string): Promise<Agent> {
-  const stateDir = join(root, 'state');
-  await mkdir(stateDir, { recursive: true });
-  const config = join(root, 'agent.toml');
-  await writeFile(config, `prefix = "${PREFIX}"\nlog_level = "${level}"\nforeign_scope = "state-dir"\n`);
-  const logFile = join(root, 'agent.log');
-  const fh = await open(logFile, 'a');
-  const args = ['agent', '--etcd', endpoint, '--name', HOST, '--state-dir', stateDir, '--config', config, '--accel', 'tcg'];
-  // bin/drover is `exec node dist/src/cli/main.js`; for a V8 CPU profile (written when the agent
-  // exits) node is run directly, as --cpu-prof is not allowed in NODE_OPTIONS.
-  const child = cpuProfDir
-    ? spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js'), ...args], { stdio: ['ignore', fh.fd, fh.fd] })
-    : spawn(DROVER_BIN, args, { stdio: ['ignore', fh.fd, fh.fd] });
-  await fh.close();
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.once('error', () => resolve());
-  });
-  if (child.pid === undefined) {
-    await exited;
-    throw new Error(`could not start ${DROVER_BIN}`);
-  }
-  return { child, pid: child.pid, logFile, exited };
-}
-
-async function stopAgentProcess(agent: Agent): Promise<void> {
-  const { child } = agent;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await agent.exited;
-  clearTimeout(timer);
-}
-
-async function waitAgentReady(agent: Agent, kv: KvStore, hostKey: string, timeoutMs = 30_000): Promise<number> {
-  const t0 = performance.now();
-  while (performance.now() - t0 < timeoutMs) {
-    if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
-      throw new Error(`the agent exited during start-up:\n${await tail(agent.logFile)}`);
-    }
-    // The host record is first written after the agent lists and watches P/vm/.
-    if (await kv.get(hostKey)) return performance.now() - t0;
-    await sleep(50);
-  }
-  throw new Error(`the agent did not register within ${timeoutMs} ms:\n${await tail(agent.logFile)}`);
-}
 
 function vmRecord(uuid: string, name: string, disk: string): Json {
   return { uuid, name, host: HOST, status: 'REQUESTED_NEW', spec: benchSpec(disk) };
@@ -485,17 +427,18 @@ async function main(): Promise<void> {
     await watch.start();
     cleanup.add('close the watch', () => watch.close());
 
-    const agent = await startAgentProcess(root, etcd.endpoint, opts.agentLogLevel, opts.agentCpuProf);
-    cleanup.add('stop the agent', () => stopAgentProcess(agent));
+    const agentConfig = { prefix: PREFIX, log_level: opts.agentLogLevel, foreign_scope: 'state-dir' };
+    const agent = await startAgentProc(DROVER_BIN, root, HOST, etcd.endpoint, agentConfig, opts.agentCpuProf ? { cpuProfDir: opts.agentCpuProf } : {});
+    cleanup.add('stop the agent', () => stopAgentProc(agent));
     if (opts.agentLog) {
       const dest = opts.agentLog;
       // Registered after "stop the agent", so it runs before it: copy what is there, then stop.
       cleanup.add('copy the agent log', async () => {
-        await stopAgentProcess(agent);
+        await stopAgentProc(agent);
         await copyFile(agent.logFile, dest);
       });
     }
-    const agentReadyMs = await waitAgentReady(agent, kv, keys.host(HOST));
+    const agentReadyMs = await waitAlive(agent, kv, keys.host(HOST));
     const rssBeforeVms = (await rssKiB(agent.pid)) ?? Number.NaN;
     log(`(b) etcd ${etcd.endpoint}, agent pid ${agent.pid} registered after ${ms(agentReadyMs, 0)} (RSS ${(rssBeforeVms / 1024).toFixed(1)} MiB)`);
 
@@ -594,7 +537,7 @@ async function main(): Promise<void> {
     await Promise.all(seq.map((uuid) => repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'REQUESTED_DELETE', force_stop: true }))));
     await watch.waitDeleted(seq, 60_000);
     const deleteAllMs = performance.now() - tDel;
-    log(`(c) deleted the ${n} VMs (REQUESTED_DELETE, force_stop) in ${ms(deleteAllMs, 0)}; qemus left: ${(await qemuPidsMentioning(join(root, 'state'))).length}`);
+    log(`(c) deleted the ${n} VMs (REQUESTED_DELETE, force_stop) in ${ms(deleteAllMs, 0)}; qemus left: ${(await qemuPidsMentioning(agent.stateDir)).length}`);
 
     const burst: Array<{ uuid: string; record: Json }> = [];
     for (let i = 0; i < n; i++) {
@@ -618,7 +561,7 @@ async function main(): Promise<void> {
 
     // (d) idle cost with n VMs running
     await sleep(SETTLE_MS);
-    const running = await qemuPidsMentioning(join(root, 'state'));
+    const running = await qemuPidsMentioning(agent.stateDir);
     const etcdPid = (await pidsMentioning(/(^|\/)etcd$/, etcdDir))[0];
     const sampleAll = async (): Promise<{ agent: number | null; qemus: number; etcd: number | null }> => {
       let q = 0;

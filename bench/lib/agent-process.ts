@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { KvStore } from '../../src/store/kv-store.js';
 import { pidsMentioning } from './procfs.js';
@@ -25,17 +25,33 @@ function tomlValue(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
+export interface StartAgentOptions {
+  /** Write a V8 CPU profile of the agent into this folder when it exits. */
+  cpuProfDir?: string;
+}
+
 /** Starts `drover agent --name NAME` with state and config under `dir/NAME`. */
-export async function startAgentProc(droverBin: string, dir: string, name: string, endpoint: string, config: Record<string, unknown>): Promise<AgentProc> {
+export async function startAgentProc(
+  droverBin: string,
+  dir: string,
+  name: string,
+  endpoint: string,
+  config: Record<string, unknown>,
+  opts: StartAgentOptions = {},
+): Promise<AgentProc> {
   const stateDir = join(dir, name, 'state');
   await mkdir(stateDir, { recursive: true });
   const configFile = join(dir, name, 'agent.toml');
   await writeFile(configFile, Object.entries(config).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
   const logFile = join(dir, name, 'agent.log');
   const fh = await open(logFile, 'a');
-  const child = spawn(droverBin, ['agent', '--etcd', endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'], {
-    stdio: ['ignore', fh.fd, fh.fd],
-  });
+  const args = ['agent', '--etcd', endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'];
+  // bin/drover is `exec node dist/src/cli/main.js`; for a CPU profile node is run directly,
+  // as --cpu-prof is not allowed in NODE_OPTIONS.
+  const main = join(dirname(dirname(droverBin)), 'dist', 'src', 'cli', 'main.js');
+  const child = opts.cpuProfDir
+    ? spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, main, ...args], { stdio: ['ignore', fh.fd, fh.fd] })
+    : spawn(droverBin, args, { stdio: ['ignore', fh.fd, fh.fd] });
   await fh.close();
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
