@@ -157,13 +157,17 @@ describe('agent over the fake hypervisor (real etcd)', () => {
     const migrate = (repo: VmRepository, uuid: string, target: string) =>
       repo.update(uuid, (cur) => ({ ...(rawObject(cur.raw) ?? {}), status: 'REQUESTED_MIGRATE', migration: { target } }));
     const liveIn = (world: FakeWorld, uuid: string) => world.findLive(uuid)?.state;
-
-    it('moves the record and the process, and writes progress on the way', async () => {
+    /** Agents hv1 and hv2 on two fake hosts under one prefix, and a VM created on hv1. */
+    const twoHostsWithAVm = async () => {
       const hv1 = await setup();
       const hv2 = await setup(new FakeWorld(), hv1.prefix, randomUUID(), 'hv2');
       await hv1.agent.start();
       await hv2.agent.start();
-      const uuid = await create(hv1.repo);
+      return { hv1, hv2, uuid: await create(hv1.repo) };
+    };
+
+    it('moves the record and the process, and writes progress on the way', async () => {
+      const { hv1, hv2, uuid } = await twoHostsWithAVm();
       await waitStatus(hv1.repo, uuid, 'RUNNING');
       await migrate(hv1.repo, uuid, 'hv2');
       const moved = await waitUntil(async () => {
@@ -181,11 +185,7 @@ describe('agent over the fake hypervisor (real etcd)', () => {
     });
 
     it('a failed transfer leaves the VM running on the source, and the target drops its waiting qemu', async () => {
-      const hv1 = await setup();
-      const hv2 = await setup(new FakeWorld(), hv1.prefix, randomUUID(), 'hv2');
-      await hv1.agent.start();
-      await hv2.agent.start();
-      const uuid = await create(hv1.repo);
+      const { hv1, hv2, uuid } = await twoHostsWithAVm();
       const running = await waitStatus(hv1.repo, uuid, 'RUNNING');
       hv1.world.failNextMigration('The migration failed: the connection was reset.');
       await migrate(hv1.repo, uuid, 'hv2');
@@ -202,11 +202,7 @@ describe('agent over the fake hypervisor (real etcd)', () => {
     });
 
     it('a source agent that restarts after qemu finished only moves the record (and kills its paused copy)', async () => {
-      const hv1 = await setup();
-      const hv2 = await setup(new FakeWorld(), hv1.prefix, randomUUID(), 'hv2');
-      await hv1.agent.start();
-      await hv2.agent.start();
-      const uuid = await create(hv1.repo);
+      const { hv1, hv2, uuid } = await twoHostsWithAVm();
       await waitStatus(hv1.repo, uuid, 'RUNNING');
       // hv1's agent goes away; the migration proceeds up to qemu's part, as if the agent died during the transfer.
       await hv1.agent.stop();
