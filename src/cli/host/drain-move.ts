@@ -10,6 +10,7 @@
  * A migration that fails leaves its VM running where it was; the command
  * goes on with the next VM and exits 1 at the end.
  */
+import { schedulerConfigSchema } from '../../config/agent-config.js';
 import { DroverError, errorMessage } from '../../lib/errors.js';
 import { ClusterView } from '../../scheduler/cluster-view.js';
 import { placeVm, type PlacementPolicy } from '../../scheduler/place-vm.js';
@@ -18,8 +19,9 @@ import type { StoreSession } from '../store-session.js';
 import { applyMigration, followMigration, planMigration } from '../vm/migrate-vm.js';
 import { vmLabel } from '../vm/vm-view.js';
 
-/** The scheduler's defaults (docs/scheduler.md); the CLI does not read the scheduler's config. */
-const POLICY: PlacementPolicy = { strategy: 'spread', overheadMiB: 64, cpuOvercommit: 4 };
+/** The scheduler's defaults, from its config schema; the CLI does not read the scheduler's config file. */
+const DEFAULTS = schedulerConfigSchema.parse({});
+const POLICY: PlacementPolicy = { strategy: DEFAULTS.scheduler_strategy, overheadMiB: DEFAULTS.vm_memory_overhead, cpuOvercommit: DEFAULTS.cpu_overcommit };
 
 export interface MoveOutcome {
   uuid: string;
