@@ -13,6 +13,8 @@ export interface KeySpace {
   readonly poolPrefix: string;
   /** Image records (docs/storage.md). */
   readonly imagePrefix: string;
+  /** Per-host stats summaries (docs/metrics.md). */
+  readonly statsPrefix: string;
   vm(uuid: string): string;
   host(name: string): string;
   /** Liveness key of a host, attached to the agent's lease. */
@@ -24,6 +26,8 @@ export interface KeySpace {
   image(uuid: string): string;
   /** Cluster-wide settings, `P/config/<name>` (e.g. `image_store`, docs/storage.md). */
   config(name: string): string;
+  /** A host's stats summary, `P/stats/<name>`, under its agent's lease (docs/metrics.md). */
+  stats(name: string): string;
   /** The last segment of a key below `under` (e.g. the uuid of a VM key). */
   idOf(key: string, under: string): string;
 }
@@ -36,6 +40,7 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
   const logPrefix = `${p}/log/`;
   const poolPrefix = `${p}/pool/`;
   const imagePrefix = `${p}/image/`;
+  const statsPrefix = `${p}/stats/`;
   return Object.freeze({
     prefix: p,
     vmPrefix,
@@ -44,12 +49,14 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
     logPrefix,
     poolPrefix,
     imagePrefix,
+    statsPrefix,
     vm: (uuid: string) => vmPrefix + uuid,
     host: (name: string) => hostPrefix + name,
     alive: (name: string) => alivePrefix + name,
     log: (id: string) => logPrefix + id,
     pool: (name: string) => poolPrefix + name,
     image: (uuid: string) => imagePrefix + uuid,
+    stats: (name: string) => statsPrefix + name,
     config: (name: string) => `${p}/config/${name}`,
     idOf: (key: string, under: string) => key.slice(under.length),
   });
