@@ -41,7 +41,17 @@ export const backupManifestSchema = z.object({
   name: z.string(),
   vm: z.object({ uuid: z.string(), name: z.string() }),
   created_at: z.string(),
-  disks: z.array(z.object({ index: z.int().min(0), key: z.string(), source: z.string(), size: z.int().min(0), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+  disks: z.array(
+    z.object({
+      index: z.int().min(0),
+      key: z.string(),
+      source: z.string(),
+      size: z.int().min(0),
+      sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      /** An image disk's `image` at backup time; its object is then a self-contained (flattened) qcow2. */
+      image: z.string().optional(),
+    }),
+  ),
 });
 export type BackupManifest = z.infer<typeof backupManifestSchema>;
 
@@ -61,14 +71,21 @@ export function newBackupId(now = new Date()): string {
 
 const backupDir = (vmUuid: string, id: string): string => `${BACKUP_PREFIX}${vmUuid}/${id}/`;
 
-/** Uploads every disk file, then the manifest that makes the backup visible. */
+/** One disk to back up: the file to upload, and what the manifest says of it. */
+export interface BackupDiskInput {
+  file: string;
+  /** The disk's own file when `file` is a copy (a snapshot's, a flattened overlay); `file` by default. */
+  source?: string;
+  /** An image disk's `image`. */
+  image?: string;
+}
+
+/** Uploads every disk file (a path, or what it is a copy of), then the manifest that makes the backup visible. */
 export async function createBackup(
   target: BackupTarget,
   vm: { uuid: string; name: string },
-  disks: readonly string[],
+  disks: ReadonlyArray<string | BackupDiskInput>,
   name?: string,
-  /** What the manifest names as each disk's source, when `disks` are copies (a running VM's snapshot); `disks` by default. */
-  sources?: readonly string[],
 ): Promise<BackupManifest> {
   const id = newBackupId();
   const dir = backupDir(vm.uuid, id);
@@ -76,16 +93,16 @@ export async function createBackup(
   const uploaded: BackupManifest['disks'] = [];
   const timeoutMs = target.partTimeoutMs ?? 120_000;
   try {
-    for (const [index, file] of disks.entries()) {
+    for (const [index, disk] of disks.entries()) {
+      const { file, source = file, image } = typeof disk === 'string' ? { file: disk } : disk;
       const key = `${dir}disk-${index}`;
-      const source = sources?.[index] ?? file;
       const r = await uploadFileMultipart({
         client: target.client, bucket: target.bucket, key, file,
         chunkSize: t.s3_upload_chunk_size, parallel: t.parallel_uploads, maxParallel: t.max_parallel_uploads,
         ...(target.partTimeoutMs !== undefined ? { partTimeoutMs: target.partTimeoutMs } : {}),
         onProgress: (done, total) => target.onProgress?.(`disk ${index}`, done, total),
       });
-      uploaded.push({ index, key, source, size: r.size, sha256: r.sha256 });
+      uploaded.push({ index, key, source, size: r.size, sha256: r.sha256, ...(image !== undefined ? { image } : {}) });
     }
     const manifest: BackupManifest = { version: 1, id, name: name ?? id, vm: { uuid: vm.uuid, name: vm.name }, created_at: new Date().toISOString(), disks: uploaded };
     const body = JSON.stringify(manifest, null, 2);

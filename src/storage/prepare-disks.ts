@@ -8,7 +8,9 @@
  *                                            backed by <state>/images/<sha256>
  *
  * An overlay is made once (to a temp name, then renamed) and kept across
- * restarts: the guest's writes live in it. It is grown to the disk's `size`
+ * restarts: the guest's writes live in it. Whatever qcow2 is at that path is
+ * kept, including the self-contained one `drover vm restore` writes there
+ * from a backup (docs/backups.md): it needs neither its image nor the cache. It is grown to the disk's `size`
  * (MiB) when that is larger, never shrunk. It goes with the VM's folder on
  * REQUESTED_DELETE (QemuHypervisor.destroy), and nothing outside that folder
  * is ever written or removed: a VM folder or disks folder that is a symlink
@@ -53,12 +55,7 @@ export class DiskPreparer {
   async prepare(uuid: string, spec: VmSpec): Promise<VmSpec> {
     const disks = spec.disks ?? [];
     if (!disks.some((d) => d.image !== undefined)) return spec;
-    if (!UUID_RE.test(uuid)) throw new DroverError('USAGE', `Refusing to prepare disks for ${JSON.stringify(uuid)}: not a lower-case UUID.`);
-    const vmDir = join(this.opts.vmsDir, uuid);
-    const disksDir = join(vmDir, 'disks');
-    await mkdir(this.opts.vmsDir, { recursive: true, mode: 0o700 });
-    await realDir(vmDir, 0o700);
-    await realDir(disksDir, 0o700);
+    await ensureImageDisksDir(this.opts.vmsDir, uuid);
     const out: DiskSpec[] = [];
     for (const [i, disk] of disks.entries()) {
       if (disk.image === undefined) {
@@ -107,6 +104,21 @@ export class DiskPreparer {
       await rm(tmp, { force: true });
     }
   }
+}
+
+/**
+ * Makes `<vmsDir>/<uuid>/disks` (0700) unless it exists, and returns it. A
+ * uuid that is not one, or a VM or disks folder that is a symlink, is
+ * refused rather than followed.
+ */
+export async function ensureImageDisksDir(vmsDir: string, uuid: string): Promise<string> {
+  if (!UUID_RE.test(uuid)) throw new DroverError('USAGE', `Refusing to prepare disks for ${JSON.stringify(uuid)}: not a lower-case UUID.`);
+  const vmDir = join(vmsDir, uuid);
+  const disksDir = join(vmDir, 'disks');
+  await mkdir(vmsDir, { recursive: true, mode: 0o700 });
+  await realDir(vmDir, 0o700);
+  await realDir(disksDir, 0o700);
+  return disksDir;
 }
 
 /** Makes `dir` (mode) unless it exists; refuses one that is a symlink or not a directory. */

@@ -85,7 +85,6 @@ export class QemuImg {
     await this.run(argv, `create the overlay ${path}`);
   }
 
-  /** Grows (never shrinks) the image at `path` of format `format` to `sizeBytes`. */
   /**
    * Copies internal snapshot `snapshot` of the qcow2 `path` into a new qcow2
    * `dest`: `convert -U -l snapshot.name=...`. -U lets it read a file a
@@ -96,6 +95,16 @@ export class QemuImg {
     await this.run(['convert', '-U', '-f', 'qcow2', '-l', `snapshot.name=${snapshot}`, '-O', 'qcow2', '--', path, dest], `copy snapshot ${snapshot} of ${path}`);
   }
 
+  /**
+   * Copies the qcow2 `path` into a new, self-contained qcow2 `dest`: convert
+   * reads through the backing chain, so an image disk's overlay comes out
+   * flattened (its image's data included) and needs no backing file.
+   */
+  async flatten(path: string, dest: string): Promise<void> {
+    await this.run(['convert', '-f', 'qcow2', '-O', 'qcow2', '--', path, dest], `copy ${path}`);
+  }
+
+  /** Grows (never shrinks) the image at `path` of format `format` to `sizeBytes`. */
   async resize(path: string, format: string, sizeBytes: number): Promise<void> {
     await this.run(['resize', '-q', '-f', format, '--', path, String(sizeBytes)], `resize ${path}`);
   }

@@ -7,11 +7,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { BackupManifest } from '../../src/storage/backup.js';
+import { ImageCache } from '../../src/storage/image-cache.js';
+import { DiskPreparer } from '../../src/storage/prepare-disks.js';
+import { QemuImg } from '../../src/storage/qemu-img.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
 import { cluster, stdoutJson, vmRecord, type Cluster } from './helpers.js';
@@ -93,6 +96,66 @@ describe('drover vm backup / restore, backup list / delete (real etcd, s3rver, a
     const d = await c.drover(['backup', 'delete', id], { env });
     assert.equal(d.code, 0, d.stderr);
     assert.deepEqual(stdoutJson<BackupManifest[]>(await c.drover(['backup', 'list', '--json'], { env })), []);
+  });
+
+  it('backs up a stopped VM\'s image disk flattened; restores it in place and --as at the overlay path, without the image', async () => {
+    // An agent's state dir as a start leaves it: a cached image, the VM's overlay on it, guest writes in the overlay.
+    const state = join(dir, 'state');
+    const vmUuid = randomUUID();
+    const image = join(state, 'images', 'a'.repeat(64));
+    const overlay = join(state, 'vms', vmUuid, 'disks', 'disk0.qcow2');
+    await mkdir(join(state, 'images'), { recursive: true });
+    await mkdir(join(state, 'vms', vmUuid, 'disks'), { recursive: true });
+    await writeFile(join(dir, 'base.raw'), randomBytes(6 * MiB));
+    await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', join(dir, 'base.raw'), image]);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image, '-F', 'qcow2', overlay, '12M']);
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 2M', '-c', 'write -P 0xa5 10M 1M', overlay]);
+    const expected = join(dir, 'img-expected.raw');
+    await run('qemu-img', ['convert', '-q', '-f', 'qcow2', '-O', 'raw', overlay, expected]);
+    await c.putVm(vmRecord(vmUuid, 'img-1', { host: 'hv1', status: 'STOP', spec: { vcpus: 1, memory: 256, disks: [{ image: 'base:1', size: 12 }, { path: raw }] } }));
+
+    const noState = await c.drover(['vm', 'backup', 'img-1'], { env });
+    assert.equal(noState.code, 2, noState.stderr);
+    assert.match(noState.stderr, /^drover: Disk 0 of VM img-1 is an image disk, .*--state-dir.*\.\n$/);
+
+    const b = await c.drover(['vm', 'backup', 'img-1', '--state-dir', state, '--json'], { env });
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stderr, /flattening disk 0 \(image base:1\)/);
+    const m = stdoutJson<BackupManifest>(b);
+    assert.deepEqual(m.disks.map((d) => [d.source, d.image]), [[overlay, 'base:1'], [raw, undefined]]);
+    // The object, as awscli downloads it, is a qcow2 with no backing file holding the disk as the guest saw it.
+    const fetched = join(dir, 'img-fetched.qcow2');
+    assert.equal((await s3.aws(['s3', 'cp', `s3://${s3.bucket}/${m.disks[0]!.key}`, fetched])).code, 0);
+    const info = JSON.parse((await run('qemu-img', ['info', '--output=json', fetched])).stdout) as { format: string; 'backing-filename'?: string; 'virtual-size': number };
+    assert.deepEqual([info.format, info['backing-filename'], info['virtual-size']], ['qcow2', undefined, 12 * MiB]);
+    await run('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'raw', fetched, expected]);
+
+    // The image goes away (deleted, vacuumed) and the overlay is damaged: the backup alone restores the disk.
+    await rm(image, { force: true });
+    await writeFile(overlay, 'garbage');
+    const r = await c.drover(['vm', 'restore', 'img-1', m.id, '--state-dir', state], { env });
+    assert.equal(r.code, 0, r.stderr);
+    await run('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'raw', overlay, expected]);
+    await run('qemu-img', ['check', '-q', '-f', 'qcow2', overlay]);
+
+    // What the agent does before the next start keeps the restored disk as it is, image or no image.
+    const before = await readFile(overlay);
+    const preparer = new DiskPreparer({ vmsDir: join(state, 'vms'), cache: new ImageCache({ dir: join(state, 'images'), openStore: () => Promise.reject(new Error('no download expected')) }), resolveImage: () => Promise.resolve(null), qemuImg: new QemuImg() });
+    const prepared = await preparer.prepare(vmUuid, { vcpus: 1, memory: 256, vnc: 'none', restart: 'never', disks: [{ image: 'base:1', size: 12 }] });
+    assert.deepEqual(prepared.disks, [{ path: overlay, format: 'qcow2' }]);
+    assert.ok((await readFile(overlay)).equals(before), 'prepare left the restored disk alone');
+
+    const as = stdoutJson<{ uuid: string; spec: { disks: Array<Record<string, unknown>> } }>(
+      await c.drover(['vm', 'restore', 'img-1', m.id, '--as', 'img-2', '--state-dir', state, '--dir', dir, '--json'], { env }),
+    );
+    assert.deepEqual(as.spec.disks, [{ image: 'base:1', size: 12 }, { path: join(dir, 'img-2', 'disk-1') }]);
+    await run('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'raw', join(state, 'vms', as.uuid, 'disks', 'disk0.qcow2'), expected]);
+    assert.ok((await readFile(join(dir, 'img-2', 'disk-1'))).equals(await readFile(raw)));
+
+    // A host without the overlay (never started there) is told so.
+    const elsewhere = await c.drover(['vm', 'backup', 'img-1', '--state-dir', join(dir, 'other-state')], { env });
+    assert.equal(elsewhere.code, 1);
+    assert.match(elsewhere.stderr, /^drover: Disk 0 of VM img-1 \(image base:1\) has no overlay at .*\.\n$/);
   });
 
   it('refuses a running VM and a missing bucket with one sentence', async () => {

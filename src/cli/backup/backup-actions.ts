@@ -1,19 +1,22 @@
 /**
  * What `drover vm backup|restore` and `drover backup list|delete` do;
- * loaded on demand. First version (docs/backups.md): the CLI runs the
- * transfer itself, on the host that holds the disks, reading the VM's disk
- * paths from its record; `path` disks only. A stopped VM's files are read
- * as they are. A running VM's qcow2 disks are read at a temporary snapshot
- * the agent takes of all of them at once (`snapshot_request`, one QMP
- * transaction): copied with `qemu-img convert -U -l snapshot.name=...`,
- * uploaded, then the copies and the snapshot are deleted.
+ * loaded on demand (docs/backups.md). The CLI runs the transfer itself, on
+ * the host that holds the disks: `path` disks are their files, `image`
+ * disks their overlays in the agent's state dir (backup-disks.ts). A
+ * stopped VM's path disks are read as they are, its image disks flattened
+ * into a temporary self-contained qcow2 first. A running VM's qcow2 disks
+ * are read at a temporary snapshot the agent takes of all of them at once
+ * (`snapshot_request`, one QMP transaction): copied with
+ * `qemu-img convert -U -l snapshot.name=...` (which flattens an overlay
+ * too), uploaded, then the copies and the snapshot are deleted.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DroverError } from '../../lib/errors.js';
-import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
+import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupDiskInput, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
+import { ensureImageDisksDir } from '../../storage/prepare-disks.js';
 import { QemuImg } from '../../storage/qemu-img.js';
 import { createS3Client } from '../../storage/s3/client.js';
 import { VmRepository, rawObject, type StoredVm } from '../../store/vm-repository.js';
@@ -26,10 +29,11 @@ import { formatTable } from '../output/table.js';
 import { withStore } from '../store-session.js';
 import { resolveVm } from '../vm/resolve-vm.js';
 import { requestSnapshot } from '../vm/snapshot-vm.js';
+import { requireOverlays, stateDirOption, vmDiskFiles, vmDisks, type VmDiskFile } from './backup-disks.js';
 import { resolveS3Settings, resolveTransferSettings, type S3Flags } from './s3-options.js';
 
-export type BackupFlags = GlobalFlags & S3Flags & { name?: string };
-export type RestoreFlags = GlobalFlags & S3Flags & { as?: string; dir?: string };
+export type BackupFlags = GlobalFlags & S3Flags & { name?: string; stateDir?: string };
+export type RestoreFlags = GlobalFlags & S3Flags & { as?: string; dir?: string; stateDir?: string };
 export type ListFlags = GlobalFlags & S3Flags;
 export type CleanFlags = ListFlags & { olderThan: string };
 
@@ -60,16 +64,6 @@ function openTarget(ctx: CliContext, flags: S3Flags): BackupTarget & { close(): 
   };
 }
 
-function diskPaths(vm: StoredVm): string[] {
-  if (!vm.parsed.ok) throw new DroverError('INVALID_SPEC', `VM ${vm.uuid} has an invalid record: ${vm.parsed.error}`);
-  const disks = vm.parsed.value.spec.disks ?? [];
-  if (disks.length === 0) throw new DroverError('USAGE', `VM ${vm.parsed.value.name} has no disks to back up.`);
-  return disks.map((d, i) => {
-    if (typeof d.path !== 'string') throw new DroverError('USAGE', `Disk ${i} of VM ${vm.parsed.ok ? vm.parsed.value.name : vm.uuid} has no path; this version backs up path disks only.`);
-    return d.path;
-  });
-}
-
 function requireAtRest(vm: StoredVm, why: string): void {
   const status = vm.parsed.ok ? (vm.parsed.value.status ?? '') : '';
   if (!AT_REST.has(status)) {
@@ -82,14 +76,15 @@ export async function vmBackupAction(ctx: CliContext, ref: string, flags: Backup
   const vm = await withStore(opts, (s) => resolveVm(new VmRepository(s.kv, s.keys), ref));
   const running = vm.parsed.ok && vm.parsed.value.status === 'RUNNING';
   if (!running) requireAtRest(vm, 'a backup reads the disks of a stopped VM, or of a RUNNING one at a snapshot');
-  const paths = diskPaths(vm);
+  const disks = vmDiskFiles(vm, stateDirOption(flags.stateDir, ctx.env));
+  await requireOverlays(vm, disks);
   const name = vm.parsed.ok ? vm.parsed.value.name : vm.uuid;
-  if (running) await requireQcow2(name, paths);
+  if (running) await requireQcow2(name, disks.map((d) => d.file));
   const target = openTarget(ctx, flags);
   try {
     const m = running
-      ? await backupRunning(ctx, opts, { uuid: vm.uuid, name }, paths, target, flags.name)
-      : await createBackup(target, { uuid: vm.uuid, name }, paths, flags.name);
+      ? await backupRunning(ctx, opts, { uuid: vm.uuid, name }, disks, target, flags.name)
+      : await backupStopped(ctx, { uuid: vm.uuid, name }, disks, target, flags.name);
     target.close();
     if (opts.json) printJson(ctx.io, m);
     else printLine(ctx.io, m.id);
@@ -109,30 +104,68 @@ async function requireQcow2(name: string, paths: readonly string[]): Promise<voi
   }
 }
 
+/** A copy of each disk made by `copy` into a temporary folder, removed afterwards; what createBackup uploads. */
+async function withCopies<T>(disks: readonly VmDiskFile[], copy: (d: VmDiskFile, dest: string) => Promise<boolean>, use: (inputs: BackupDiskInput[]) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'drover-backup-'));
+  try {
+    const inputs: BackupDiskInput[] = [];
+    for (const d of disks) {
+      const dest = join(dir, `disk-${d.index}`);
+      const copied = await copy(d, dest);
+      inputs.push({ file: copied ? dest : d.file, source: d.file, ...(d.image !== undefined ? { image: d.image } : {}) });
+    }
+    return await use(inputs);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** A qemu-img that may copy a whole disk. */
+const longQemuImg = (): QemuImg => new QemuImg({ timeoutMs: 24 * 3600_000 });
+
+/**
+ * A stopped VM: path disks are uploaded as they are; image disks are
+ * flattened first (qemu-img convert reads through the overlay's backing
+ * image), so the backup does not need the image to exist when restored.
+ */
+async function backupStopped(ctx: CliContext, vm: { uuid: string; name: string }, disks: readonly VmDiskFile[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
+  const qemuImg = longQemuImg();
+  return withCopies(
+    disks,
+    async (d, dest) => {
+      if (d.image === undefined) return false;
+      printProgress(ctx.io, `VM ${vm.name}: flattening disk ${d.index} (image ${d.image})`);
+      await qemuImg.flatten(d.file, dest);
+      return true;
+    },
+    (inputs) => createBackup(target, vm, inputs, backupName),
+  );
+}
+
 /**
  * The disks of a running VM at one point in time: the agent snapshots every
  * disk in one QMP transaction; each disk is copied at that snapshot into a
- * temporary file, the copies are uploaded, then the copies and the snapshot
- * are deleted (a snapshot left behind is reported, and never fails a backup
- * that is complete).
+ * temporary file (flattened: an image disk's copy holds its image's data),
+ * the copies are uploaded, then the copies and the snapshot are deleted (a
+ * snapshot left behind is reported, and never fails a backup that is
+ * complete).
  */
-async function backupRunning(ctx: CliContext, opts: ReturnType<typeof resolveGlobalOptions>, vm: { uuid: string; name: string }, paths: readonly string[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
+async function backupRunning(ctx: CliContext, opts: ReturnType<typeof resolveGlobalOptions>, vm: { uuid: string; name: string }, disks: readonly VmDiskFile[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
   const snapshot = `drover-backup-${randomBytes(6).toString('hex')}`;
   const onProgress = (line: string): void => printProgress(ctx.io, line);
   await withStore(opts, (s) => requestSnapshot(s, { op: 'create', ref: vm.uuid, name: snapshot, waitSeconds: DEFAULT_SNAPSHOT_WAIT_SECONDS, onProgress }));
-  const dir = await mkdtemp(join(tmpdir(), 'drover-backup-'));
   try {
-    const qemuImg = new QemuImg({ timeoutMs: 24 * 3600_000 });
-    const copies: string[] = [];
-    for (const [i, path] of paths.entries()) {
-      const copy = join(dir, `disk-${i}`);
-      onProgress(`VM ${vm.name}: copying disk ${i} at snapshot ${snapshot}`);
-      await qemuImg.convertSnapshot(path, snapshot, copy);
-      copies.push(copy);
-    }
-    return await createBackup(target, vm, copies, backupName, paths);
+    const qemuImg = longQemuImg();
+    return await withCopies(
+      disks,
+      async (d, dest) => {
+        onProgress(`VM ${vm.name}: copying disk ${d.index} at snapshot ${snapshot}`);
+        await qemuImg.convertSnapshot(d.file, snapshot, dest);
+        return true;
+      },
+      (inputs) => createBackup(target, vm, inputs, backupName),
+    );
   } finally {
-    await rm(dir, { recursive: true, force: true });
     await withStore(opts, (s) => requestSnapshot(s, { op: 'delete', ref: vm.uuid, name: snapshot, waitSeconds: DEFAULT_SNAPSHOT_WAIT_SECONDS, onProgress })).catch((err: unknown) => {
       onProgress(`VM ${vm.name}: the temporary snapshot ${snapshot} was not deleted (${err instanceof Error ? err.message : String(err)}); delete it with \`drover vm snapshot delete ${vm.name} ${snapshot}\`.`);
     });
@@ -147,38 +180,76 @@ export async function vmRestoreAction(ctx: CliContext, ref: string, backupWord: 
       const repo = new VmRepository(s.kv, s.keys);
       const vm = await resolveVm(repo, ref);
       const manifest = findBackup(await listBackups(target, vm.uuid), backupWord);
+      const stateDir = stateDirOption(flags.stateDir, ctx.env);
       if (flags.as === undefined) {
         requireAtRest(vm, 'a restore overwrites the disks of a stopped VM only; --as makes a new VM instead');
-        const paths = diskPaths(vm);
+        const disks = vmDiskFiles(vm, stateDir);
+        if (disks.some((d) => d.image !== undefined)) await ensureImageDisksDir(join(stateDir!, 'vms'), vm.uuid);
+        await requireRegularFiles(disks);
+        const paths = disks.map((d) => d.file);
         await restoreBackup(target, manifest, paths, true);
         target.close();
         if (opts.json) printJson(ctx.io, { uuid: vm.uuid, backup: manifest.id, disks: paths });
         else printLine(ctx.io, `VM ${manifest.vm.name} restored from backup ${manifest.id}.`);
         return;
       }
-      await restoreAs(ctx, repo, vm, manifest, target, flags.as, flags.dir, opts.json);
+      await restoreAs(ctx, repo, vm, manifest, target, { as: flags.as, dir: flags.dir, stateDir }, opts.json);
     });
   } finally {
     target.close();
   }
 }
 
-/** A new VM record from the backed-up VM's spec, its disks under DIR/NEW-NAME/, status REQUESTED_NEW (it boots). */
-async function restoreAs(ctx: CliContext, repo: VmRepository, vm: StoredVm, m: BackupManifest, target: BackupTarget & { close(): void }, as: string, dir: string | undefined, json: boolean): Promise<void> {
-  if (dir === undefined) throw new DroverError('USAGE', 'Restoring --as a new VM needs --dir, the directory on the VM\'s host where its disks go.');
+/** Refuses to write a disk through a symlink or over something that is not a file. */
+async function requireRegularFiles(disks: readonly VmDiskFile[]): Promise<void> {
+  for (const d of disks) {
+    if (d.image === undefined) continue; // a path disk may be a block device, the user's choice
+    const st = await lstat(d.file).catch(() => null);
+    if (st && !st.isFile()) throw new DroverError('CONFLICT', `${d.file} is not a regular file (a symlink?), so drover will not restore disk ${d.index} through it.`);
+  }
+}
+
+/**
+ * A new VM record from the backed-up VM's spec, status REQUESTED_NEW (it
+ * boots): path disks restored under DIR/NEW-NAME/, image disks at the new
+ * VM's overlay paths in the state dir (kept image disks, so they go with
+ * the VM on REQUESTED_DELETE).
+ */
+async function restoreAs(
+  ctx: CliContext,
+  repo: VmRepository,
+  vm: StoredVm,
+  m: BackupManifest,
+  target: BackupTarget & { close(): void },
+  where: { as: string; dir: string | undefined; stateDir: string | undefined },
+  json: boolean,
+): Promise<void> {
+  const { as, dir } = where;
+  const uuid = randomUUID();
+  const files = vmDiskFiles(vm, where.stateDir, uuid);
+  if (dir === undefined && files.some((d) => d.image === undefined)) {
+    throw new DroverError('USAGE', 'Restoring --as a new VM needs --dir, the directory on the VM\'s host where its path disks go.');
+  }
   const { vms } = await repo.list();
   if (vms.some((v) => v.parsed.ok && v.parsed.value.name === as)) throw new DroverError('CONFLICT', `A VM named ${as} exists already.`);
   const raw = rawObject(vm.raw) ?? {};
   const spec = (raw.spec ?? {}) as Record<string, unknown>;
-  const disks = (Array.isArray(spec.disks) ? spec.disks : []) as Array<Record<string, unknown>>;
+  const disks = vmDisks(vm);
   if (disks.length !== m.disks.length) throw new DroverError('CONFLICT', `VM ${m.vm.name} now has ${disks.length} disks, the backup ${m.disks.length}.`);
-  const folder = join(resolve(dir), as);
-  await mkdir(folder, { recursive: true });
-  const paths = m.disks.map((d) => join(folder, `disk-${d.index}`));
-  await restoreBackup(target, m, paths);
+  const folder = dir !== undefined ? join(resolve(dir), as) : undefined;
+  if (folder !== undefined) await mkdir(folder, { recursive: true });
+  if (files.some((d) => d.image !== undefined)) await ensureImageDisksDir(join(where.stateDir!, 'vms'), uuid);
+  const paths = files.map((d) => (d.image !== undefined || folder === undefined ? d.file : join(folder, `disk-${d.index}`)));
+  try {
+    await restoreBackup(target, m, paths);
+  } catch (err) {
+    // The new VM's folder in the state dir is ours alone (a fresh uuid): leave nothing there.
+    if (files.some((d) => d.image !== undefined)) await rm(join(where.stateDir!, 'vms', uuid), { recursive: true, force: true });
+    throw err;
+  }
   target.close();
-  const uuid = randomUUID();
-  const record = { uuid, name: as, ...(raw.host !== undefined ? { host: raw.host } : {}), status: 'REQUESTED_NEW', spec: { ...spec, disks: disks.map((d, i) => ({ ...d, path: paths[i] })) } };
+  const rawDisks = (spec.disks as Array<Record<string, unknown>>).map((d, i) => (files[i]?.image !== undefined ? d : { ...d, path: paths[i] }));
+  const record = { uuid, name: as, ...(raw.host !== undefined ? { host: raw.host } : {}), status: 'REQUESTED_NEW', spec: { ...spec, disks: rawDisks } };
   if (!(await repo.create(uuid, record))) throw new DroverError('CONFLICT', `VM ${uuid} exists already.`);
   if (json) printJson(ctx.io, record);
   else printLine(ctx.io, uuid);

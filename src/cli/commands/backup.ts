@@ -25,9 +25,13 @@ function s3Options(cmd: Command): Command {
 
 /** `drover vm backup` and `drover vm restore`, added to the `vm` group. */
 export function registerVmBackupCommands(vm: Command, ctx: CliContext): void {
-  s3Options(vm.command('backup').description("copy every disk of a VM to S3 (a running VM's qcow2 disks at one snapshot; multipart, each part checked); prints the backup's id").argument('<vm>', VM_ARG))
+  s3Options(vm.command('backup').description("copy every disk of a VM to S3 (a running VM's qcow2 disks at one snapshot, image disks flattened; multipart, each part checked); prints the backup's id").argument('<vm>', VM_ARG))
     .option('--name <name>', 'a name for the backup (default: its id)')
-    .addHelpText('after', examples('drover vm backup web-1 --name nightly --s3-bucket backups', 'DROVER_S3_BUCKET=backups drover vm backup web-1'))
+    .option('--state-dir <dir>', "the agent's state dir, where image disks' overlays are (env DROVER_STATE_DIR); needed for a VM with image disks")
+    .addHelpText(
+      'after',
+      examples('drover vm backup web-1 --name nightly --s3-bucket backups', 'DROVER_S3_BUCKET=backups drover vm backup web-1', 'drover vm backup web-1 --state-dir /var/lib/drover --s3-bucket backups   # image disks (flattened)'),
+    )
     .action(async (ref: string, flags: BackupFlags) => (await actions()).vmBackupAction(ctx, ref, flags));
   s3Options(
     vm
@@ -37,8 +41,16 @@ export function registerVmBackupCommands(vm: Command, ctx: CliContext): void {
       .argument('<backup>', 'the backup id or its unique name'),
   )
     .option('--as <new-name>', 'create a new VM from the backup instead of overwriting this one')
-    .option('--dir <dir>', 'with --as: where the new VM\'s disks go (on its host)')
-    .addHelpText('after', examples('drover vm restore web-1 nightly --s3-bucket backups', 'drover vm restore web-1 20261123T060501Z-1a2b3c --as web-2 --dir /srv/vms'))
+    .option('--dir <dir>', 'with --as: where the new VM\'s path disks go (on its host)')
+    .option('--state-dir <dir>', "the agent's state dir: image disks are restored at their overlay paths there (env DROVER_STATE_DIR)")
+    .addHelpText(
+      'after',
+      examples(
+        'drover vm restore web-1 nightly --s3-bucket backups',
+        'drover vm restore web-1 20261123T060501Z-1a2b3c --as web-2 --dir /srv/vms',
+        'drover vm restore web-1 nightly --as web-3 --state-dir /var/lib/drover   # image disks',
+      ),
+    )
     .action(async (ref: string, backup: string, flags: RestoreFlags) => (await actions()).vmRestoreAction(ctx, ref, backup, flags));
 }
 
