@@ -33,6 +33,10 @@
 #                     says why). Each record is also printed on the serial
 #                     console. Without /dev/vda
 #                     it prints "DROVER-MARK-NODISK" and ticks like initrd.gz.
+#
+# Every initrd honours a kernel command line switch: with "drover.burn=1"
+# init starts a shell loop that keeps one vCPU busy ("DROVER-BURN" on the
+# console), beside whatever else it does (for the CPU load tests).
 set -euo pipefail
 out=${1:?usage: build-guest.sh OUTDIR}
 mkdir -p "$out"
@@ -85,6 +89,7 @@ if [ "\$MODE" != ignore-acpi ]; then
   acpid -c /etc/acpi -l /dev/null 2>/dev/null
 fi
 echo "DROVER-GUEST-READY \$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
+case " \$(cat /proc/cmdline) " in *" drover.burn=1 "*) echo "DROVER-BURN"; (while :; do :; done) & ;; esac
 if [ "\$MODE" = poweroff ]; then sleep 1; echo "DROVER-GUEST-POWEROFF"; poweroff -f; fi
 if [ "\$MODE" = disk-marker ]; then
   for m in /lib/modules/virtio/*.ko; do [ -f "\$m" ] && insmod "\$m" 2>/dev/null; done

@@ -12,7 +12,10 @@
  *    re-read the config, re-offer every record (catches missed changes and
  *    VMs that should run but do not), report foreign qemu processes, prune
  *    old events;
- *  - heartbeat the host record.
+ *  - heartbeat the host record;
+ *  - measure every VM and the host (the Collector, docs/metrics.md): the
+ *    Prometheus endpoint on metrics_listen, the summary P/stats/<name> under
+ *    the liveness lease, the heartbeat file, the storage alarm.
  *
  * Theory of operation
  *  The decision of what to do for a VM is planVm, a pure function; this
@@ -43,6 +46,9 @@ import { VmWorker } from './vm-worker.js';
 import { createAgentDiskPreparer } from '../storage/agent-disks.js';
 import type { DiskPreparer } from '../storage/prepare-disks.js';
 import { s3CredentialsFrom } from '../storage/s3/location.js';
+import { Collector, type VmUsage } from '../observability/collector.js';
+import { parseListen, startMetricsServer, type MetricsServer } from '../observability/metrics-server.js';
+import type { VmInfo } from '../observability/vm-stats.js';
 
 export interface AgentDeps {
   config: AgentConfig;
@@ -56,7 +62,7 @@ export interface AgentDeps {
 }
 
 /** Config keys that only take effect after a restart. */
-const RESTART_KEYS = ['name', 'etcd', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary'] as const;
+const RESTART_KEYS = ['name', 'etcd', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen'] as const;
 
 export class Agent {
   private config: AgentConfig;
@@ -83,10 +89,28 @@ export class Agent {
   private unsubscribeExit: (() => void) | null = null;
   private resyncRunning: Promise<void> | null = null;
   private readonly log: Logger;
+  /** VM and host measurements (docs/metrics.md); built first so it hears of every exit before the workers do. */
+  readonly collector: Collector;
+  private metricsServer: MetricsServer | null = null;
 
   constructor(private readonly deps: AgentDeps) {
     this.config = deps.config;
     this.log = deps.logger;
+    this.collector = new Collector({
+      host: deps.config.name,
+      stateDir: deps.stateDir.root,
+      cpus: hostCpus(),
+      hypervisor: deps.hypervisor,
+      settings: () => this.config,
+      vms: () => this.measuredVms(),
+      writeSummary: async (stats) => {
+        if (!(await this.registration.putUnderLease(this.keys.stats(this.name), JSON.stringify(stats)))) {
+          this.log.debug('no liveness lease; the stats summary waits for the next interval');
+        }
+      },
+      report: (r) => this.reporter.report(r),
+      logger: this.log,
+    });
     this.keys = keySpace(deps.config.prefix);
     this.kv = new KvStore(deps.client);
     this.repo = new VmRepository(this.kv, this.keys);
@@ -138,6 +162,8 @@ export class Agent {
     this.registration.on('lost', () => void this.reclaim());
     await this.retryUntilDone('list and watch VMs', () => this.listAndWatch());
     await this.heartbeat();
+    await this.startMetrics();
+    await this.collector.start();
     await this.reporter.report({ level: 'info', event: 'host.up', message: `Agent ${this.name} is up (hostid ${this.deps.stateDir.hostid}, accel ${this.deps.hypervisor.accel}).` });
     this.every(() => this.config.heartbeat_interval, () => this.heartbeat());
     const fenceTimer = setInterval(() => void this.selfFence(), 250);
@@ -147,10 +173,26 @@ export class Agent {
     this.scheduleSnapshotRefresh();
   }
 
+  /**
+   * What VM `uuid`'s qemu process used (start, end, CPU seconds), for
+   * accounting: call it from an exit listener, or use
+   * `collector.onFinished` (docs/metrics.md, "Usage for accounting").
+   */
+  lastUsage(uuid: string): VmUsage | undefined {
+    return this.collector.lastUsage(uuid);
+  }
+
+  /** Where the Prometheus endpoint listens (HOST:PORT), or null when it is off. */
+  get metricsAddress(): string | null {
+    return this.metricsServer?.address ?? null;
+  }
+
   /** Stops the agent, leaving every VM running (they are adopted on the next start). */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.collector.stop();
+    await this.metricsServer?.close();
     for (const t of this.timers) clearInterval(t);
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
@@ -276,6 +318,34 @@ export class Agent {
       this.workers.set(uuid, w);
     }
     return w;
+  }
+
+  /** The VMs this host runs, with what their records say (name, vCPUs, memory), for the collector. */
+  private *measuredVms(): Iterable<VmInfo> {
+    for (const w of this.workers.values()) {
+      const rec = w.record;
+      if (!rec?.parsed.ok || this.deps.hypervisor.inspect(w.uuid).state === 'absent') continue;
+      const { name, spec } = rec.parsed.value;
+      yield { uuid: w.uuid, name, vcpus: spec.vcpus, memory: spec.memory };
+    }
+  }
+
+  /**
+   * Serves /metrics on metrics_listen. A port that is taken is logged and
+   * the agent runs on without the endpoint: VMs matter more than metrics.
+   */
+  private async startMetrics(): Promise<void> {
+    const listen = parseListen(this.config.metrics_listen);
+    if (!listen) {
+      this.log.info('metrics endpoint off (metrics_listen = "off")');
+      return;
+    }
+    try {
+      this.metricsServer = await startMetricsServer(listen, this.collector.metrics.registry);
+      this.log.info({ metrics: this.metricsServer.address }, `metrics endpoint listening on http://${this.metricsServer.address}/metrics`);
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'the metrics endpoint is off; the agent runs on without it');
+    }
   }
 
   private limits(): PlanLimits {

@@ -43,6 +43,7 @@ export function fenceAfterMs(ttlMs: number): number {
 
 export class HostRegistration extends EventEmitter {
   private lease: Lease | null = null;
+  private leaseId: string | null = null;
   /** When etcd last confirmed the lease (grant or keepalive), ms since the epoch. */
   private renewedAt = 0;
 
@@ -103,6 +104,19 @@ export class HostRegistration extends EventEmitter {
       this.emit('lost');
     });
     this.lease = lease;
+    this.leaseId = leaseId;
+  }
+
+  /**
+   * Puts `value` at `key` under the liveness lease, so it vanishes with the
+   * host (the stats summary, docs/metrics.md). False, writing nothing, while
+   * no lease is held.
+   */
+  async putUnderLease(key: string, value: string): Promise<boolean> {
+    const id = this.lease ? this.leaseId : null;
+    if (id === null) return false;
+    await this.kv.put(key, value, id);
+    return true;
   }
 
   /** When etcd last confirmed the lease (ms since the epoch); 0 before the first claim. */

@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { HOST_NAME_RE } from '../contract/vm-record.js';
 import { backupTransferShape } from '../storage/backup-settings.js';
+import { parseListen } from '../observability/metrics-server.js';
 
 const seconds = (def: number, min = 0) => z.number().min(min).default(def);
 
@@ -91,6 +92,28 @@ export const agentConfigSchema = z.strictObject({
   snapshot_update_interval: seconds(900, 1),
   /** Backup and restore transfers (chunter's keys; docs/backups.md): part/chunk sizes, parallelism, preload. */
   ...backupTransferShape,
+  /** Seconds between samples of every VM (CPU, memory, disks, network) and the summary P/stats/<name> (chunter's update_services_interval; docs/metrics.md). */
+  vm_stats_interval: seconds(10, 1),
+  /** Seconds between process checks: one /proc read per VM and the heartbeat file (chunter's zonemon_interval). */
+  process_check_interval: seconds(1, 0.1),
+  /** Seconds between checks of the state dir's filesystem: free space and a write probe (chunter's zpool_interval). */
+  storage_interval: seconds(15, 1),
+  /** Seconds between reads of the host's memory and page cache (chunter's arc_interval). */
+  memory_interval: seconds(30, 1),
+  /** Percent of the state dir's filesystem free under which the agent reports host.storage_low. */
+  storage_free_alarm: z.number().min(0).max(100).default(10),
+  /** Where the Prometheus endpoint listens: HOST:PORT (port 0: any free port, logged) or "off". */
+  metrics_listen: z
+    .string()
+    .refine((v) => {
+      try {
+        parseListen(v);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464) or "off"')
+    .default('127.0.0.1:9464'),
   /** Also run a scheduler in this agent (leader-elected with every other one). */
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,
@@ -109,7 +132,11 @@ export const RENAMED_KEYS: Readonly<Record<string, string>> = {
   'state-dir': 'state_dir',
   etcd_endpoints: 'etcd',
   resync: 'resync_interval',
-  zonemon_interval: 'resync_interval',
+  // chunter's interval names (seed 000)
+  zonemon_interval: 'process_check_interval',
+  update_services_interval: 'vm_stats_interval',
+  zpool_interval: 'storage_interval',
+  arc_interval: 'memory_interval',
   smtp: 'smtp_url',
   notify: 'notify_email',
   email: 'notify_email',

@@ -115,6 +115,59 @@ export type VmObservation =
   /** Started for an incoming live migration; runs the guest once the migration completes. */
   | { state: 'incoming'; handle: VmHandle };
 
+/**
+ * A VM process's CPU accounting (docs/metrics.md): cheap, one /proc read, so
+ * the agent's process check can take it every second.
+ */
+export interface VmProcessUsage {
+  uuid: string;
+  pid: number;
+  /** ISO time the process started (the handle's `startedAt`). */
+  startedAt: string;
+  /**
+   * ISO time the guest last booted: the process start, or the last guest
+   * reset this hypervisor instance saw (a VM adopted after an agent restart
+   * counts from the process start until its next reset).
+   */
+  bootedAt: string;
+  /** User + system CPU seconds of the process since it started (/proc/PID/stat utime + stime). */
+  cpuSeconds: number;
+  /** When it was read, ms since the epoch. */
+  at: number;
+}
+
+/** Block I/O of all of a VM's disks together, since the process started. */
+export interface VmDiskCounters {
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+/** Network counters from the guest's point of view (rx: what the guest received). */
+export interface VmNetCounters {
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+}
+
+/** Everything the agent's stats interval records about one VM: raw counters, no rates. */
+export interface VmSample extends VmProcessUsage {
+  /** Resident memory of the process (/proc/PID/status VmRSS). */
+  rssBytes: number;
+  /** Summed over every disk; null when the hypervisor has no control channel to ask (qemu: no QMP connection). */
+  disk: VmDiskCounters | null;
+  /**
+   * Summed over the VM's bridge NICs (host-side tap counters, rx and tx
+   * swapped); null when it has none: user-mode networking has no host-side
+   * device to count on.
+   */
+  net: VmNetCounters | null;
+  /** The guest's memory as its balloon device reports it; null when the VM has no balloon device. */
+  balloonBytes: number | null;
+}
+
 export interface Hypervisor {
   readonly accel: Accel;
 
@@ -213,6 +266,20 @@ export interface Hypervisor {
    * SNAPSHOT_FAILED when a disk is raw or lacks the snapshot.
    */
   rollbackSnapshot(target: SnapshotTarget, name: string): Promise<string[]>;
+
+  /**
+   * CPU accounting of a VM this hypervisor runs, from one /proc read (no
+   * control-channel round trip); null when it does not run it.
+   */
+  processUsage(uuid: string): Promise<VmProcessUsage | null>;
+
+  /**
+   * Raw counters of a VM this hypervisor runs (docs/metrics.md): /proc,
+   * block stats over the VM's existing control connection (never a new
+   * one), tap counters, the balloon when there is one. Spawns nothing.
+   * Null when it does not run the VM.
+   */
+  sample(uuid: string): Promise<VmSample | null>;
 
   /** Lets go of every VM (closes QMP connections) without stopping any. */
   detachAll(): Promise<void>;

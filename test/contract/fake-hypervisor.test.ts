@@ -36,6 +36,10 @@ async function makeFakeHarness(): Promise<HypervisorHarness> {
       world.setGuestBehaviour(uuid, 'idle');
       return fakeSpec({ disks });
     },
+    writerSpec: async (uuid) => {
+      world.setGuestBehaviour(uuid, 'disk-writer');
+      return fakeSpec({ disks: [{ path: `/srv/fake/${uuid}-data.raw` }] });
+    },
     spec: (uuid, kind = 'idle') => {
       world.setGuestBehaviour(uuid, kind);
       return fakeSpec();

@@ -49,6 +49,8 @@ export interface HypervisorHarness {
   otherHost(): Hypervisor;
   /** A migration URI where nothing listens. */
   readonly deadMigrationUri: string;
+  /** A bootable spec for VM `uuid` whose guest keeps writing to its one disk (qemu: the disk-marker guest). */
+  writerSpec(uuid: string): Promise<VmSpec>;
   /** A bootable spec for VM `uuid` with one new empty disk per format given (qcow2 or raw). */
   diskSpec(uuid: string, formats: ReadonlyArray<'qcow2' | 'raw'>): Promise<VmSpec>;
   /** Kills whatever is left and removes temp files. */
@@ -401,6 +403,43 @@ export function runHypervisorContract(name: string, makeHarness: () => Promise<H
         h.hv.listSnapshots({ uuid, spec: { ...spec, disks: [] } }),
         (e: unknown) => e instanceof DroverError && e.code === 'SNAPSHOT_FAILED' && e.message === 'The VM has no disks to snapshot.',
       );
+    });
+
+    it('samples a VM it runs (process, CPU, memory, disks; no network without a tap, no balloon) and nothing else', async () => {
+      assert.equal(await h.hv.sample(randomUUID()), null, 'an unknown VM has no sample');
+      assert.equal(await h.hv.processUsage(randomUUID()), null);
+      const uuid = randomUUID();
+      const handle = await h.hv.start({ uuid, name: vmName(uuid), spec: await h.writerSpec(uuid) });
+      await h.waitBooted(handle);
+      const first = await h.hv.sample(uuid);
+      assert.ok(first, 'a running VM has a sample');
+      assert.equal(first.uuid, uuid);
+      assert.equal(first.pid, handle.pid);
+      assert.equal(first.startedAt, handle.startedAt);
+      assert.ok(Date.parse(first.bootedAt) >= Date.parse(first.startedAt), 'booted at or after the process start');
+      assert.ok(first.cpuSeconds > 0, `a booted guest has used CPU (${first.cpuSeconds} s)`);
+      assert.ok(first.rssBytes > 1024 * 1024, `resident memory ${first.rssBytes}`);
+      assert.ok(Math.abs(first.at - Date.now()) < 5000);
+      assert.equal(first.net, null, 'user-mode or no networking: no host-side counters');
+      assert.equal(first.balloonBytes, null, 'no balloon device');
+      assert.ok(first.disk, 'block stats over the control channel');
+      // The guest keeps writing: the counters rise (and never fall) between samples.
+      let later = first;
+      const deadline = Date.now() + h.timeouts.boot;
+      while (later.disk!.writeOps <= first.disk.writeOps || later.disk!.writeBytes <= first.disk.writeBytes) {
+        assert.ok(Date.now() < deadline, `no disk writes seen: ${JSON.stringify(later.disk)}`);
+        await settle(250);
+        const next = await h.hv.sample(uuid);
+        assert.ok(next);
+        later = next;
+      }
+      assert.ok(later.cpuSeconds >= first.cpuSeconds, 'CPU seconds never fall');
+      assert.ok(later.disk!.readBytes >= first.disk.readBytes);
+      const usage = await h.hv.processUsage(uuid);
+      assert.ok(usage && usage.pid === handle.pid && usage.cpuSeconds >= later.cpuSeconds && usage.startedAt === handle.startedAt);
+      await h.hv.stop(uuid, { timeoutMs: 0, force: true });
+      assert.equal(await h.hv.sample(uuid), null, 'a stopped VM has no sample');
+      assert.equal(await h.hv.processUsage(uuid), null);
     });
 
     it('treats stopping an unknown VM as a no-op', async () => {

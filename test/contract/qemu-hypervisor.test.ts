@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { access, constants, mkdir, readdir, readlink, stat, symlink } from 'node:fs/promises';
+import { access, constants, mkdir, readdir, readFile, readlink, stat, symlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { DroverError, isTerminal } from '../../src/lib/errors.js';
@@ -180,6 +180,15 @@ describe('QemuHypervisor specifics', () => {
       const shown = await run('ip', ['-o', 'link', 'show', 'dev', tap]);
       assert.ok(shown.ok, shown.out);
       assert.match(shown.out, new RegExp(`master ${bridge}`));
+      // Network counters are the tap's, seen from the guest: the tap's tx is what the guest received.
+      const tapCounter = async (n: string): Promise<number> => Number(await readFile(`/sys/class/net/${tap}/statistics/${n}`, 'utf8'));
+      const before = { rx: await tapCounter('tx_bytes'), tx: await tapCounter('rx_bytes'), rxp: await tapCounter('tx_packets') };
+      const sample = await h.hv.sample(uuid);
+      const after = { rx: await tapCounter('tx_bytes'), tx: await tapCounter('rx_bytes'), rxp: await tapCounter('tx_packets') };
+      assert.ok(sample?.net, 'a VM with a bridge NIC has network counters');
+      assert.ok(sample.net.rxBytes >= before.rx && sample.net.rxBytes <= after.rx, `rx ${sample.net.rxBytes} in [${before.rx}, ${after.rx}]`);
+      assert.ok(sample.net.txBytes >= before.tx && sample.net.txBytes <= after.tx);
+      assert.ok(sample.net.rxPackets >= before.rxp && sample.net.rxPackets <= after.rxp);
       await h.hv.stop(uuid, { timeoutMs: 0, force: true });
       assert.equal((await run('ip', ['link', 'show', 'dev', tap])).ok, false, 'tap deleted');
     });

@@ -5,7 +5,7 @@
  * Guests always run under TCG in tests: KVM guests hang on the CI hosts.
  */
 import { execFile } from 'node:child_process';
-import { access, readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { VmSpec } from '../../src/contract/vm-record.js';
@@ -42,8 +42,10 @@ export function ensureGuest(): Promise<GuestFiles> {
       initrdIgnoreAcpi: join(GUEST_DIR, 'initrd-ignore-acpi.gz'),
       initrdDiskMarker: join(GUEST_DIR, 'initrd-disk-marker.gz'),
     };
-    const present = await Promise.all(Object.values(files).map((f) => access(f).then(() => true, () => false)));
-    if (present.every(Boolean)) return files;
+    // Like make: rebuilt when any file is missing or older than the script.
+    const script = await stat(join(REPO_ROOT, 'scripts', 'build-guest.sh'));
+    const fresh = await Promise.all(Object.values(files).map((f) => stat(f).then((s) => s.mtimeMs >= script.mtimeMs, () => false)));
+    if (fresh.every(Boolean)) return files;
     await new Promise<void>((resolve, reject) => {
       execFile('bash', [join(REPO_ROOT, 'scripts', 'build-guest.sh'), GUEST_DIR], { timeout: 300_000 }, (err, _out, stderr) =>
         err ? reject(new Error(`building the test guest failed: ${stderr || err.message}`)) : resolve(),
@@ -66,6 +68,9 @@ export function guestSpec(files: GuestFiles, kind: GuestKind = 'idle', overrides
     ...overrides,
   };
 }
+
+/** The kernel command line switch that makes any test guest keep one vCPU busy (scripts/build-guest.sh). */
+export const BURN_CMDLINE = 'console=ttyS0 quiet drover.burn=1';
 
 /**
  * Polls a serial log until it contains `marker`; resolves with the log. On

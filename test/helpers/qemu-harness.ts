@@ -73,6 +73,15 @@ export async function makeQemuHarness(): Promise<QemuHarness> {
       }
       return guestSpec(files, 'idle', { disks });
     },
+    writerSpec: async (uuid) => {
+      // The disk-marker guest's 8 regions of 1024 sectors: 4 MiB.
+      const path = join(dir, `${uuid}-marker.raw`);
+      await execFileAsync('qemu-img', ['create', '-q', '-f', 'raw', path, '4M']);
+      return guestSpec(files, 'idle', {
+        boot: { kernel: files.kernel, initrd: files.initrdDiskMarker, cmdline: 'console=ttyS0 quiet' },
+        disks: [{ path }],
+      });
+    },
     timeouts: { boot: 30_000, exit: 5_000 },
     newInstance,
     spec: (_uuid, kind) => guestSpec(files, kind),

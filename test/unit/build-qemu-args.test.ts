@@ -198,7 +198,7 @@ describe('/proc parsing', () => {
     const fields = Array.from({ length: 50 }, (_, i) => String(i + 3)); // field N holds "N"
     fields[0] = 'S';
     const line = `4242 (qemu (evil) x) ${fields.join(' ')}\n`;
-    assert.deepEqual(parseProcStat(line), { state: 'S', startTime: 22 });
+    assert.deepEqual(parseProcStat(line), { state: 'S', startTime: 22, utime: 14, stime: 15 });
     assert.equal(parseProcStat('garbage'), null);
   });
 

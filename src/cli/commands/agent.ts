@@ -17,12 +17,17 @@ interface AgentFlags {
   logLevel?: string;
   pretty?: boolean;
   scheduler?: boolean;
+  metricsListen?: string;
 }
 
 const HELP = `
 Every flag has an environment variable (DROVER_ETCD, DROVER_NAME,
-DROVER_STATE_DIR, DROVER_CONFIG, DROVER_ACCEL, DROVER_PREFIX) and a config
-file key; a flag wins over the environment, which wins over the file.
+DROVER_STATE_DIR, DROVER_CONFIG, DROVER_ACCEL, DROVER_PREFIX,
+DROVER_METRICS_LISTEN) and a config file key; a flag wins over the
+environment, which wins over the file.
+
+Prometheus metrics are served at http://127.0.0.1:9464/metrics unless
+--metrics-listen says otherwise (docs/metrics.md).
 The config file is TOML; FILE.d/*.toml are merged after it in alphanumeric
 order. See docs/agent.md and drover.toml.example.
 
@@ -30,7 +35,9 @@ DROVER_NOTIFY_EMAIL (recipients) and DROVER_SMTP_URL turn on e-mail.
 
 Examples:
   $ drover agent --etcd http://10.0.0.1:2379 --name hv1 --state-dir /var/lib/drover
-  $ drover agent --config /etc/drover/drover.toml --accel tcg`;
+  $ drover agent --config /etc/drover/drover.toml --accel tcg
+  $ drover agent --config /etc/drover/drover.toml --metrics-listen 0.0.0.0:9464
+  $ drover agent --config /etc/drover/drover.toml --metrics-listen off`;
 
 export function registerAgentCommand(program: Command, ctx: CliContext): void {
   program
@@ -45,6 +52,7 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
     .option('--log-level <level>', 'trace, debug, info, warn, error')
     .option('--pretty', 'human-readable log lines instead of JSON')
     .option('--scheduler', 'also run a scheduler here (leader-elected with the others)')
+    .option('--metrics-listen <host:port>', 'where /metrics listens (default 127.0.0.1:9464; port 0 picks a free one; "off" disables)')
     .addHelpText('after', HELP)
     .action(async (flags: AgentFlags) => {
       // Loaded here, not at the top: `drover vm list` should not pay for the agent.
@@ -61,6 +69,7 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
         prefix: flags.prefix,
         log_level: flags.logLevel,
         scheduler: flags.scheduler,
+        metrics_listen: flags.metricsListen,
       };
       const load = () => loadAgentConfig({ file, env: ctx.env, flags: cliValues });
       const config = await load();

@@ -24,10 +24,12 @@ import type {
   VmExit,
   VmHandle,
   VmObservation,
+  VmProcessUsage,
+  VmSample,
 } from '../hypervisor.js';
 import { imageDiskError } from '../qemu/build-qemu-args.js';
 import { classifyExit } from '../qemu/classify-exit.js';
-import { FakeWorld, fakeMigrationListeners, type FakeProcess, type FakeProcessEnd } from './fake-world.js';
+import { FakeWorld, fakeCpuSeconds, fakeDiskCounters, fakeMigrationListeners, type FakeProcess, type FakeProcessEnd } from './fake-world.js';
 import { fakeCreateSnapshot, fakeDeleteSnapshot, fakeListSnapshots, fakeRollbackSnapshot } from './fake-snapshots.js';
 import type { DiskSnapshots } from '../../contract/snapshot.js';
 
@@ -250,6 +252,22 @@ export class FakeHypervisor implements Hypervisor {
     return fakeRollbackSnapshot(this.world, target.spec, name);
   }
 
+  async processUsage(uuid: string): Promise<VmProcessUsage | null> {
+    const vm = this.vms.get(uuid);
+    if (!vm?.proc.alive) return null;
+    const at = Date.now();
+    const { pid, startedAt } = vm.handle;
+    return { uuid, pid, startedAt, bootedAt: startedAt, cpuSeconds: fakeCpuSeconds(vm.proc.usage, at), at };
+  }
+
+  async sample(uuid: string): Promise<VmSample | null> {
+    const usage = await this.processUsage(uuid);
+    const proc = this.vms.get(uuid)?.proc;
+    if (!usage || !proc) return null;
+    const u = proc.usage;
+    return { ...usage, rssBytes: u.rssBytes, disk: fakeDiskCounters(u, usage.at), net: u.net ? { ...u.net } : null, balloonBytes: null };
+  }
+
   async detachAll(): Promise<void> {
     for (const vm of this.vms.values()) vm.proc.watcher = null;
     this.vms.clear();
@@ -260,6 +278,8 @@ export class FakeHypervisor implements Hypervisor {
     if (!UUID_RE.test(uuid)) throw new DroverError('USAGE', `Refusing to start ${JSON.stringify(uuid)}: a VM needs a lower-case UUID.`);
     this.checkFiles(spec);
     const proc = this.world.spawn(['qemu-system-x86_64', '-name', `guest=${name},debug-threads=on`, '-uuid', uuid], { uuid, name });
+    // Like qemu's tap counters: only bridge NICs have host-side ones.
+    if ((spec.nics ?? []).some((n) => n.network !== 'user')) proc.usage.net = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     const handle = this.handleFor(req, proc);
     this.world.runDirs.add(uuid);
     this.world.saved.set(uuid, { ...handle });
@@ -285,6 +305,7 @@ export class FakeHypervisor implements Hypervisor {
     this.world.saved.set(uuid, { ...handle });
     this.world.serial.set(uuid, ['DROVER-GUEST-READY']);
     vm.reportExit = true;
+    if (this.world.guestBehaviour(uuid) === 'disk-writer') proc.usage.writingSince = Date.now();
     if (this.world.guestBehaviour(uuid) === 'poweroff') {
       setTimeout(() => this.world.end(proc.pid, { guest: true, signal: null, code: 0 }), this.world.poweroffAfterMs);
     }

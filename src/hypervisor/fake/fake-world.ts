@@ -8,7 +8,7 @@
  * recover it. Tests drive it with the controls below.
  */
 import type { DiskSnapshot } from '../../contract/snapshot.js';
-import type { VmHandle } from '../hypervisor.js';
+import type { VmDiskCounters, VmHandle, VmNetCounters } from '../hypervisor.js';
 
 export type FakeGuestBehaviour =
   /** Boots, honours the ACPI power button. */
@@ -16,7 +16,9 @@ export type FakeGuestBehaviour =
   /** Boots, then powers itself off after `poweroffAfterMs`. */
   | 'poweroff'
   /** Boots, ignores the ACPI power button. */
-  | 'ignore-acpi';
+  | 'ignore-acpi'
+  /** Boots like idle and keeps writing to its disk: 512 bytes every 250 ms, like the disk-marker guest. */
+  | 'disk-writer';
 
 /** How a fake process ended, as the hypervisor watching it sees it. */
 export interface FakeProcessEnd {
@@ -37,6 +39,32 @@ export interface FakeProcess {
   state: 'running' | 'paused' | 'incoming';
   /** Called once when the process ends (the watching hypervisor's hook; null when nobody watches). */
   watcher: ((end: FakeProcessEnd) => void) | null;
+  /** Resource use, as /proc, QMP and sysfs would show it (Hypervisor.sample). */
+  usage: FakeUsage;
+}
+
+/** A fake process's counters; CPU accrues at `cpuLoad` CPU seconds per second from `cpuSince`. */
+export interface FakeUsage {
+  cpuLoad: number;
+  cpuSince: number;
+  cpuBase: number;
+  rssBytes: number;
+  disk: VmDiskCounters;
+  /** A `disk-writer` guest: since when it writes 512 bytes every 250 ms (ms since the epoch). */
+  writingSince?: number;
+  /** Null unless the hypervisor gave the VM a bridge NIC (a tap). */
+  net: VmNetCounters | null;
+}
+
+/** A fake process's disk counters at `now` (ms): what tests added, plus a disk-writer guest's writes. */
+export function fakeDiskCounters(u: FakeUsage, now: number): VmDiskCounters {
+  const writes = u.writingSince === undefined ? 0 : Math.floor(Math.max(0, now - u.writingSince) / 250);
+  return { ...u.disk, writeBytes: u.disk.writeBytes + writes * 512, writeOps: u.disk.writeOps + writes };
+}
+
+/** CPU seconds a fake process has used up to `now` (ms). */
+export function fakeCpuSeconds(u: FakeUsage, now: number): number {
+  return u.cpuBase + (u.cpuLoad * Math.max(0, now - u.cpuSince)) / 1000;
 }
 
 let worldIds = 0;
@@ -56,6 +84,8 @@ export class FakeWorld {
   poweroffAfterMs = 20;
   /** How long an `idle` guest takes to act on the ACPI power button. */
   acpiResponseMs = 5;
+  /** CPU seconds per second a new process uses (an idle TCG guest's few percent). */
+  defaultCpuLoad = 0.02;
 
   readonly processes = new Map<number, FakeProcess>();
   /** The fake's handle.json files: uuid → saved handle. */
@@ -153,6 +183,14 @@ export class FakeWorld {
       alive: true,
       state: 'running',
       watcher: null,
+      usage: {
+        cpuLoad: this.defaultCpuLoad,
+        cpuSince: Date.now(),
+        cpuBase: 0.05, // what booting took
+        rssBytes: 40 * 1024 * 1024,
+        disk: { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 },
+        net: null,
+      },
     };
     this.processes.set(proc.pid, proc);
     return proc;
@@ -164,6 +202,27 @@ export class FakeWorld {
     if (ids.uuid) argv.push('-uuid', ids.uuid);
     if (ids.name) argv.push('-name', `guest=${ids.name}`);
     return this.spawn(argv, ids);
+  }
+
+  /** Control: VM `uuid`'s guest now uses `load` CPU seconds per second (1.0: one vCPU busy). */
+  setCpuLoad(uuid: string, load: number): void {
+    const p = this.findLive(uuid);
+    if (!p) throw new Error(`FakeWorld.setCpuLoad: no running VM ${uuid}`);
+    const now = Date.now();
+    p.usage.cpuBase = fakeCpuSeconds(p.usage, now);
+    p.usage.cpuSince = now;
+    p.usage.cpuLoad = load;
+  }
+
+  /** Control: VM `uuid`'s guest does disk I/O (added to its counters). */
+  addDiskIo(uuid: string, io: Partial<VmDiskCounters>): void {
+    const p = this.findLive(uuid);
+    if (!p) throw new Error(`FakeWorld.addDiskIo: no running VM ${uuid}`);
+    const d = p.usage.disk;
+    d.readBytes += io.readBytes ?? 0;
+    d.writeBytes += io.writeBytes ?? 0;
+    d.readOps += io.readOps ?? 0;
+    d.writeOps += io.writeOps ?? 0;
   }
 
   /** The live process of VM `uuid`, if any. */

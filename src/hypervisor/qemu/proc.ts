@@ -15,7 +15,17 @@ export interface ProcStat {
   state: string;
   /** Start time in clock ticks since boot (field 22). */
   startTime: number;
+  /** CPU time in user and in kernel mode, in clock ticks (fields 14 and 15). */
+  utime: number;
+  stime: number;
 }
+
+/**
+ * Clock ticks per second of /proc's times (USER_HZ). The kernel fixes it at
+ * 100 on every Linux architecture drover runs on, whatever CONFIG_HZ is;
+ * asking getconf(1) would spawn a process for a constant.
+ */
+export const USER_HZ = 100;
 
 /**
  * Parses /proc/PID/stat. The second field (comm) is in parentheses and may
@@ -29,8 +39,10 @@ export function parseProcStat(text: string): ProcStat | null {
   // rest[0] is field 3 (state), so field N is rest[N - 3].
   const state = rest[0];
   const startTime = Number(rest[22 - 3]);
-  if (state === undefined || !Number.isSafeInteger(startTime)) return null;
-  return { state, startTime };
+  const utime = Number(rest[14 - 3]);
+  const stime = Number(rest[15 - 3]);
+  if (state === undefined || ![startTime, utime, stime].every(Number.isSafeInteger)) return null;
+  return { state, startTime, utime, stime };
 }
 
 export async function readProcStat(pid: number): Promise<ProcStat | null> {
@@ -39,6 +51,23 @@ export async function readProcStat(pid: number): Promise<ProcStat | null> {
   } catch {
     return null;
   }
+}
+
+/**
+ * Resident memory in bytes from /proc/PID/status (VmRSS, in kB: no page size
+ * to know), or null when the process does not exist.
+ */
+export async function readRssBytes(pid: number): Promise<number | null> {
+  try {
+    return parseVmRss(await readFile(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+export function parseVmRss(status: string): number | null {
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
+  return m ? Number(m[1]) * 1024 : null;
 }
 
 /** The process's start time (ticks since boot), or null when it does not exist. */

@@ -40,10 +40,13 @@ import type {
   VmExit,
   VmHandle,
   VmObservation,
+  VmProcessUsage,
+  VmSample,
 } from '../hypervisor.js';
 import { bridgeTaps, buildQemuArgs, type CephOptions } from './build-qemu-args.js';
 import { checkSpecFiles } from './check-spec-files.js';
-import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, tapsInUse } from './proc.js';
+import { isSameProcess, listQemuProcesses, readCmdline, readProcStat, readRssBytes, readStartTime, tapsInUse, USER_HZ } from './proc.js';
+import { argvHasBalloon, readBalloonBytes, readBlockCounters, readTapCounters } from './vm-sample.js';
 import { QmpClient } from './qmp-client.js';
 import { QemuVm } from './qemu-vm.js';
 import {
@@ -220,7 +223,7 @@ export class QemuHypervisor implements Hypervisor {
     const argv = await readCmdline(saved.pid);
     if (!argv?.includes(uuid)) return null;
 
-    const vm = this.track(saved, paths, null, await fileSize(paths.qemuLog));
+    const vm = this.track(saved, paths, null, await fileSize(paths.qemuLog), argvHasBalloon(argv));
     try {
       const client = await QmpClient.connect(paths.qmpSocket, {
         timeoutMs: this.opts.recoverTimeoutMs ?? 5000,
@@ -321,18 +324,52 @@ export class QemuHypervisor implements Hypervisor {
     return { kind: 'files', qemuImg: this.opts.qemuImgBinary ?? 'qemu-img' };
   }
 
+  async processUsage(uuid: string): Promise<VmProcessUsage | null> {
+    const vm = this.vms.get(uuid);
+    if (!vm || vm.gone) return null;
+    const stat = await readProcStat(vm.pid);
+    // Gone, a zombie, or (after a missed exit) a reused pid: not this VM's process.
+    if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.startTime !== vm.handle.startTime) return null;
+    return {
+      uuid,
+      pid: vm.pid,
+      startedAt: vm.handle.startedAt,
+      bootedAt: vm.bootedAt,
+      cpuSeconds: (stat.utime + stat.stime) / USER_HZ,
+      at: Date.now(),
+    };
+  }
+
+  async sample(uuid: string): Promise<VmSample | null> {
+    const usage = await this.processUsage(uuid);
+    const vm = this.vms.get(uuid);
+    if (!usage || !vm) return null;
+    // Over the VM's one QMP connection (qemu takes one client at a time); a
+    // VM adopted without it has no block stats or balloon until it restarts.
+    const client = vm.client;
+    const [rssBytes, disk, net, balloonBytes] = await Promise.all([
+      readRssBytes(vm.pid),
+      readBlockCounters(client).catch(() => null),
+      readTapCounters(vm.handle.taps ?? []),
+      vm.hasBalloon ? readBalloonBytes(client).catch(() => null) : null,
+    ]);
+    if (rssBytes === null) return null; // it ended meanwhile
+    return { ...usage, rssBytes, disk, net, balloonBytes };
+  }
+
   async detachAll(): Promise<void> {
     const vms = [...this.vms.values()];
     this.vms.clear();
     await Promise.all(vms.map((vm) => vm.detach()));
   }
 
-  private track(handle: SavedHandle, paths: RunPaths, child: ChildProcess | null, logOffset: number): QemuVm {
+  private track(handle: SavedHandle, paths: RunPaths, child: ChildProcess | null, logOffset: number, hasBalloon: boolean): QemuVm {
     const vm = new QemuVm({
       handle,
       paths,
       child,
       logOffset,
+      hasBalloon,
       ipBinary: this.ipBinary,
       logger: this.logger,
       onExit: (v, exit) => {
@@ -397,7 +434,7 @@ export class QemuHypervisor implements Hypervisor {
       serialLog: paths.serialLog,
       ...(taps.length > 0 ? { taps: taps.map((t) => t.tap) } : {}),
     };
-    const vm = this.track(handle, paths, child, 0);
+    const vm = this.track(handle, paths, child, 0, argvHasBalloon(argv));
     try {
       await writeHandle(paths, handle);
       try {

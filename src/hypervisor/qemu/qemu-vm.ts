@@ -43,6 +43,8 @@ export interface QemuVmOptions {
   /** Only qemu.log lines after this byte offset describe this agent's watch. */
   logOffset: number;
   ipBinary: string;
+  /** The process's argv adds a balloon device (sampled with query-balloon). */
+  hasBalloon?: boolean;
   logger: Logger;
   /** Called once when the process is gone (also when `reportExit` is false: the owner decides). */
   onExit(vm: QemuVm, exit: VmExit): void;
@@ -61,6 +63,8 @@ export class QemuVm {
    * reported by that call's result, not to onExit listeners.
    */
   reportExit = false;
+  /** ISO time the guest last booted: the process start, then each RESET seen over QMP. */
+  bootedAt: string;
   private qmp: QmpClient | null = null;
   private end: ProcessEnd | null = null;
   private exit: VmExit | null = null;
@@ -81,6 +85,7 @@ export class QemuVm {
 
   constructor(private readonly opts: QemuVmOptions) {
     this.handle = opts.handle;
+    this.bootedAt = opts.handle.startedAt;
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     if (opts.child) {
       opts.child.once('exit', this.onChildExit);
@@ -103,6 +108,10 @@ export class QemuVm {
   /** The classified exit, once the process is gone. */
   get exitInfo(): VmExit | null {
     return this.exit;
+  }
+
+  get hasBalloon(): boolean {
+    return this.opts.hasBalloon === true;
   }
 
   get qmpConnected(): boolean {
@@ -131,6 +140,9 @@ export class QemuVm {
       switch (ev.event) {
         case 'SHUTDOWN':
           this.shutdown = ev.data;
+          break;
+        case 'RESET':
+          this.bootedAt = new Date().toISOString();
           break;
         case 'STOP':
           if (this.state === 'running') this.state = 'paused';

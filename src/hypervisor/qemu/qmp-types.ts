@@ -196,7 +196,8 @@ export interface QmpCommandMap {
   'query-block': { args: undefined; ret: QmpBlockInfo[] };
   /** Always legal. */
   'query-blockstats': { args: { 'query-nodes'?: boolean } | undefined; ret: QmpBlockStats[] };
-  /** HMP passthrough for what QMP lacks; returns the HMP output. Always legal. */
+  /** The guest's memory as the balloon device reports it; legal only when the VM has a balloon device (DeviceNotActive otherwise). */
+  'query-balloon': { args: undefined; ret: { actual: number } };
   /** Starts an outgoing migration to `uri` (tcp:HOST:PORT); legal while running or paused. Progress through query-migrate. */
   migrate: { args: { uri: string }; ret: QmpEmpty };
   /** Cancels an outgoing migration; the source keeps running. */
@@ -215,6 +216,7 @@ export interface QmpCommandMap {
   transaction: { args: { actions: QmpTransactionAction[] }; ret: QmpEmpty };
   /** Deletes an internal snapshot of a node (`device`: a node name such as disk0); returns what it deleted. */
   'blockdev-snapshot-delete-internal-sync': { args: { device: string; name: string }; ret: QmpSnapshotInfo };
+  /** HMP passthrough for what QMP lacks; returns the HMP output. Always legal. */
   'human-monitor-command': { args: { 'command-line': string; 'cpu-index'?: number }; ret: string };
 }
 
