@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { COMMAND_GROUPS } from './commands/index.js';
+import { PLUGIN_EXIT, PluginExit, pluginService } from './checks/plugin-output.js';
 import type { CliContext } from './context.js';
 import { EXIT_OK, formatUsageError, reportError } from './report-error.js';
 
@@ -35,13 +36,30 @@ Examples:
   $ drover host list`;
 
 function configureTree(cmd: Command, ctx: CliContext): void {
-  cmd.exitOverride();
+  const service = pluginService(cmd);
+  if (service !== undefined) configurePluginCommand(cmd, service, ctx);
+  else {
+    cmd.exitOverride();
+    cmd.configureOutput({
+      writeOut: (s) => ctx.io.stdout.write(s),
+      writeErr: (s) => ctx.io.stderr.write(s),
+      outputError: (s, write) => write(formatUsageError(s, cmd)),
+    });
+  }
+  for (const sub of cmd.commands) configureTree(sub, ctx);
+}
+
+/** A Nagios check's usage error is its plugin line on stdout, `SERVICE UNKNOWN - ...`, and exit 3 (plugin-output.ts). */
+function configurePluginCommand(cmd: Command, service: string, ctx: CliContext): void {
+  cmd.exitOverride((err) => {
+    if (err.exitCode === 0) throw err; // --help
+    throw new PluginExit(PLUGIN_EXIT.UNKNOWN);
+  });
   cmd.configureOutput({
     writeOut: (s) => ctx.io.stdout.write(s),
     writeErr: (s) => ctx.io.stderr.write(s),
-    outputError: (s, write) => write(formatUsageError(s, cmd)),
+    outputError: (s) => ctx.io.stdout.write(`${service} UNKNOWN - ${formatUsageError(s, cmd).replace(/^drover: /, '')}`),
   });
-  for (const sub of cmd.commands) configureTree(sub, ctx);
 }
 
 export function buildProgram(ctx: CliContext): Command {

@@ -1,10 +1,12 @@
 /**
  * Exit codes and the one-line error on stderr: 0 success, 1 error, 2 usage
  * error. Commander has already printed its own usage errors (through
- * `formatUsageError`) by the time its exception reaches us.
+ * `formatUsageError`) by the time its exception reaches us. The Nagios
+ * checks exit 0 to 3 instead (checks/plugin-output.ts).
  */
 import { CommanderError, type Command } from 'commander';
 import { DroverError, errorMessage, oneSentence } from '../lib/errors.js';
+import { PluginExit } from './checks/plugin-output.js';
 import type { CliIo } from './context.js';
 
 export const EXIT_OK = 0;
@@ -35,6 +37,7 @@ export function formatUsageError(text: string, cmd: Command): string {
 }
 
 export function reportError(err: unknown, io: CliIo): number {
+  if (err instanceof PluginExit) return err.exitCode; // a Nagios check: its line is already on stdout
   if (err instanceof CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT_OK;
     // `drover help` exits 0; help shown because a subcommand is missing exits 1 in commander: a usage error for us.

@@ -10,6 +10,7 @@ import { createEtcdClient } from '../store/etcd-client.js';
 import { EventLog } from '../store/event-log.js';
 import { HostRepository } from '../store/host-repository.js';
 import { KvStore } from '../store/kv-store.js';
+import { StatsRepository } from '../store/stats-repository.js';
 import { VmRepository } from '../store/vm-repository.js';
 import { translateEtcdError } from './etcd-errors.js';
 import type { GlobalOptions } from './global-options.js';
@@ -22,6 +23,8 @@ export interface StoreSession {
   readonly vms: VmRepository;
   readonly events: EventLog;
   readonly hosts: HostRepository;
+  /** Per-host stats summaries, `P/stats/<name>`. */
+  readonly stats: StatsRepository;
 }
 
 export async function withStore<T>(opts: GlobalOptions, run: (s: StoreSession) => Promise<T>): Promise<T> {
@@ -34,6 +37,7 @@ export async function withStore<T>(opts: GlobalOptions, run: (s: StoreSession) =
     vms: new VmRepository(kv, keys),
     events: new EventLog(kv, keys),
     hosts: new HostRepository(kv, keys),
+    stats: new StatsRepository(kv, keys),
   };
   try {
     return await run(session);

@@ -1,13 +1,21 @@
 /**
  * The cluster event log, `P/log/<sortable-id>` (CONTRACT.md section 5).
  * Retention is a count limit: `prune` deletes the oldest entries beyond it.
+ * Readers list it oldest first and may then `follow` it: a watch from the
+ * revision the list was read at, so no event is missed or seen twice.
  */
 import { eventId, type DroverEvent } from '../contract/event.js';
 import type { KeySpace } from '../contract/keys.js';
-import type { KvStore } from './kv-store.js';
+import type { KvEntry, KvStore, WatchHandle } from './kv-store.js';
 
 export interface StoredEvent extends DroverEvent {
   id: string;
+}
+
+export interface FollowHandlers {
+  onEvent(event: StoredEvent): void;
+  /** The watch cannot resume (the revision was compacted, etcd cancelled it). */
+  onBroken(reason: string): void;
 }
 
 export class EventLog {
@@ -24,20 +32,34 @@ export class EventLog {
 
   /** Events oldest first, optionally only those about one VM. */
   async list(opts: { vm?: string; limit?: number } = {}): Promise<StoredEvent[]> {
-    const { entries } = await this.kv.list(this.keys.logPrefix);
+    return (await this.listWithRevision(opts)).events;
+  }
+
+  /** Like `list`, with the store revision it was read at (for `follow`). */
+  async listWithRevision(opts: { vm?: string; limit?: number } = {}): Promise<{ events: StoredEvent[]; revision: string }> {
+    const { entries, revision } = await this.kv.list(this.keys.logPrefix);
     const events: StoredEvent[] = [];
     for (const e of entries) {
-      let value: unknown;
-      try {
-        value = JSON.parse(e.raw);
-      } catch {
-        continue; // someone else's garbage in our log: skip it rather than fail the listing
-      }
-      if (typeof value !== 'object' || value === null) continue;
-      const ev = { ...(value as DroverEvent), id: this.keys.idOf(e.key, this.keys.logPrefix) };
-      if (opts.vm === undefined || ev.vm === opts.vm) events.push(ev);
+      const ev = this.toEvent(e);
+      if (ev && (opts.vm === undefined || ev.vm === opts.vm)) events.push(ev);
     }
-    return opts.limit !== undefined ? events.slice(-opts.limit) : events;
+    return { events: opts.limit !== undefined ? events.slice(-opts.limit) : events, revision };
+  }
+
+  /**
+   * Calls `onEvent` for every event appended after `revision` (what
+   * `listWithRevision` returned), in order. Deletions (pruning) are not events.
+   */
+  follow(revision: string, handlers: FollowHandlers): Promise<WatchHandle> {
+    return this.kv.watchPrefix(this.keys.logPrefix, (BigInt(revision) + 1n).toString(), {
+      onEvent: (w) => {
+        // Events are written once; a rewrite of an existing key is not a new event.
+        if (w.type !== 'put' || w.entry.createRevision !== w.entry.modRevision) return;
+        const ev = this.toEvent(w.entry);
+        if (ev) handlers.onEvent(ev);
+      },
+      onBroken: handlers.onBroken,
+    });
   }
 
   /** Deletes the oldest events so that at most `keep` remain; returns how many went. */
@@ -51,5 +73,17 @@ export class EventLog {
     if (!first || !last) return 0;
     await this.kv.deleteRange(first.key, last.key);
     return entries.length;
+  }
+
+  /** Someone else's garbage in our log is skipped rather than failing a listing. */
+  private toEvent(e: KvEntry): StoredEvent | null {
+    let value: unknown;
+    try {
+      value = JSON.parse(e.raw);
+    } catch {
+      return null;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+    return { ...(value as DroverEvent), id: this.keys.idOf(e.key, this.keys.logPrefix) };
   }
 }

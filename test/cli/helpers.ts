@@ -2,7 +2,7 @@
  * Runs the real `bin/drover` as a subprocess (argv, never a shell) against a
  * test etcd, each test under its own key prefix.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { keySpace, type KeySpace } from '../../src/contract/keys.js';
 import { KvStore } from '../../src/store/kv-store.js';
@@ -85,4 +85,50 @@ export function stdoutJson<T>(res: RunResult): T {
 
 export function lines(text: string): string[] {
   return text.split('\n').filter((l) => l !== '');
+}
+
+/** A drover left running (`scan --watch`, `vm events -f`): its output so far, a wait for a line, and Ctrl-C. */
+export interface RunningDrover {
+  readonly stdout: () => string;
+  readonly stderr: () => string;
+  /** Resolves once stdout matches; rejects after `timeoutMs` with what was printed. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Sends SIGINT and resolves with the exit code. */
+  interrupt(): Promise<number | null>;
+}
+
+export function spawnDrover(args: readonly string[], opts: { env?: Record<string, string> } = {}): RunningDrover {
+  const child = spawn(DROVER_BIN, [...args], { env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const waiters = new Set<() => void>();
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters) w();
+  });
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return {
+    stdout: () => out,
+    stderr: () => err,
+    waitFor: (pattern, timeoutMs = 20_000) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (!pattern.test(out)) return;
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no ${String(pattern)} in drover's output after ${timeoutMs} ms:\n${out}\nstderr: ${err}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      }),
+    interrupt: () => {
+      child.kill('SIGINT');
+      return exited;
+    },
+  };
 }

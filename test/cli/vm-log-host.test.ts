@@ -3,36 +3,14 @@ import assert from 'node:assert/strict';
 import type { DroverEvent } from '../../src/contract/event.js';
 import { EventLog } from '../../src/store/event-log.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { cluster, lines, stdoutJson, uuidWith, vmRecord, type Cluster } from './helpers.js';
+import { hostRecord, putHost } from './fleet-fixture.js';
+import { cluster, lines, stdoutJson, uuidWith, vmRecord } from './helpers.js';
 
 const UUID = uuidWith('7c7c0000');
 const OTHER = uuidWith('8d8d0000');
 
 function event(vm: string, ts: string, code: DroverEvent['event'], message: string): DroverEvent {
   return { ts, host: 'hv1', vm, level: code === 'vm.crashed' ? 'warn' : 'info', event: code, message };
-}
-
-function hostRecord(name: string, status: 'ALIVE' | 'DEAD', extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    name,
-    hostid: `${name}-id`,
-    ip: '10.0.0.1',
-    status,
-    cpus: 8,
-    memory: 16384,
-    reserved_memory: 1024,
-    free_memory: 12000,
-    version: '0.1.0',
-    heartbeat_at: '2026-11-22T09:00:00.000Z',
-    vms: 2,
-    ...extra,
-  };
-}
-
-async function putHost(c: Cluster, record: Record<string, unknown>, alive: boolean): Promise<void> {
-  const name = String(record.name);
-  await c.kv.put(c.keys.host(name), JSON.stringify(record));
-  if (alive) await c.kv.put(c.keys.alive(name), JSON.stringify({ hostid: `${name}-id`, pid: 1, since: '2026-11-22T08:00:00.000Z' }));
 }
 
 describe('drover vm log and drover host (real etcd, real bin/drover)', { concurrency: true }, () => {

@@ -33,6 +33,19 @@ export function registerHostCommands(program: Command, ctx: CliContext): void {
 
   addGlobalOptions(
     host
+      .command('stats')
+      .description("a host's figures from its stats summary: load, memory, storage, VMs; every host when NAME is absent")
+      .argument('[name]', 'the host name')
+      .option('-H, --no-header', 'omit the header line (table of every host)'),
+  )
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ drover host stats\n  $ drover host stats hv1\n  $ drover host stats hv1 --json\n\nThe agent writes the summary (P/stats/<name>) every vm_stats_interval; an AGE marked * is older than 3 intervals (stale).',
+    )
+    .action(async (name: string | undefined, flags: GlobalFlags & { header: boolean }) => (await import('../host/host-stats.js')).hostStatsAction(ctx, name, flags));
+
+  addGlobalOptions(
+    host
       .command('drain')
       .description('stop placing new VMs on a host; with --move, also move its VMs away (running ones live, stopped ones cold)')
       .argument('<name>', 'the host name')

@@ -12,9 +12,11 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
 import { registerBackupCommands } from './backup.js';
+import { registerCheckCommands } from './checks.js';
 import { registerHostCommands } from './host.js';
 import { registerImageCommands } from './image.js';
 import { registerPoolCommands } from './pool.js';
+import { registerScanCommand } from './scan.js';
 import { registerSchedulerCommand } from './scheduler.js';
 import { registerUpCommand } from './up.js';
 import { registerWatchdogCommand } from './watchdog.js';
@@ -24,10 +26,12 @@ export type RegisterCommands = (program: Command, ctx: CliContext) => void;
 
 export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerVmCommands,
+  registerScanCommand,
   registerHostCommands,
   registerPoolCommands,
   registerImageCommands,
   registerBackupCommands,
+  registerCheckCommands,
   registerAgentCommand,
   registerSchedulerCommand,
   registerUpCommand,

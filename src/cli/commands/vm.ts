@@ -2,12 +2,13 @@
  * The `drover vm` command group: its flags, help and examples. The work is
  * in vm/vm-actions.ts, imported only when a command runs.
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { DEFAULT_VM_COLUMNS } from '../output/columns.js';
 import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { VmAction } from '../vm/status-plan.js';
 import type { ChangeFlags, ListFlags, MigrateFlags } from '../vm/vm-actions.js';
+import type { EventsFlags } from '../vm/vm-events.js';
 import { waitOption } from '../wait-option.js';
 import { registerSnapshotCommands } from './vm-snapshot.js';
 import { registerVmBackupCommands } from './backup.js';
@@ -74,6 +75,27 @@ A live migration needs every disk on storage both hosts share (config shared_sto
   addGlobalOptions(vm.command('log').description("show a VM's record log, then its events from the cluster event log").argument('<vm>', VM_ARG))
     .addHelpText('after', examples('drover vm log web-1', 'drover vm log web-1 --json'))
     .action(async (ref: string, flags: GlobalFlags) => (await actions()).logAction(ctx, ref, flags));
+
+  addGlobalOptions(
+    vm
+      .command('events')
+      .description('show the cluster event log (P/log/) oldest first; with -f, keep printing new events until Ctrl-C')
+      .argument('[vm]', `only this VM's events: ${VM_ARG} (a deleted VM by its full uuid)`)
+      .option('-f, --follow', 'after the existing events, print each new one as it is written')
+      .addOption(new Option('-l, --level <level>', 'only events of this level or above').choices(['info', 'warn', 'error']))
+      .option('-n, --lines <count>', 'only the last COUNT existing events (0: only new ones, with -f)', (v: string) => {
+        if (!/^\d+$/.test(v)) throw new InvalidArgumentError('it must be a whole number');
+        return Number(v);
+      })
+      .option('--since <time>', 'only events at or after an ISO time, or this long ago (90s, 10m, 2h, 1d)'),
+  )
+    .addHelpText(
+      'after',
+      `${examples('drover vm events', 'drover vm events -f', 'drover vm events web-1 --level warn', 'drover vm events -f -n 0 --json', 'drover vm events --since 1h')}
+
+Text lines: TIME  HOST  LEVEL  CODE  [VM  ]MESSAGE (the VM column when no VM is given). --json: one event object per line (NDJSON). Event codes: docs/events.md.`,
+    )
+    .action(async (ref: string | undefined, flags: EventsFlags) => (await import('../vm/vm-events.js')).eventsAction(ctx, ref, flags));
 }
 
 const CHANGES: readonly { action: VmAction; description: string; goal: string }[] = [

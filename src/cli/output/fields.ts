@@ -44,7 +44,7 @@ export interface FieldFilter {
   value: string;
 }
 
-/** Parses `field=value` words; `host=` matches an absent or empty field. */
+/** Parses `field=value` words; `host=` matches an absent or empty field, `name=web-*` is a glob. */
 export function parseFilters(words: readonly string[]): FieldFilter[] {
   return words.map((w) => {
     const eq = w.indexOf('=');
@@ -53,8 +53,15 @@ export function parseFilters(words: readonly string[]): FieldFilter[] {
   });
 }
 
+/** A filter value with `*` (any run of characters) or `?` (one character) is a glob over the whole text. */
+export function matchesValue(text: string, pattern: string): boolean {
+  if (!/[*?]/.test(pattern)) return text === pattern;
+  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${re}$`, 's').test(text);
+}
+
 export function matchesFilters(obj: unknown, filters: readonly FieldFilter[], resolve: (field: string) => string = (f) => f): boolean {
-  return filters.every((f) => valueText(getField(obj, resolve(f.field))) === f.value);
+  return filters.every((f) => matchesValue(valueText(getField(obj, resolve(f.field))), f.value));
 }
 
 /** The selected columns of an object, for `--json -o ...`. */

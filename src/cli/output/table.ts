@@ -5,6 +5,8 @@
 export interface TableOptions {
   /** Print the header line (`-H` turns it off). */
   header: boolean;
+  /** Per column: true to right-align. By default a column is right-aligned when every filled cell is a number. */
+  rightAlign?: readonly boolean[];
 }
 
 const NUMERIC = /^-?\d+(\.\d+)?$/;
@@ -15,7 +17,7 @@ export function formatTable(columns: readonly string[], rows: readonly (readonly
   if (lines.length === 0) return '';
   const widths = columns.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? '').length)));
   // A column whose every filled cell is a number reads better right-aligned.
-  const rightAligned = columns.map((_, i) => rows.length > 0 && rows.every((r) => (r[i] ?? '-') === '-' || NUMERIC.test(r[i] ?? '')));
+  const rightAligned = opts.rightAlign ?? columns.map((_, i) => rows.length > 0 && rows.every((r) => (r[i] ?? '-') === '-' || NUMERIC.test(r[i] ?? '')));
   const render = (line: readonly string[]) =>
     columns
       .map((_, i) => {

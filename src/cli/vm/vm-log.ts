@@ -20,9 +20,11 @@ export async function readVmLog(store: StoreSession, ref: string): Promise<VmLog
   return { uuid: vm.uuid, label: vmLabel(vm), log, events };
 }
 
-function eventLine(e: StoredEvent): string {
+/** `ts  host  LEVEL  code  [vm  ]message`: the VM column only where events of several VMs mix (`vm events`). */
+export function eventLine(e: StoredEvent, vm?: string): string {
   const level = typeof e.level === 'string' ? e.level.toUpperCase() : '-';
-  return `${String(e.ts)}  ${String(e.host || '-')}  ${level}  ${String(e.event)}  ${String(e.message)}`;
+  const who = vm !== undefined ? `${vm}  ` : '';
+  return `${String(e.ts)}  ${String(e.host || '-')}  ${level}  ${String(e.event)}  ${who}${String(e.message)}`;
 }
 
 export function formatVmLog(l: VmLog): string {

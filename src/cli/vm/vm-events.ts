@@ -1,0 +1,115 @@
+/**
+ * `drover vm events [-f] [VM]`: the cluster event log `P/log/` oldest first,
+ * optionally narrowed to one VM, a minimum level, a start time or the last N
+ * events; with `-f`, then every new event as it is written (a watch from the
+ * revision the listing was read at, so nothing is missed or printed twice)
+ * until Ctrl-C. `--json` prints one JSON object per line (NDJSON).
+ */
+import type { EventLevel } from '../../contract/event.js';
+import { DroverError } from '../../lib/errors.js';
+import type { StoredEvent } from '../../store/event-log.js';
+import type { StoredVm } from '../../store/vm-repository.js';
+import type { CliContext } from '../context.js';
+import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
+import { catchInterrupt } from '../interrupt.js';
+import { withStore, type StoreSession } from '../store-session.js';
+import { selectVm } from './resolve-vm.js';
+import { eventLine } from './vm-log.js';
+import { vmName } from './vm-view.js';
+
+export const EVENT_LEVELS: readonly EventLevel[] = ['info', 'warn', 'error'];
+
+export interface EventsFlags extends GlobalFlags {
+  follow?: boolean;
+  level?: EventLevel;
+  lines?: number;
+  since?: string;
+}
+
+const UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** `--since`: an ISO time, or an age like `90s`, `10m`, `2h`, `1d` before `now`. */
+export function parseSince(text: string, now: Date): Date {
+  const rel = /^(\d+(?:\.\d+)?)([smhd])$/.exec(text.trim());
+  if (rel) return new Date(now.getTime() - Number(rel[1]) * UNITS[rel[2]!]! * 1000);
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new DroverError('USAGE', `Option --since ${JSON.stringify(text)} must be an ISO time (2026-11-22T09:00:00Z) or an age like 10m, 2h or 1d.`);
+  return new Date(t);
+}
+
+/** An event's level as a rank; an unknown level counts as info. */
+function levelRank(level: unknown): number {
+  return Math.max(0, EVENT_LEVELS.indexOf(level as EventLevel));
+}
+
+const FULL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The VM's uuid: a full uuid is taken as it is (a deleted VM's events stay in the log), else resolved. */
+function vmUuid(vms: readonly StoredVm[], ref: string): string {
+  return FULL_UUID.test(ref.trim()) ? ref.trim().toLowerCase() : selectVm(vms, ref).uuid;
+}
+
+export interface EventFilter {
+  vm?: string;
+  minLevel: number;
+  since: Date | null;
+}
+
+export function matchesEvent(e: StoredEvent, f: EventFilter): boolean {
+  if (f.vm !== undefined && e.vm !== f.vm) return false;
+  if (levelRank(e.level) < f.minLevel) return false;
+  return f.since === null || Date.parse(String(e.ts)) >= f.since.getTime();
+}
+
+export async function eventsAction(ctx: CliContext, ref: string | undefined, flags: EventsFlags): Promise<void> {
+  const opts = resolveGlobalOptions(flags, ctx.env);
+  const since = flags.since !== undefined ? parseSince(flags.since, new Date()) : null;
+  await withStore(opts, async (store) => {
+    const { vms } = await store.vms.list();
+    const filter: EventFilter = { minLevel: levelRank(flags.level ?? 'info'), since, ...(ref !== undefined ? { vm: vmUuid(vms, ref) } : {}) };
+    const names = new Map(vms.map((v) => [v.uuid, vmName(v) ?? v.uuid]));
+    const print = (e: StoredEvent, label?: string) =>
+      ctx.io.stdout.write(opts.json ? `${JSON.stringify(e)}\n` : `${eventLine(e, ref === undefined ? (label ?? '-') : undefined)}\n`);
+
+    const { events, revision } = await store.events.listWithRevision(filter.vm !== undefined ? { vm: filter.vm } : {});
+    const shown = events.filter((e) => matchesEvent(e, filter));
+    for (const e of flags.lines !== undefined ? shown.slice(Math.max(0, shown.length - flags.lines)) : shown) print(e, e.vm ? names.get(e.vm) ?? e.vm : undefined);
+    if (flags.follow === true) await follow(store, revision, filter, names, print);
+  });
+}
+
+async function follow(
+  store: StoreSession,
+  revision: string,
+  filter: EventFilter,
+  names: Map<string, string>,
+  print: (e: StoredEvent, label?: string) => void,
+): Promise<void> {
+  const interrupt = catchInterrupt();
+  let broken: (err: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => (broken = reject));
+  // Names of VMs created after the listing are looked up in order, so lines never overtake each other.
+  let queue = Promise.resolve();
+  const label = async (uuid: string | undefined): Promise<string | undefined> => {
+    if (uuid === undefined) return undefined;
+    if (!names.has(uuid)) {
+      const vm = await store.vms.get(uuid).catch(() => null);
+      names.set(uuid, (vm && vmName(vm)) ?? uuid);
+    }
+    return names.get(uuid);
+  };
+  const watch = await store.events.follow(revision, {
+    onEvent: (e) => {
+      if (!matchesEvent(e, filter)) return;
+      queue = queue.then(async () => print(e, await label(e.vm)));
+    },
+    onBroken: (reason) => broken(new DroverError('ETCD_UNAVAILABLE', `The event watch stopped: ${reason}; run the command again.`)),
+  });
+  try {
+    await Promise.race([interrupt.done, failed]);
+    await queue;
+  } finally {
+    interrupt.dispose();
+    await watch.close();
+  }
+}
