@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
-import { Accounting, type FinishedVmUsage } from '../../src/observability/accounting/accounting.js';
+import { Accounting, finishedVmUsage, type FinishedVmUsage } from '../../src/observability/accounting/accounting.js';
+import { vmRecordSchema } from '../../src/contract/vm-record.js';
 import { accountingSettingsSchema, type AccountingSettings } from '../../src/observability/accounting/accounting-settings.js';
 import { spoolApelMessage } from '../../src/observability/accounting/apel-spool.js';
 import { checkCloudRecord, parseApelMessage } from './apel-message.js';
@@ -252,6 +253,34 @@ describe('APEL accounting on real files', () => {
     assert.equal(last.level, 50);
     assert.match(last.msg, /^Could not write the accounting record of VM worker-01: ENOTDIR/);
     assert.equal(await exists(join(h.stateDir, 'apel-outgoing')), false);
+  });
+
+  it("finishedVmUsage: the VM record's owner, pool, vCPUs, memory and first image disk, with the collector's times and CPU", async () => {
+    const record = vmRecordSchema.parse({
+      uuid: '44444444-4444-4444-8444-444444444444',
+      name: 'web-1',
+      owner: 'bob',
+      pool: 'web',
+      spec: { vcpus: 4, memory: 768, disks: [{ path: '/srv/data.img' }, { image: 'alpine:3.20', size: 2048 }, { image: 'other' }] },
+    });
+    const run = { startedAt: '2026-11-23T08:00:00.000Z', endedAt: '2026-11-23T09:30:00.900Z', cpuSeconds: 4321.4 };
+    const u = finishedVmUsage(record, run, 120);
+    assert.deepEqual(u, {
+      uuid: record.uuid, name: 'web-1', owner: 'bob', pool: 'web', poolFizzleSeconds: 120,
+      startedAt: new Date(run.startedAt), endedAt: new Date(run.endedAt), cpuSeconds: 4321.4,
+      vcpus: 4, memoryMiB: 768, image: 'alpine:3.20',
+    });
+    assert.equal(finishedVmUsage({ ...record, pool: undefined }, run, 120).poolFizzleSeconds, undefined);
+
+    const h = harness(root, 'fromrecord');
+    assert.equal(await h.accounting.vmFinished(u), 'written');
+    const [file] = await listFiles(join(h.stateDir, 'apel-archive'));
+    const rec = parseApelMessage(await readFile(join(h.stateDir, 'apel-archive', file!), 'utf8')).records[0]!;
+    assert.deepEqual(
+      ['StartTime', 'EndTime', 'WallDuration', 'CpuDuration', 'CpuCount', 'Memory', 'ImageId', 'LocalUserId', 'LocalGroupId'].map((k) => rec.get(k)),
+      [String(Date.parse(run.startedAt) / 1000), String(Math.floor(Date.parse(run.endedAt) / 1000)), '5400', '4321', '4', '768', 'alpine:3.20', 'bob', 'web'],
+    );
+    assert.equal(await h.accounting.vmFinished(finishedVmUsage(record, { ...run, endedAt: 'not a time' })), 'failed');
   });
 
   it("ssmsend's queue library (python-dirq QueueSimple) reads every outgoing record", async (t) => {

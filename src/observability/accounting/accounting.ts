@@ -19,7 +19,7 @@
  * one sentence and reported as 'failed', so the agent's loop goes on.
  */
 import { z } from 'zod';
-import { UUID_RE } from '../../contract/vm-record.js';
+import { UUID_RE, type VmRecord } from '../../contract/vm-record.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { AccountingSettings } from './accounting-settings.js';
@@ -65,6 +65,31 @@ const finishedVmUsageSchema = z.object({
   diskGiB: z.number().min(0).optional(),
   image: z.string().optional(),
 }).refine((u) => u.endedAt.getTime() >= u.startedAt.getTime(), { message: 'endedAt is before startedAt' });
+
+/**
+ * A finished run's usage from the VM's record (owner, pool, vCPUs, memory,
+ * the first image disk) and what was measured of its process (the
+ * collector's start, end and last CPU seconds).
+ */
+export function finishedVmUsage(
+  record: Pick<VmRecord, 'uuid' | 'name' | 'owner' | 'pool' | 'spec'>,
+  run: { startedAt: string; endedAt: string; cpuSeconds: number },
+  poolFizzleSeconds?: number,
+): FinishedVmUsage {
+  return {
+    uuid: record.uuid,
+    name: record.name,
+    owner: record.owner,
+    pool: record.pool,
+    poolFizzleSeconds: record.pool === undefined ? undefined : poolFizzleSeconds,
+    startedAt: new Date(run.startedAt),
+    endedAt: new Date(run.endedAt),
+    cpuSeconds: run.cpuSeconds,
+    vcpus: record.spec.vcpus,
+    memoryMiB: record.spec.memory,
+    image: record.spec.disks?.find((d) => d.image !== undefined)?.image,
+  };
+}
 
 export type AccountingOutcome = 'written' | 'fizzled' | 'failed';
 

@@ -19,7 +19,7 @@
  * files, so ssmsend removing or locking its copy never touches the archive.
  */
 import { randomInt } from 'node:crypto';
-import { link, mkdir, open, unlink } from 'node:fs/promises';
+import { link, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export const APEL_ARCHIVE_DIR = 'apel-archive';
@@ -71,16 +71,15 @@ export async function spoolApelMessage(opts: {
 
 /** Writes `text` to a new file in `dir` (created as needed) and returns its path. */
 async function placeNewFile(dir: string, text: string, name: () => string): Promise<string> {
-  await mkdir(dir, { recursive: true, mode: DIR_MODE });
   const tmp = join(dir, `.drover-${process.pid}-${randomInt(1e9)}.tmp`);
-  const fh = await open(tmp, 'wx', FILE_MODE);
+  const fh = await createInDir(dir, tmp);
   try {
-    await fh.writeFile(text, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
+    try {
+      await fh.writeFile(text, 'utf8');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     for (let attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
       const path = join(dir, name());
       try {
@@ -95,6 +94,22 @@ async function placeNewFile(dir: string, text: string, name: () => string): Prom
     throw new Error(`No free record name in ${dir} after ${NAME_ATTEMPTS} attempts.`);
   } finally {
     await unlink(tmp).catch(() => undefined);
+  }
+}
+
+/**
+ * Creates `path` (exclusively) in `dir`, making `dir` first. ssmsend's dirq
+ * purge removes empty day directories, so one may vanish between the mkdir
+ * and the open: make it again, as dirq's own writer does.
+ */
+async function createInDir(dir: string, path: string): Promise<FileHandle> {
+  for (let attempt = 1; ; attempt++) {
+    await mkdir(dir, { recursive: true, mode: DIR_MODE });
+    try {
+      return await open(path, 'wx', FILE_MODE);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw err;
+    }
   }
 }
 
