@@ -229,7 +229,11 @@ describe('APEL accounting on real files', () => {
     }
     const warned = h.lines.filter((l) => l.level === 40);
     assert.deepEqual(warned.map((l) => l.field), ['MachineName', 'LocalUserId']);
-    assert.match(warned[0]!.msg, /^The accounting record of VM 0b6f3a52-6c1e-4d8a-9d7e-2f4b9a1c0d11 holds MachineName "x % APEL-cloud-message: v0\.4 VMUUID: forged SiteName: OTHER Status: started" instead of .*: APEL records carry printable ASCII without line breaks or "%%"\.$/s);
+    assert.equal(
+      warned[0]!.msg,
+      'The accounting record of VM 0b6f3a52-6c1e-4d8a-9d7e-2f4b9a1c0d11 holds MachineName "x % APEL-cloud-message: v0.4 VMUUID: forged SiteName: OTHER Status: started"' +
+        ' instead of "x\\n%%\\nAPEL-cloud-message: v0.4\\nVMUUID: forged\\nSiteName: OTHER\\u2028Status: started": APEL records carry printable ASCII without line breaks or "%%".',
+    );
   });
 
   it('bad usage and filesystem errors are one logged sentence and "failed", never a throw', async () => {

@@ -104,6 +104,11 @@ export interface AccountingOptions {
   cloudType?: string;
 }
 
+/** A quoted string whose line breaks, including U+2028/U+2029 (which JSON leaves alone), are escapes. */
+function quoteForLog(value: string): string {
+  return JSON.stringify(value).replace(/[\u2028\u2029\u0085]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export class Accounting {
   constructor(private readonly opts: AccountingOptions) {}
 
@@ -126,7 +131,7 @@ export class Accounting {
     try {
       const { text, changed } = formatCloudRecord(this.toRecord(usage, settings));
       for (const c of changed) {
-        log.warn({ vm: usage.uuid, field: c.field }, `The accounting record of VM ${usage.uuid} holds ${c.field} ${c.to === null ? 'empty' : JSON.stringify(c.to)} instead of ${JSON.stringify(c.from)}: APEL records carry printable ASCII without line breaks or "%%".`);
+        log.warn({ vm: usage.uuid, field: c.field }, `The accounting record of VM ${usage.uuid} holds ${c.field} ${c.to === null ? 'empty' : JSON.stringify(c.to)} instead of ${quoteForLog(c.from)}: APEL records carry printable ASCII without line breaks or "%%".`);
       }
       const paths = await spoolApelMessage({ stateDir: this.opts.stateDir, text, at: usage.endedAt, outgoing: settings.gocdb_sitename !== undefined });
       log.info({ vm: usage.uuid, ...paths }, `Accounting record of VM ${usage.name} written (${Math.floor(wallMs / 1000)} s wall, ${Math.round(usage.cpuSeconds)} s CPU).`);
