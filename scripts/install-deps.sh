@@ -16,6 +16,7 @@ packages=(
   iproute2             # ip: tap devices, bridges, network namespaces
   procps               # ps, pkill for tests
   awscli               # tests and the backup benchmark cross-check what drover put into S3
+  prometheus           # promtool: the observability test checks /metrics with Prometheus' own parser
 )
 missing=()
 for p in "${packages[@]}"; do

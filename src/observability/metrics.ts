@@ -88,6 +88,12 @@ export const DROVER_METRICS: readonly MetricDef[] = [
 /** The prefix of prom-client's default process and Node.js metrics. */
 export const DEFAULT_METRICS_PREFIX = 'drover_agent_';
 
+/**
+ * prom-client's default metrics that break Prometheus' naming rules (gauges
+ * named `_total`, which promtool rejects): left out.
+ */
+const NONCONFORMING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 export type CollectTask = 'vm_stats' | 'process_check' | 'storage' | 'memory';
 
 export interface AgentMetrics {
@@ -99,6 +105,7 @@ export interface AgentMetrics {
 export function createAgentMetrics(source: MetricsSource): AgentMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: DEFAULT_METRICS_PREFIX });
+  for (const name of NONCONFORMING_DEFAULTS) registry.removeSingleMetric(DEFAULT_METRICS_PREFIX + name);
   const vmLabels = (s: VmStats): Record<(typeof VM_LABELS)[number], string> => ({ vm: s.uuid, name: s.name, host: source.host });
 
   for (const [name, type, help, value] of VM_METRICS) {
