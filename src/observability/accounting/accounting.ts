@@ -20,7 +20,7 @@
  */
 import { z } from 'zod';
 import { UUID_RE, type VmRecord } from '../../contract/vm-record.js';
-import { errorMessage } from '../../lib/errors.js';
+import { errorMessage, oneSentence } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { AccountingSettings } from './accounting-settings.js';
 import { formatCloudRecord, type CloudUsageRecord } from './apel-cloud-record.js';
@@ -137,7 +137,7 @@ export class Accounting {
       log.info({ vm: usage.uuid, ...paths }, `Accounting record of VM ${usage.name} written (${Math.floor(wallMs / 1000)} s wall, ${Math.round(usage.cpuSeconds)} s CPU).`);
       return 'written';
     } catch (err) {
-      log.error({ vm: usage.uuid, err: errorMessage(err) }, `Could not write the accounting record of VM ${usage.name}: ${errorMessage(err)}`);
+      log.error({ vm: usage.uuid, err: errorMessage(err) }, oneSentence(`Could not write the accounting record of VM ${usage.name}: ${errorMessage(err)}`));
       return 'failed';
     }
   }
