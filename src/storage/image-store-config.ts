@@ -14,6 +14,7 @@ import type { KvStore } from '../store/kv-store.js';
 import { DirImageStore } from './dir-image-store.js';
 import type { ImageStore } from './image-store.js';
 import { s3LocationSchema, type S3Credentials } from './s3/location.js';
+import type { ImageUploadSettings } from './s3-image-store.js';
 
 export const IMAGE_STORE_CONFIG = 'image_store';
 
@@ -63,12 +64,16 @@ export async function requireImageStoreConfig(kv: KvStore, keys: KeySpace): Prom
   return config;
 }
 
-/** The store a setting names. The AWS SDK (slow to load) is loaded only for an S3 store. */
-export async function openImageStore(config: ImageStoreConfig, credentials?: S3Credentials): Promise<ImageStore> {
+/**
+ * The store a setting names. The AWS SDK (slow to load) is loaded only for
+ * an S3 store; `upload` sets its multipart uploads (the backup keys of the
+ * same names; chunter's defaults when absent).
+ */
+export async function openImageStore(config: ImageStoreConfig, credentials?: S3Credentials, upload?: ImageUploadSettings): Promise<ImageStore> {
   if (config.type === 'dir') return new DirImageStore(config.path);
   const [{ createS3Client }, { S3ImageStore }] = await Promise.all([import('./s3/client.js'), import('./s3-image-store.js')]);
   const client = createS3Client({ ...config, ...(credentials !== undefined ? { credentials } : {}) });
-  return new S3ImageStore({ client, bucket: config.bucket, keyPrefix: config.prefix });
+  return new S3ImageStore({ client, bucket: config.bucket, keyPrefix: config.prefix, ...(upload !== undefined ? { upload } : {}) });
 }
 
 /** One line for people: `dir /srv/images` or `s3 s3://bucket/prefix (endpoint, region, path-style)`. */

@@ -10,7 +10,9 @@
  * command returned (the restored guest reads its disk at boot and says so;
  * the disk, read after it is stopped, agrees and passes `qemu-img check`).
  * The original VM ran throughout (same qemu pid) and its temporary snapshot
- * is gone.
+ * is gone. The same for a VM whose disk is an image disk (an overlay in the
+ * agent's state dir): its backup is flattened, and the restored VM boots
+ * from a self-contained qcow2 with no backing file.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +22,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runDrover } from '../cli/helpers.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { pidAlive, startCluster, waitUntil, type Cluster } from '../helpers/agent-harness.js';
+import { pidAlive, startCluster, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, type GuestFiles } from '../helpers/guest.js';
 import { MARKER_DISK_BYTES, markerBoots, readMarkerDisk, serialMarks } from '../helpers/disk-marker.js';
 import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
@@ -36,11 +38,13 @@ describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
   const drover = (args: string[]) =>
     runDrover([...args, '--etcd', etcd.endpoint, '--prefix', cluster.prefix], { timeoutMs: 120_000, env: { ...s3.env, DROVER_S3_ENDPOINT: s3.endpoint, DROVER_S3_BUCKET: s3.bucket, DROVER_S3_PATH_STYLE: '1' } });
 
+  let agent: AgentProcess;
+
   before(async () => {
     guest = await ensureGuest();
     [etcd, s3] = await Promise.all([startTestEtcd(), startTestS3()]);
     cluster = await startCluster(etcd);
-    await cluster.startAgent('hv1');
+    agent = await cluster.startAgent('hv1');
   });
   after(async () => {
     await cluster?.close();
@@ -102,6 +106,57 @@ describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
     const copyDisk = join(cluster.dir, 'restored', 'web-copy', 'disk-0');
     await run('qemu-img', ['check', '-q', copyDisk]);
     const rawCopy = join(cluster.dir, 'web-copy.raw');
+    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', copyDisk, rawCopy]);
+    const { records, malformed } = await readMarkerDisk(rawCopy);
+    assert.deepEqual(malformed, []);
+    assert.equal(markerBoots(records).find((b) => b.bootId === bootId)?.last.n, found, 'the first boot ends on the disk where the backup was taken');
+  });
+
+  it('backs up a running VM\'s image disk flattened; restored --as, it boots without the image and holds the records up to the backup', async () => {
+    // An image disk: a directory image store, a zeroed marker disk imported as a qcow2 image.
+    assert.equal((await drover(['image', 'store', 'set', 'dir', join(cluster.dir, 'image-store')])).code, 0);
+    const zero = join(cluster.dir, 'zero.qcow2');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', zero, String(MARKER_DISK_BYTES)]);
+    const imported = await drover(['image', 'import', zero, '--name', 'zero', '--version', '1']);
+    assert.equal(imported.code, 0, imported.stderr);
+    const uuid = await cluster.createVm({
+      name: 'img',
+      spec: { boot: { kernel: guest.kernel, initrd: guest.initrdDiskMarker, cmdline: 'console=ttyS0 quiet' }, disks: [{ image: 'zero:1' }] },
+    });
+    const first = (await cluster.waitForStatus(uuid, 'RUNNING', 90_000)).runtime as { pid: number; serial_log: string };
+    const lastMark = async (log: string) => (await serialMarks(log)).at(-1)?.n ?? -1;
+    await waitUntil(async () => ((await lastMark(first.serial_log)) >= 3 ? true : undefined), 60_000, 'the guest to write records');
+    const bootId = (await serialMarks(first.serial_log))[0]!.boot;
+
+    const noState = await drover(['vm', 'backup', 'img']);
+    assert.equal(noState.code, 2, 'an image disk needs the state dir');
+    const beforeRequest = await lastMark(first.serial_log);
+    const backup = await drover(['vm', 'backup', 'img', '--name', 'live-img', '--state-dir', agent.stateDir]);
+    assert.equal(backup.code, 0, backup.stderr);
+    const afterBackup = (await lastMark(first.serial_log)) + 2;
+    const vm = await cluster.getVm(uuid);
+    assert.equal((vm?.runtime as { pid: number }).pid, first.pid, 'the same qemu');
+    assert.deepEqual(vm?.snapshots ?? [], []);
+
+    // Restored --as: a self-contained qcow2 at the new VM's overlay path, which its agent keeps and boots.
+    const restored = await drover(['vm', 'restore', 'img', 'live-img', '--as', 'img-copy', '--state-dir', agent.stateDir]);
+    assert.equal(restored.code, 0, restored.stderr);
+    const copyUuid = restored.stdout.trim();
+    const copyDisk = join(agent.stateDir, 'vms', copyUuid, 'disks', 'disk0.qcow2');
+    const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', copyDisk])).stdout) as { 'backing-filename'?: string };
+    assert.equal(info['backing-filename'], undefined, 'the restored disk is self-contained');
+    const copy = (await cluster.waitForStatus(copyUuid, 'RUNNING', 90_000)).runtime as { serial_log: string };
+    const seenLine = await waitUntil(async () => {
+      const text = await readFile(copy.serial_log, 'utf8').catch(() => '');
+      return /^DROVER-MARK-SEEN .* saw (\S+)$/m.exec(text)?.[1];
+    }, 60_000, 'the restored guest to boot and read its disk');
+    const seen = new Map(seenLine.split(',').map((p) => [p.slice(0, p.lastIndexOf(':')), Number(p.slice(p.lastIndexOf(':') + 1))]));
+    const found = seen.get(bootId);
+    assert.ok(found !== undefined && found >= beforeRequest && found < afterBackup, `the backup holds records ${beforeRequest}..${afterBackup - 1} at most (found up to ${found}, saw ${seenLine})`);
+
+    assert.equal((await drover(['vm', 'stop', 'img-copy', '-F', '--wait=60'])).code, 0);
+    await run('qemu-img', ['check', '-q', copyDisk]);
+    const rawCopy = join(cluster.dir, 'img-copy.raw');
     await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', copyDisk, rawCopy]);
     const { records, malformed } = await readMarkerDisk(rawCopy);
     assert.deepEqual(malformed, []);

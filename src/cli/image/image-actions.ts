@@ -18,6 +18,7 @@ import { printJson, printLine } from '../output/print.js';
 import { formatBytes } from '../output/progress.js';
 import { formatTable } from '../output/table.js';
 import { withStore, type StoreSession } from '../store-session.js';
+import { resolveTransferSettings } from '../backup/s3-options.js';
 import { importImage } from './import-image.js';
 
 export interface ImportFlags extends GlobalFlags {
@@ -54,7 +55,12 @@ export async function importAction(ctx: CliContext, source: string, flags: Impor
   const result = await withStore(opts, async (session) => {
     const config = await requireImageStoreConfig(session.kv, session.keys);
     return importImage(
-      { images: new ImageRepository(session.kv, session.keys), store: await openImageStore(config, credentials(ctx.env)), qemuImg: new QemuImg(), stderr: ctx.io.stderr },
+      {
+        images: new ImageRepository(session.kv, session.keys),
+        store: await openImageStore(config, credentials(ctx.env), resolveTransferSettings(ctx.env)),
+        qemuImg: new QemuImg(),
+        stderr: ctx.io.stderr,
+      },
       { source, ...(flags.name !== undefined ? { name: flags.name } : {}), ...(flags.version !== undefined ? { version: flags.version } : {}) },
     );
   });

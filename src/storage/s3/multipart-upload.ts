@@ -13,9 +13,16 @@
  * When a part runs out of attempts the upload is aborted (best effort:
  * AbortMultipartUpload; S3 never shows an uncompleted upload as an object
  * anyway) and the error thrown. Memory: at most `maxParallel` parts.
+ *
+ * The source is a file (`uploadFileMultipart`, backups) or a stream of a
+ * declared size (`uploadStreamMultipart`, image uploads); either way the
+ * parts are read in order, and a `verify` hook sees the size and sha256
+ * before the upload is completed, so bytes it refuses never become an
+ * object.
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -29,12 +36,10 @@ import { translateS3Error } from './client.js';
 import { ParallelismGovernor } from './multipart-parallelism.js';
 import { retryS3 } from './multipart-retry.js';
 
-export interface MultipartUploadOptions {
+export interface MultipartTarget {
   client: S3Client;
   bucket: string;
   key: string;
-  /** The file to upload. */
-  file: string;
   chunkSize: number;
   parallel: number;
   maxParallel: number;
@@ -45,7 +50,19 @@ export interface MultipartUploadOptions {
   contentType?: string;
   /** Called after each part lands, with the bytes uploaded so far. */
   onProgress?: (done: number, total: number) => void;
+  /** User metadata of the object (x-amz-meta-*). */
+  metadata?: Record<string, string>;
+  /** Sees what was sent before the upload is completed; what it throws aborts the upload. */
+  verify?: (sent: { size: number; sha256: string }) => void;
 }
+
+export interface MultipartUploadOptions extends MultipartTarget {
+  /** The file to upload. */
+  file: string;
+}
+
+/** Reads the source's bytes [offset, offset + length), called in order. */
+type PartReader = (offset: number, length: number) => Promise<Buffer>;
 
 export interface UploadResult {
   size: number;
@@ -56,50 +73,103 @@ export interface UploadResult {
 }
 
 export async function uploadFileMultipart(opts: MultipartUploadOptions): Promise<UploadResult> {
-  const where = `upload of s3://${opts.bucket}/${opts.key}`;
   const fh = await open(opts.file, 'r');
   try {
     const size = (await fh.stat()).size;
-    const created = await opts.client
-      .send(new CreateMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, ContentType: opts.contentType ?? 'application/octet-stream' }))
-      .catch((err: unknown) => {
-        throw translateS3Error(err, where);
-      });
-    const uploadId = created.UploadId;
-    if (uploadId === undefined) throw new DroverError('S3_ERROR', `S3 ${where} failed: the server gave no upload id.`, true);
-    try {
-      const result = await sendParts(opts, fh, size, uploadId, where);
-      await retryS3(
-        (signal) =>
-          opts.client.send(
-            new CompleteMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId, MultipartUpload: { Parts: result.completed } }),
-            { abortSignal: signal },
-          ),
-        `completion of ${where}`,
-        opts.partAttempts ?? 5,
-        opts.partTimeoutMs ?? 120_000,
-      );
-      return { size, sha256: result.sha256, parts: result.completed.length, maxInFlight: result.maxInFlight };
-    } catch (err) {
-      // Best effort, bounded: the network that failed the parts may be gone too.
-      await opts.client
-        .send(new AbortMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(opts.partTimeoutMs ?? 120_000) })
-        .catch(() => undefined);
-      throw err;
-    }
+    return await uploadMultipart(opts, size, async (offset, length) => {
+      const body = Buffer.alloc(length);
+      const { bytesRead } = await fh.read(body, 0, length, offset);
+      if (bytesRead !== length) throw new DroverError('S3_ERROR', `S3 upload of s3://${opts.bucket}/${opts.key} failed: ${opts.file} changed size while it was read.`);
+      return body;
+    });
   } finally {
     await fh.close();
   }
 }
 
-type FileHandle = Awaited<ReturnType<typeof open>>;
+/**
+ * Uploads `size` bytes read from `body`. A stream that ends early or fails
+ * fails the upload with its error; one with bytes beyond `size` fails too
+ * (the caller may pass it through a HashingStream with the expected size,
+ * which says so in one sentence).
+ */
+export async function uploadStreamMultipart(opts: MultipartTarget, body: Readable, size: number): Promise<UploadResult> {
+  // The iterator listens for errors only from its first read on (after the
+  // upload is created): until then this keeps an error from going uncaught.
+  // The reader below still sees it (the stream is errored).
+  body.on('error', () => undefined);
+  const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  let pending: Buffer = Buffer.alloc(0);
+  let ended = false;
+  const take = async (length: number): Promise<Buffer> => {
+    const parts: Buffer[] = [pending];
+    let have = pending.length;
+    while (have < length && !ended) {
+      const next = await chunks.next();
+      if (next.done === true) ended = true;
+      else {
+        const b = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
+        parts.push(b);
+        have += b.length;
+      }
+    }
+    const all = Buffer.concat(parts, have);
+    pending = all.subarray(Math.min(length, have));
+    return all.subarray(0, Math.min(length, have));
+  };
+  const where = `upload of s3://${opts.bucket}/${opts.key}`;
+  return uploadMultipart(opts, size, async (offset, length) => {
+    const part = await take(length);
+    if (part.length !== length) throw new DroverError('S3_ERROR', `S3 ${where} failed: the source ended after ${offset + part.length} of the ${size} bytes expected.`, false);
+    if (offset + length === size && (await take(1)).length > 0) throw new DroverError('S3_ERROR', `S3 ${where} failed: the source has more than the ${size} bytes expected.`, false);
+    return part;
+  });
+}
+
+async function uploadMultipart(opts: MultipartTarget, size: number, readPart: PartReader): Promise<UploadResult> {
+  const where = `upload of s3://${opts.bucket}/${opts.key}`;
+  const created = await opts.client
+    .send(
+      new CreateMultipartUploadCommand({
+        Bucket: opts.bucket,
+        Key: opts.key,
+        ContentType: opts.contentType ?? 'application/octet-stream',
+        ...(opts.metadata !== undefined ? { Metadata: opts.metadata } : {}),
+      }),
+    )
+    .catch((err: unknown) => {
+      throw translateS3Error(err, where);
+    });
+  const uploadId = created.UploadId;
+  if (uploadId === undefined) throw new DroverError('S3_ERROR', `S3 ${where} failed: the server gave no upload id.`, true);
+  try {
+    const result = await sendParts(opts, readPart, size, uploadId);
+    opts.verify?.({ size, sha256: result.sha256 });
+    await retryS3(
+      (signal) =>
+        opts.client.send(
+          new CompleteMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId, MultipartUpload: { Parts: result.completed } }),
+          { abortSignal: signal },
+        ),
+      `completion of ${where}`,
+      opts.partAttempts ?? 5,
+      opts.partTimeoutMs ?? 120_000,
+    );
+    return { size, sha256: result.sha256, parts: result.completed.length, maxInFlight: result.maxInFlight };
+  } catch (err) {
+    // Best effort, bounded: the network that failed the parts may be gone too.
+    await opts.client
+      .send(new AbortMultipartUploadCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(opts.partTimeoutMs ?? 120_000) })
+      .catch(() => undefined);
+    throw err;
+  }
+}
 
 async function sendParts(
-  opts: MultipartUploadOptions,
-  fh: FileHandle,
+  opts: MultipartTarget,
+  readPart: PartReader,
   size: number,
   uploadId: string,
-  where: string,
 ): Promise<{ completed: CompletedPart[]; sha256: string; maxInFlight: number }> {
   const governor = new ParallelismGovernor({ initial: opts.parallel, max: opts.maxParallel });
   const hash = createHash('sha256');
@@ -114,12 +184,16 @@ async function sendParts(
     if (failure !== undefined) break;
     const offset = i * opts.chunkSize;
     const length = Math.min(opts.chunkSize, size - offset);
-    const body = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(body, 0, length, offset);
-    if (bytesRead !== length) throw new DroverError('S3_ERROR', `S3 ${where} failed: ${opts.file} changed size while it was read.`);
+    let body: Buffer;
+    try {
+      body = await readPart(offset, length);
+    } catch (err) {
+      await Promise.all(inFlight); // settle the parts in flight before the upload is aborted
+      throw err;
+    }
     hash.update(body);
     const partNumber = i + 1;
-    const p: Promise<void> = sendPart(opts, uploadId, partNumber, body, where)
+    const p: Promise<void> = sendPart(opts, uploadId, partNumber, body)
       .then((etag) => {
         completed[i] = { PartNumber: partNumber, ETag: etag };
         done += length;
@@ -138,7 +212,8 @@ async function sendParts(
   return { completed, sha256: hash.digest('hex'), maxInFlight };
 }
 
-async function sendPart(opts: MultipartUploadOptions, uploadId: string, partNumber: number, body: Buffer, where: string): Promise<string> {
+async function sendPart(opts: MultipartTarget, uploadId: string, partNumber: number, body: Buffer): Promise<string> {
+  const where = `upload of s3://${opts.bucket}/${opts.key}`;
   const md5 = createHash('md5').update(body);
   const md5Hex = md5.copy().digest('hex');
   const md5B64 = md5.digest('base64');
