@@ -5,7 +5,7 @@ STATE_DIR ?= $(CURDIR)/.drover
 GUEST := build/guest/vmlinuz build/guest/initrd.gz build/guest/initrd-disk-marker.gz
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: all deps build guest lint typecheck run test test-unit bench bench-failover clean
+.PHONY: all deps build guest lint typecheck run test test-unit bench bench-failover bench-backup bench-collection clean
 
 all: build
 
@@ -42,6 +42,14 @@ bench: build guest
 ## Failover time (issue 3): a frozen agent's failover VM RUNNING elsewhere, 5 runs (docs/benchmarks.md).
 bench-failover: build guest
 	node dist/bench/failover.js
+
+## Backup/restore throughput (issue 4): drover vs aws s3 cp and the read floor, 2 GiB on s3rver, 3 runs (docs/benchmarks.md).
+bench-backup: build
+	node dist/bench/backup.js
+
+## Cost of collection (issue 5): agent CPU per stats interval and RSS at 10, 50, 100 guests vs a bare /proc reader (docs/benchmarks.md).
+bench-collection: build guest
+	node dist/bench/collection.js
 
 clean:
 	rm -rf dist build

@@ -1,51 +1,138 @@
 /**
- * Backup and restore throughput (issue 4): one file of `--size` MiB
- * (default 2048) of random bytes, then, in one run and the same cache state
- * (the file was just written, nothing dropped):
- *   floor    reading the file end to end (`cat FILE`, output to /dev/null)
- *   upload   drover's multipart upload (drover's defaults unless flags say)
- *            vs `aws s3 cp FILE s3://...` (awscli's defaults)
- *   restore  drover's ranged download (sha256 checked) vs `aws s3 cp s3://... FILE`
- * against a local s3rver on loopback. s3rver runs in this process, so
- * drover's transfers share this process's core with the server while
- * awscli runs in its own process: the comparison is, if anything, unfair to
- * drover. `node dist/bench/backup.js [--size MIB] [--chunk MIB]`.
+ * Backup and restore throughput (issue 4), `make bench-backup` or
+ * `node dist/bench/backup.js [--size MIB] [--runs N] [--chunk MIB]
+ * [--parallel N] [--max-parallel N] [--preload N] [--json FILE]`.
+ *
+ * One raw disk file of `--size` MiB (default 2048) of random bytes, the disk
+ * of a STOP VM record in a real etcd. s3rver runs in its own Node process
+ * (bench/lib/s3rver-process.ts) on loopback, storing under the same temp
+ * dir, on the same filesystem as the disk, the restored copies and awscli's
+ * download. Cache state: warm for everyone. The file is read once before the
+ * first run, and every object a download reads was written just before it,
+ * so every contender reads from the page cache (nothing is ever dropped).
+ * Each run, in the same cache state:
+ *   floor    `cat FILE` to /dev/null: reading the disk end to end
+ *   upload   `drover vm backup VM` (bin/drover, a subprocess)
+ *            vs `aws s3 cp FILE s3://bucket/key` (awscli's defaults)
+ *   restore  `drover vm restore VM ID` (over the VM's disk, sha256 checked)
+ *            vs `aws s3 cp s3://bucket/key FILE`
+ * Odd runs run drover first in each direction, even runs awscli first. For
+ * every transfer the client's CPU (cutime+cstime of this process, which
+ * waits for it) and s3rver's CPU (/proc/PID/stat) are printed beside the wall
+ * time, which shows who the bottleneck is. Medians over the runs are held
+ * against the targets: drover >= aws s3 cp, and >= 70% of the read floor.
+ * Also printed once, as context (not a target): the disk device's own read
+ * rate (`dd iflag=direct`, bypassing the cache). Exits 0 unless something broke.
  */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { keySpace } from '../src/contract/keys.js';
 import { DEFAULT_BACKUP_TRANSFER } from '../src/storage/backup-settings.js';
-import { downloadFileMultipart } from '../src/storage/s3/multipart-download.js';
-import { uploadFileMultipart } from '../src/storage/s3/multipart-upload.js';
-import { startTestS3 } from '../test/helpers/s3-server.js';
+import { VmRepository } from '../src/store/vm-repository.js';
+import { runDrover } from '../test/cli/helpers.js';
+import { S3RVER_CREDENTIALS } from '../test/helpers/s3-server.js';
+import { startBenchEtcd } from './lib/bench-etcd.js';
+import { Cleanup } from './lib/cleanup.js';
+import { clockTicksPerSecond, cpuTicks, machineInfo } from './lib/procfs.js';
+import { startS3rverProc } from './lib/s3rver-process.js';
+import { table } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
-const { values } = parseArgs({ options: { size: { type: 'string', default: '2048' }, chunk: { type: 'string' } } });
-const sizeMiB = Number(values.size);
-const t = { ...DEFAULT_BACKUP_TRANSFER, ...(values.chunk !== undefined ? { s3_upload_chunk_size: Number(values.chunk) * MiB, s3_download_chunk_size: Number(values.chunk) * MiB } : {}) };
+const PREFIX = '/bench-backup';
+const BUCKET = 'bench';
+const FLOOR_SHARE = 0.7;
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return (performance.now() - t0) / 1000;
+const { values } = parseArgs({
+  options: {
+    size: { type: 'string', default: '2048' },
+    runs: { type: 'string', default: '3' },
+    chunk: { type: 'string' },
+    parallel: { type: 'string' },
+    'max-parallel': { type: 'string' },
+    preload: { type: 'string' },
+    json: { type: 'string' },
+  },
+});
+
+function positive(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) {
+    process.stderr.write(`bench: --${name} must be a positive integer, not ${JSON.stringify(v)}.\n`);
+    process.exit(2);
+  }
+  return n;
 }
 
-function catToNull(file: string): Promise<void> {
+const sizeMiB = positive('size', values.size) as number;
+const runs = positive('runs', values.runs) as number;
+const chunkMiB = positive('chunk', values.chunk);
+const parallel = positive('parallel', values.parallel);
+const maxParallel = positive('max-parallel', values['max-parallel']);
+const preload = positive('preload', values.preload);
+
+/** The transfer keys drover's CLI reads from its environment (docs/backups.md), only those given. */
+const transferEnv: Record<string, string> = {
+  ...(chunkMiB !== undefined ? { DROVER_S3_UPLOAD_CHUNK_SIZE: String(chunkMiB * MiB), DROVER_S3_DOWNLOAD_CHUNK_SIZE: String(chunkMiB * MiB) } : {}),
+  ...(parallel !== undefined ? { DROVER_PARALLEL_UPLOADS: String(parallel), DROVER_PARALLEL_DOWNLOADS: String(parallel) } : {}),
+  ...(maxParallel !== undefined ? { DROVER_MAX_PARALLEL_UPLOADS: String(maxParallel), DROVER_MAX_PARALLEL_DOWNLOADS: String(maxParallel) } : {}),
+  ...(preload !== undefined ? { DROVER_PRELOAD: String(preload) } : {}),
+};
+const t = {
+  chunk: (chunkMiB ?? DEFAULT_BACKUP_TRANSFER.s3_upload_chunk_size / MiB),
+  parallel: parallel ?? DEFAULT_BACKUP_TRANSFER.parallel_uploads,
+  maxParallel: maxParallel ?? DEFAULT_BACKUP_TRANSFER.max_parallel_uploads,
+  preload: preload ?? DEFAULT_BACKUP_TRANSFER.preload,
+};
+
+const log = (line = ''): void => void process.stdout.write(`${line}\n`);
+
+/** cutime + cstime of this process: the CPU of the children it has waited for, in ticks. */
+async function childrenTicks(): Promise<number> {
+  const text = await readFile('/proc/self/stat', 'utf8');
+  const rest = text.slice(text.lastIndexOf(')') + 1).trim().split(/\s+/);
+  return Number(rest[16 - 3]) + Number(rest[17 - 3]);
+}
+
+function runQuiet(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn('cat', [file], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: env ?? process.env });
+    let stderr = '';
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     p.on('error', reject);
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cat exited ${code}`))));
+    p.on('close', (code) => resolve({ code: code ?? -1, stderr }));
   });
 }
 
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 * MiB })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+interface Sample {
+  seconds: number;
+  clientCpu: number;
+  serverCpu: number;
+}
+
+type Contender = 'floor' | 'drover up' | 'aws up' | 'drover down' | 'aws down' | 'aws fsync';
+
 async function main(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'drover-bench-backup-'));
-  const s3 = await startTestS3('bench');
+  const cleanup = new Cleanup().onSignals();
+  const hz = await clockTicksPerSecond();
   try {
-    const file = join(dir, 'disk.raw');
+    const root = await mkdtemp(join(tmpdir(), 'drover-bench-backup-'));
+    cleanup.add('remove the temp dir', () => rm(root, { recursive: true, force: true }));
+    const file = join(root, 'disk.raw');
+    log(`writing ${sizeMiB} MiB of random bytes to ${file}`);
     const hash = createHash('sha256');
     const fh = await open(file, 'w');
     for (let i = 0; i < sizeMiB; i++) {
@@ -55,30 +142,130 @@ async function main(): Promise<void> {
     }
     await fh.close();
     const sha256 = hash.digest('hex');
-    const aws = async (args: string[]): Promise<void> => {
-      const r = await s3.aws(args);
-      if (r.code !== 0) throw new Error(`aws ${args.join(' ')} failed: ${r.stderr.trim()}`);
+
+    const { endpoint: etcdEndpoint, kv } = await startBenchEtcd(root, cleanup);
+    const repo = new VmRepository(kv, keySpace(PREFIX));
+    const uuid = randomUUID();
+    const vm = 'bench-disk';
+    if (!(await repo.create(uuid, { uuid, name: vm, host: 'bench', status: 'STOP', spec: { vcpus: 1, memory: 128, disks: [{ path: file, format: 'raw' }] } }))) {
+      throw new Error(`VM ${uuid} already exists`);
+    }
+
+    const s3dir = join(root, 's3');
+    await mkdir(s3dir);
+    const s3 = await startS3rverProc(s3dir, BUCKET);
+    cleanup.add('stop s3rver', () => s3.stop());
+    const droverEnv = {
+      DROVER_ETCD: etcdEndpoint,
+      DROVER_PREFIX: PREFIX,
+      DROVER_S3_ENDPOINT: s3.endpoint,
+      DROVER_S3_BUCKET: BUCKET,
+      DROVER_S3_PATH_STYLE: '1',
+      DROVER_S3_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
+      DROVER_S3_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+      ...transferEnv,
     };
-    const floor = await timed(() => catToNull(file));
-    const up = await timed(() =>
-      uploadFileMultipart({ client: s3.client, bucket: s3.bucket, key: 'bench/drover', file, chunkSize: t.s3_upload_chunk_size, parallel: t.parallel_uploads, maxParallel: t.max_parallel_uploads }),
+    // awscli uses path-style addressing with --endpoint-url; no config file or profile is read.
+    const awsEnv = { PATH: process.env.PATH, HOME: root, AWS_CONFIG_FILE: '/dev/null', AWS_DEFAULT_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey };
+    /** Runs one contender, returning wall time and the CPU of the client and of s3rver. */
+    const measure = async (what: string, fn: () => Promise<void>): Promise<Sample> => {
+      const c0 = await childrenTicks();
+      const s0 = (await cpuTicks(s3.pid)) ?? Number.NaN;
+      const t0 = performance.now();
+      await fn();
+      const seconds = (performance.now() - t0) / 1000;
+      const s1 = (await cpuTicks(s3.pid)) ?? Number.NaN;
+      const c1 = await childrenTicks();
+      const sample = { seconds, clientCpu: (c1 - c0) / hz, serverCpu: (s1 - s0) / hz };
+      log(`  ${what.padEnd(12)} ${sample.seconds.toFixed(2).padStart(7)} s ${(sizeMiB / sample.seconds).toFixed(1).padStart(8)} MiB/s   client CPU ${sample.clientCpu.toFixed(2)} s, s3rver CPU ${sample.serverCpu.toFixed(2)} s`);
+      return sample;
+    };
+    const must = async (p: Promise<{ code: number; stderr: string }>, what: string): Promise<string> => {
+      const r = await p;
+      if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+      return 'stdout' in r ? String(r.stdout) : '';
+    };
+    const drover = (args: string[]): Promise<string> => must(runDrover(args, { env: droverEnv, timeoutMs: 3_600_000 }), `drover ${args.join(' ')}`);
+    const aws = (args: string[]): Promise<string> => must(runQuiet('aws', ['--endpoint-url', s3.endpoint, ...args], awsEnv), `aws ${args.join(' ')}`);
+    const cat = (): Promise<string> => must(runQuiet('cat', [file]), 'cat');
+
+    const info = await machineInfo('qemu-system-x86_64', fileURLToPath(new URL('../../', import.meta.url)));
+    log(`machine: ${info.cpuModel}, ${info.cores} cores, ${info.ramMiB} MiB, ${info.kernel}, node ${info.node}, drover ${info.drover}`);
+    log(`size ${sizeMiB} MiB, ${runs} runs; drover: chunk ${t.chunk} MiB, parallel ${t.parallel}..${t.maxParallel}, preload ${t.preload}; ${(await runQuiet('aws', ['--version'])).code === 0 ? 'awscli defaults' : 'awscli missing'}`);
+    log(`s3rver pid ${s3.pid} at ${s3.endpoint}, data in ${s3dir}; cache: warm for everyone (read once first, nothing dropped)`);
+    const dd = await measure('dd direct', () => must(runQuiet('dd', [`if=${file}`, 'of=/dev/null', 'bs=4M', 'iflag=direct']), 'dd').then(() => undefined));
+    await cat(); // warm the cache
+    log();
+
+    const samples = new Map<Contender, Sample[]>();
+    const push = (c: Contender, s: Sample): void => void samples.set(c, [...(samples.get(c) ?? []), s]);
+    const awsCopy = join(root, 'aws-restored');
+    for (let run = 1; run <= runs; run++) {
+      const droverFirst = run % 2 === 1;
+      log(`run ${run}/${runs} (${droverFirst ? 'drover' : 'awscli'} first)`);
+      push('floor', await measure('floor (cat)', () => cat().then(() => undefined)));
+      let id = '';
+      const droverUp = async (): Promise<void> => push('drover up', await measure('drover up', async () => void (id = (await drover(['vm', 'backup', vm])).trim())));
+      const awsUp = async (): Promise<void> => push('aws up', await measure('aws up', async () => void (await aws(['s3', 'cp', '--only-show-errors', file, `s3://${BUCKET}/aws/disk.raw`]))));
+      const droverDown = async (): Promise<void> => push('drover down', await measure('drover down', async () => void (await drover(['vm', 'restore', vm, id]))));
+      const awsDown = async (): Promise<void> => {
+        push('aws down', await measure('aws down', async () => void (await aws(['s3', 'cp', '--only-show-errors', `s3://${BUCKET}/aws/disk.raw`, awsCopy]))));
+        // drover's restore ends with an fsync of the disk before it renames it into place; awscli's does not.
+        push('aws fsync', await measure('fsync (aws)', async () => void (await must(runQuiet('sync', [awsCopy]), 'sync'))));
+      };
+      for (const step of droverFirst ? [droverUp, awsUp, droverDown, awsDown] : [awsUp, droverUp, awsDown, droverDown]) await step();
+      // Outside the timing: both restored copies are the original bytes (drover checked its own sha256 too).
+      const [mine, theirs] = await Promise.all([sha256File(file), sha256File(awsCopy)]);
+      if (mine !== sha256 || theirs !== sha256) throw new Error(`a restored copy differs from the original (drover ${mine === sha256}, aws ${theirs === sha256})`);
+      await drover(['backup', 'delete', id]);
+      await aws(['s3', 'rm', '--only-show-errors', `s3://${BUCKET}/aws/disk.raw`]);
+      await rm(awsCopy);
+    }
+
+    const median = (c: Contender): Sample => {
+      const xs = [...(samples.get(c) ?? [])].sort((a, b) => a.seconds - b.seconds);
+      return xs[Math.floor((xs.length - 1) / 2)] as Sample;
+    };
+    const rate = (s: Sample): number => sizeMiB / s.seconds;
+    const floor = median('floor');
+    log();
+    log(`medians of ${runs} runs (${sizeMiB} MiB)`);
+    log(
+      table([
+        ['', 'seconds', 'MiB/s', 'client CPU s', 's3rver CPU s', 'vs aws', 'vs floor'],
+        ['disk device, uncached (dd iflag=direct), context', dd.seconds.toFixed(2), rate(dd).toFixed(1), '', '', '', ''],
+        ...(['floor', 'drover up', 'aws up', 'drover down', 'aws down'] as const).map((c) => {
+          const s = median(c);
+          const other = c === 'drover up' ? median('aws up') : c === 'drover down' ? median('aws down') : null;
+          return [
+            c === 'floor' ? 'read floor (cat, warm cache)' : c,
+            s.seconds.toFixed(2),
+            rate(s).toFixed(1),
+            s.clientCpu.toFixed(2),
+            c === 'floor' ? '' : s.serverCpu.toFixed(2),
+            other ? `${(other.seconds / s.seconds).toFixed(2)}x` : '',
+            c === 'floor' ? '' : `${((floor.seconds / s.seconds) * 100).toFixed(1)}%`,
+          ];
+        }),
+      ]),
     );
-    const awsUp = await timed(() => aws(['s3', 'cp', '--only-show-errors', file, `s3://${s3.bucket}/bench/aws`]));
-    const down = await timed(() =>
-      downloadFileMultipart({
-        client: s3.client, bucket: s3.bucket, key: 'bench/drover', dest: join(dir, 'restored'), sha256,
-        chunkSize: t.s3_download_chunk_size, parallel: t.parallel_downloads, maxParallel: t.max_parallel_downloads, preload: t.preload,
-      }),
-    );
-    const awsDown = await timed(() => aws(['s3', 'cp', '--only-show-errors', `s3://${s3.bucket}/bench/aws`, join(dir, 'aws-restored')]));
-    const rate = (s: number): string => `${(sizeMiB / s).toFixed(1)} MiB/s`;
-    const rows: Array<[string, number]> = [['read floor (cat)', floor], ['drover backup (upload)', up], ['aws s3 cp (upload)', awsUp], ['drover restore (download)', down], ['aws s3 cp (download)', awsDown]];
-    process.stdout.write(`size ${sizeMiB} MiB, chunk ${t.s3_upload_chunk_size / MiB} MiB, parallel ${t.parallel_uploads}..${t.max_parallel_uploads}, preload ${t.preload}\n`);
-    for (const [name, s] of rows) process.stdout.write(`${name.padEnd(28)} ${s.toFixed(2).padStart(8)} s  ${rate(s)}\n`);
-    process.stdout.write(`drover/aws upload ${(awsUp / up).toFixed(2)}x, download ${(awsDown / down).toFixed(2)}x; upload vs read floor ${((floor / up) * 100).toFixed(1)}%\n`);
+    const fsync = median('aws fsync');
+    const awsDurable = median('aws down').seconds + fsync.seconds;
+    log(`like for like on restore: aws s3 cp download + fsync of the file (sync FILE, ${fsync.seconds.toFixed(2)} s) ${awsDurable.toFixed(2)} s, ${(sizeMiB / awsDurable).toFixed(1)} MiB/s: drover ${(awsDurable / median('drover down').seconds).toFixed(2)}x`);
+    log();
+    const verdicts: Array<[string, boolean, string]> = [];
+    for (const [dir, mine, theirs] of [['backup', 'drover up', 'aws up'], ['restore', 'drover down', 'aws down']] as const) {
+      const m = median(mine);
+      const a = median(theirs);
+      verdicts.push([`${dir}: drover >= aws s3 cp`, m.seconds <= a.seconds, `${rate(m).toFixed(1)} vs ${rate(a).toFixed(1)} MiB/s`]);
+      verdicts.push([`${dir}: drover >= ${FLOOR_SHARE * 100}% of the read floor`, rate(m) >= FLOOR_SHARE * rate(floor), `${((rate(m) / rate(floor)) * 100).toFixed(1)}% of ${rate(floor).toFixed(0)} MiB/s`]);
+    }
+    log(table([['target', 'verdict', ''], ...verdicts.map(([what, ok, detail]) => [what, ok ? 'PASS' : 'FAIL', detail])]));
+    if (values.json) {
+      await writeFile(values.json, JSON.stringify({ machine: info, sizeMiB, runs, transfer: t, dd, samples: Object.fromEntries(samples), verdicts }, null, 2));
+    }
   } finally {
-    await s3.close();
-    await rm(dir, { recursive: true, force: true });
+    await cleanup.run();
   }
 }
 

@@ -36,7 +36,7 @@
  * at the end, also on error or Ctrl-C. Exits 0 unless something broke.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -44,18 +44,17 @@ import { fileURLToPath } from 'node:url';
 import { agentConfigSchema } from '../src/config/agent-config.js';
 import { keySpace, type KeySpace } from '../src/contract/keys.js';
 import { vmSpecSchema } from '../src/contract/vm-record.js';
-import { EtcdProcess } from '../src/embedded/etcd-process.js';
 import { buildQemuArgs } from '../src/hypervisor/qemu/build-qemu-args.js';
 import { runPaths } from '../src/hypervisor/qemu/run-dir.js';
-import { createEtcdClient } from '../src/store/etcd-client.js';
-import { KvStore } from '../src/store/kv-store.js';
+import type { KvStore } from '../src/store/kv-store.js';
 import { VmRepository } from '../src/store/vm-repository.js';
 import { pidAlive } from '../test/helpers/agent-harness.js';
 import { assertSequentialBoots, createMarkerDisk, markerVmSpec, readMarkerDisk, waitForMarkers } from '../test/helpers/disk-marker.js';
 import { ensureGuest, type GuestFiles } from '../test/helpers/guest.js';
 import { killLeftovers, startAgentProc, stopAgentProc, waitAlive, type AgentProc } from './lib/agent-process.js';
+import { startBenchEtcd } from './lib/bench-etcd.js';
 import { Cleanup } from './lib/cleanup.js';
-import { machineInfo } from './lib/procfs.js';
+import { cpuBusyPct, machineInfo } from './lib/procfs.js';
 import { PrefixTimeline, type TimedEvent } from './lib/prefix-timeline.js';
 import { probeQemu } from './lib/qmp-probe.js';
 import { table } from './lib/stats.js';
@@ -116,18 +115,6 @@ function median(values: readonly number[]): number {
 }
 
 /** All CPUs' busy share over `msec`, from /proc/stat. */
-async function cpuBusyPct(msec = 1000): Promise<number> {
-  const read = async (): Promise<{ busy: number; total: number }> => {
-    const v = ((await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
-    const total = v.reduce((a, b) => a + b, 0);
-    return { busy: total - (v[3] ?? 0) - (v[4] ?? 0), total };
-  };
-  const a = await read();
-  await sleep(msec);
-  const b = await read();
-  return ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * 100;
-}
-
 /** Phases in ms after the freeze (undefined: not seen). */
 interface RunResult {
   run: number;
@@ -313,13 +300,8 @@ async function main(): Promise<void> {
     log();
 
     const guest = await ensureGuest();
-    const etcd = new EtcdProcess({ dataDir: join(root, 'etcd', 'data'), logFile: join(root, 'etcd.log') });
-    cleanup.add('stop etcd', () => etcd.stop());
-    await etcd.start();
-    const client = createEtcdClient([etcd.endpoint]);
-    cleanup.add('close the etcd client', async () => client.close());
-    const kv = new KvStore(client);
-    const ctx: RunContext = { opts, root, kv, endpoint: etcd.endpoint, guest, leaseTtl, margin, cleanup };
+    const { endpoint, kv } = await startBenchEtcd(root, cleanup);
+    const ctx: RunContext = { opts, root, kv, endpoint, guest, leaseTtl, margin, cleanup };
 
     const results: RunResult[] = [];
     for (let run = 1; run <= opts.runs; run++) {

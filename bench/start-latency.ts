@@ -35,20 +35,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import type { Etcd3 } from 'etcd3';
 import { keySpace } from '../src/contract/keys.js';
 import { vmSpecSchema } from '../src/contract/vm-record.js';
-import { EtcdProcess } from '../src/embedded/etcd-process.js';
 import { buildQemuArgs } from '../src/hypervisor/qemu/build-qemu-args.js';
 import { QemuHypervisor } from '../src/hypervisor/qemu/qemu-hypervisor.js';
 import { runPaths } from '../src/hypervisor/qemu/run-dir.js';
-import { createEtcdClient } from '../src/store/etcd-client.js';
-import { KvStore } from '../src/store/kv-store.js';
 import { rawObject, VmRepository } from '../src/store/vm-repository.js';
 import { clockTicksPerSecond, cpuTicks, killQemusMentioning, machineInfo, pidsMentioning, qemuPidsMentioning, rssKiB, type MachineInfo } from './lib/procfs.js';
 import { probeQemu } from './lib/qmp-probe.js';
 import { StatusWatch, type Json } from './lib/status-watch.js';
 import { ms, summarize, table, type Summary } from './lib/stats.js';
+import { startBenchEtcd } from './lib/bench-etcd.js';
 import { Cleanup } from './lib/cleanup.js';
 import { startAgentProc, stopAgentProc, waitAlive } from './lib/agent-process.js';
 
@@ -415,12 +412,7 @@ async function main(): Promise<void> {
     await noteLoad('before (b)');
     // (b) etcd + agent
     const etcdDir = join(root, 'etcd');
-    const etcd = new EtcdProcess({ dataDir: join(etcdDir, 'data'), logFile: join(root, 'etcd.log') });
-    cleanup.add('stop etcd', () => etcd.stop());
-    await etcd.start();
-    const client: Etcd3 = createEtcdClient([etcd.endpoint]);
-    cleanup.add('close the etcd client', async () => client.close());
-    const kv = new KvStore(client);
+    const { endpoint: etcdEndpoint, kv } = await startBenchEtcd(root, cleanup); // data under etcdDir
     const keys = keySpace(PREFIX);
     const repo = new VmRepository(kv, keys);
     const watch = new StatusWatch(kv, keys);
@@ -428,7 +420,7 @@ async function main(): Promise<void> {
     cleanup.add('close the watch', () => watch.close());
 
     const agentConfig = { prefix: PREFIX, log_level: opts.agentLogLevel, foreign_scope: 'state-dir' };
-    const agent = await startAgentProc(DROVER_BIN, root, HOST, etcd.endpoint, agentConfig, opts.agentCpuProf ? { cpuProfDir: opts.agentCpuProf } : {});
+    const agent = await startAgentProc(DROVER_BIN, root, HOST, etcdEndpoint, agentConfig, opts.agentCpuProf ? { cpuProfDir: opts.agentCpuProf } : {});
     cleanup.add('stop the agent', () => stopAgentProc(agent));
     if (opts.agentLog) {
       const dest = opts.agentLog;
@@ -440,7 +432,7 @@ async function main(): Promise<void> {
     }
     const agentReadyMs = await waitAlive(agent, kv, keys.host(HOST));
     const rssBeforeVms = (await rssKiB(agent.pid)) ?? Number.NaN;
-    log(`(b) etcd ${etcd.endpoint}, agent pid ${agent.pid} registered after ${ms(agentReadyMs, 0)} (RSS ${(rssBeforeVms / 1024).toFixed(1)} MiB)`);
+    log(`(b) etcd ${etcdEndpoint}, agent pid ${agent.pid} registered after ${ms(agentReadyMs, 0)} (RSS ${(rssBeforeVms / 1024).toFixed(1)} MiB)`);
 
     const seq: string[] = [];
     const putToStarting: number[] = [];

@@ -34,6 +34,19 @@ export async function cpuTicks(pid: number): Promise<number | null> {
   }
 }
 
+/** The machine's busy share of all CPUs over `msec`, in percent, from /proc/stat. */
+export async function cpuBusyPct(msec = 1000): Promise<number> {
+  const read = async (): Promise<{ busy: number; total: number }> => {
+    const v = ((await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+    const total = v.reduce((a, b) => a + b, 0);
+    return { busy: total - (v[3] ?? 0) - (v[4] ?? 0), total };
+  };
+  const a = await read();
+  await new Promise((r) => setTimeout(r, msec));
+  const b = await read();
+  return ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * 100;
+}
+
 let clkTck: number | null = null;
 
 /** Clock ticks per second (USER_HZ), from getconf; 100 when that fails. */
