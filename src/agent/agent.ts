@@ -163,7 +163,8 @@ export class Agent {
     await this.retryUntilDone('list and watch VMs', () => this.listAndWatch());
     await this.heartbeat();
     await this.startMetrics();
-    await this.collector.start();
+    // Not awaited: a qemu slow to answer QMP must not hold up the agent's start.
+    void this.collector.start();
     await this.reporter.report({ level: 'info', event: 'host.up', message: `Agent ${this.name} is up (hostid ${this.deps.stateDir.hostid}, accel ${this.deps.hypervisor.accel}).` });
     this.every(() => this.config.heartbeat_interval, () => this.heartbeat());
     const fenceTimer = setInterval(() => void this.selfFence(), 250);

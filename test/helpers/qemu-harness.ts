@@ -14,6 +14,7 @@ import { QemuHypervisor, type QemuHypervisorOptions } from '../../src/hypervisor
 import { isAlive, listQemuProcesses } from '../../src/hypervisor/qemu/proc.js';
 import type { ForeignVm, HypervisorHarness } from '../contract/hypervisor.contract.js';
 import { ensureGuest, guestSpec, READY_MARKER, waitForSerial } from './guest.js';
+import { createMarkerDisk, markerVmSpec } from './disk-marker.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -74,13 +75,9 @@ export async function makeQemuHarness(): Promise<QemuHarness> {
       return guestSpec(files, 'idle', { disks });
     },
     writerSpec: async (uuid) => {
-      // The disk-marker guest's 8 regions of 1024 sectors: 4 MiB.
       const path = join(dir, `${uuid}-marker.raw`);
-      await execFileAsync('qemu-img', ['create', '-q', '-f', 'raw', path, '4M']);
-      return guestSpec(files, 'idle', {
-        boot: { kernel: files.kernel, initrd: files.initrdDiskMarker, cmdline: 'console=ttyS0 quiet' },
-        disks: [{ path }],
-      });
+      await createMarkerDisk(path);
+      return guestSpec(files, 'idle', markerVmSpec(files, path));
     },
     timeouts: { boot: 30_000, exit: 5_000 },
     newInstance,

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostStatsSchema, type HostStats } from '../../src/contract/host-stats.js';
+import { hostStatsSchema, MAX_VMS_PER_SUMMARY, type HostStats } from '../../src/contract/host-stats.js';
 import { FakeHypervisor } from '../../src/hypervisor/fake/fake-hypervisor.js';
 import { silentLogger } from '../../src/lib/logger.js';
 import { Collector, type VmUsage } from '../../src/observability/collector.js';
@@ -131,6 +131,45 @@ describe('Collector over the fake hypervisor', () => {
     while (!reports.includes('host.storage_ok')) {
       assert.ok(Date.now() < deadline + 3000, 'no host.storage_ok');
       await sleep(20);
+    }
+  });
+});
+
+describe('Collector summary bound', () => {
+  it('keeps at most MAX_VMS_PER_SUMMARY VMs, sets truncated, and stays far below etcd\'s 1.5 MiB request limit', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'drover-collector-'));
+    const hv = new FakeHypervisor();
+    const vms: VmInfo[] = [];
+    for (let i = 0; i <= MAX_VMS_PER_SUMMARY; i++) {
+      const uuid = randomUUID();
+      const name = `vm-${String(i).padStart(4, '0')}-with-a-longish-name`;
+      vms.push({ uuid, name, vcpus: 1, memory: 96 });
+      await hv.start({ uuid, name, spec });
+    }
+    let written: HostStats | undefined;
+    const collector = new Collector({
+      host: 'hv1',
+      stateDir: dir,
+      cpus: 2,
+      hypervisor: hv,
+      settings: () => ({ vm_stats_interval: 60, process_check_interval: 60, storage_interval: 60, memory_interval: 60, storage_free_alarm: 0 }),
+      vms: () => vms,
+      writeSummary: async (x) => void (written = x),
+      report: async () => undefined,
+      logger: silentLogger(),
+    });
+    try {
+      await collector.start();
+      assert.ok(written);
+      assert.ok(hostStatsSchema.safeParse(written).success);
+      assert.equal(written.vms.length, MAX_VMS_PER_SUMMARY);
+      assert.equal(written.truncated, true);
+      const bytes = Buffer.byteLength(JSON.stringify(written));
+      assert.ok(bytes < 1024 * 1024, `summary of ${bytes} bytes`);
+    } finally {
+      collector.stop();
+      await hv.detachAll();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
