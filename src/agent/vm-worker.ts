@@ -303,12 +303,14 @@ export class VmWorker {
     }
     this.deps.assertMayStart();
     // On the record this start was planned from, not a newer one that came in meanwhile.
-    const starting = await this.write({ status: 'STARTING', error: '' }, `starting on ${this.deps.host}`, undefined, vm);
+    // A retry keeps the error that says why the VM still waits (its disks, below).
+    const waiting = this.failures > 0 && vm.parsed.value.status === 'STARTING';
+    const starting = await this.write({ status: 'STARTING', ...(waiting ? {} : { error: '' }) }, `starting on ${this.deps.host}`, undefined, vm);
     if (!starting) return;
     let handle: VmHandle;
     try {
       // The hypervisor sees only files: image disks become overlays first (a terminal failure, e.g. a corrupt image, ends in ERROR).
-      const files = this.deps.prepareDisks ? await this.deps.prepareDisks(this.uuid, spec) : spec;
+      const files = this.deps.prepareDisks ? await this.deps.prepareDisks(this.uuid, spec).catch((err: unknown) => this.disksNotReady(starting, name, err)) : spec;
       handle = await this.deps.hypervisor.start({ uuid: this.uuid, name, spec: files });
     } catch (err) {
       // A start qemu refused for a passing reason (a disk still locked by a
@@ -339,6 +341,21 @@ export class VmWorker {
         message: `VM ${name} ${how} on ${this.deps.host} as pid ${handle.pid}.`,
       });
     }
+  }
+
+  /**
+   * Disks that cannot be made yet for a passing reason (the image store is
+   * unreachable): the record stays STARTING and its `error` says why, with
+   * an event when that sentence changes, while the worker backs off and
+   * tries again; the RUNNING write clears it. Rethrows `err` either way.
+   */
+  private async disksNotReady(starting: StoredVm, name: string, err: unknown): Promise<never> {
+    const error = oneSentence(errorMessage(err));
+    const shown = starting.parsed.ok ? starting.parsed.value.error : undefined;
+    if (!isTerminal(err) && error !== shown && (await this.write({ status: 'STARTING', error }, `waiting: ${error}`, undefined, starting))) {
+      await this.deps.reporter.report({ level: 'warn', event: 'vm.error', vm: this.uuid, message: `VM ${name} cannot start on ${this.deps.host} yet: ${error}` });
+    }
+    throw err;
   }
 
   /**

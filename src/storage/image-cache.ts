@@ -13,6 +13,9 @@
  *    it) and the download is tried again after a backoff; after `attempts`
  *    tries the start fails for good (CHECKSUM_MISMATCH, terminal) with a
  *    sentence that says so. A corrupt download is never used.
+ *  - A store that cannot be reached (network, 5xx) is tried `attempts`
+ *    times too, then the error is retryable (IMAGE_ERROR): the VM's
+ *    worker backs off, says so in the record's `error`, and starts again.
  *  - One download per sha256 at a time, whatever number of VMs wait for it.
  *  - Cached files are read-only (0444): qemu only ever reads a backing file,
  *    and a stray write would corrupt every overlay on top of it.
@@ -116,7 +119,10 @@ export class ImageCache {
         false,
       );
     }
-    throw last ?? new DroverError('IMAGE_ERROR', `Image ${image.uuid} could not be fetched.`, true);
+    // Retryable (the store is unreachable, a 5xx): the VM's worker tries the
+    // start again with its backoff, and shows this sentence in the record meanwhile.
+    const why = last ? ` (${last.message.replace(/\.$/, '')})` : '';
+    throw new DroverError('IMAGE_ERROR', `Image ${image.name}:${image.version} could not be fetched from the image store in ${attempts} tries${why}; the agent keeps trying.`, true, { cause: last });
   }
 
   private async download(image: ImageRecord, path: string): Promise<void> {

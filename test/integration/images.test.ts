@@ -13,13 +13,17 @@
  *  - a corrupted object in the store is refused on every download, reported,
  *    never cached, and the VM ends in ERROR saying why;
  *  - REQUESTED_DELETE removes the VM folder only; vacuum then removes the
- *    cached image, and image delete removes the object.
+ *    cached image, and image delete removes the object;
+ *  - an image store that cannot be reached: the VM waits in STARTING, its
+ *    record's error says why (one event), and it starts once the store is
+ *    back, the error cleared.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ImageRecord } from '../../src/contract/image-record.js';
@@ -167,5 +171,37 @@ describe('images end to end (s3rver, awscli, agent, qemu)', () => {
     const ls = await s3.aws(['s3', 'ls', `s3://${s3.bucket}/fleet/images/${marker.uuid}`]);
     assert.equal(ls.stdout, '', 'the object is gone');
     assert.equal((await drover(['image', 'get', marker.uuid])).code, 1);
+  });
+  it('an unreachable image store: the VM waits in STARTING, its error says why, an event too; it starts once the store is back', async () => {
+    const file = join(cluster.dir, 'wait.qcow2');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, '4M']);
+    assert.equal((await drover(['image', 'import', file, '--name', 'wait', '--version', '1'])).code, 0);
+    // The store moves to a port nothing listens on.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const storeArgs = ['--bucket', s3.bucket, '--path-style', '--key-prefix', 'fleet/'];
+    assert.equal((await drover(['image', 'store', 'set', 's3', '--endpoint', `http://127.0.0.1:${port}`, ...storeArgs])).code, 0);
+
+    const uuid = await cluster.createVm({ spec: { boot: { kernel: guest.kernel, initrd: guest.initrd, cmdline: 'console=ttyS0 quiet' }, disks: [{ image: 'wait:1' }] } });
+    const waiting = await cluster.waitForVm(uuid, (v) => typeof v?.error === 'string' && v.error !== '', 60_000, 'the record to say why the VM waits');
+    assert.equal(waiting?.status, 'STARTING');
+    assert.match(String(waiting?.error), new RegExp(`^Image wait:1 could not be fetched from the image store in 2 tries \\(.*127\\.0\\.0\\.1:${port}.*\\); the agent keeps trying\\.$`));
+    const event = await cluster.waitForEvent((e) => e.vm === uuid && e.event === 'vm.error', 10_000, 'the vm.error event');
+    assert.equal(event.level, 'warn');
+    assert.match(event.message, /^VM \S+ cannot start on hv1 yet: Image wait:1 could not be fetched/);
+
+    // Still retrying, still saying so (the retries keep the sentence; no new event for the same one).
+    await new Promise((r) => setTimeout(r, 4000));
+    const still = await cluster.getVm(uuid);
+    assert.deepEqual([still?.status, still?.error], ['STARTING', waiting?.error]);
+    assert.equal((await cluster.events.list()).filter((e) => e.vm === uuid && e.event === 'vm.error').length, 1);
+
+    assert.equal((await drover(['image', 'store', 'set', 's3', '--endpoint', s3.endpoint, ...storeArgs])).code, 0);
+    const running = await cluster.waitForStatus(uuid, 'RUNNING', 90_000);
+    assert.equal(running.error, '', 'the error is cleared once it starts');
+    await cluster.patchVm(uuid, { status: 'REQUESTED_DELETE', force_stop: true });
+    await cluster.waitForVm(uuid, (v) => v === null, 60_000, 'the VM to be deleted');
   });
 });
