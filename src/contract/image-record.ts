@@ -20,9 +20,13 @@ export type ImageFormat = (typeof IMAGE_FORMATS)[number];
 
 /**
  * importing: the record exists, the upload is under way (or was interrupted:
- * `drover image delete` removes it); active: usable by VMs.
+ * `drover image delete` removes it); active: usable by VMs; deleting:
+ * `drover image delete` claimed it and is checking that no VM uses it (then
+ * the record goes, or goes back to its state if a VM does). A `deleting`
+ * image is never used: `vm create` refuses it, and a start waits for the
+ * outcome. An interrupted delete leaves it `deleting`: delete it again.
  */
-export const IMAGE_STATES = ['importing', 'active'] as const;
+export const IMAGE_STATES = ['importing', 'active', 'deleting'] as const;
 export type ImageState = (typeof IMAGE_STATES)[number];
 
 export const imageSourceSchema = z.discriminatedUnion('type', [
@@ -97,10 +101,23 @@ export function parseImageRef(ref: string): ImageRef {
 
 /** The record `ref` names among `images` (active ones only), or null. */
 export function resolveImageRef(ref: string, images: readonly ImageRecord[]): ImageRecord | null {
+  return pickImage(ref, images.filter((i) => i.state === 'active'));
+}
+
+/**
+ * The image being deleted that `ref` would name if the delete were not under
+ * way (it is, or a bare name's newest version is, `deleting`), or null. Such
+ * a disk must not quietly take another version: it waits or is refused.
+ */
+export function deletingImageRef(ref: string, images: readonly ImageRecord[]): ImageRecord | null {
+  const picked = pickImage(ref, images.filter((i) => i.state === 'active' || i.state === 'deleting'));
+  return picked?.state === 'deleting' ? picked : null;
+}
+
+function pickImage(ref: string, candidates: readonly ImageRecord[]): ImageRecord | null {
   const r = parseImageRef(ref);
-  const active = images.filter((i) => i.state === 'active');
-  if (r.kind === 'uuid') return active.find((i) => i.uuid === r.uuid) ?? null;
-  const named = active.filter((i) => i.name === r.name && (r.version === undefined || i.version === r.version));
+  if (r.kind === 'uuid') return candidates.find((i) => i.uuid === r.uuid) ?? null;
+  const named = candidates.filter((i) => i.name === r.name && (r.version === undefined || i.version === r.version));
   named.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : a.uuid < b.uuid ? 1 : -1));
   return named[0] ?? null;
 }

@@ -5,7 +5,8 @@
  * host's cache under `<state>/images`, and qemu-img.
  */
 import { join } from 'node:path';
-import type { ImageRecord } from '../contract/image-record.js';
+import { deletingImageRef, resolveImageRef, type ImageRecord } from '../contract/image-record.js';
+import { DroverError } from '../lib/errors.js';
 import type { KeySpace } from '../contract/keys.js';
 import type { Logger } from '../lib/logger.js';
 import { ImageRepository } from '../store/image-repository.js';
@@ -58,7 +59,15 @@ export function createAgentDiskPreparer(opts: AgentDisksOptions): DiskPreparer {
   return new DiskPreparer({
     vmsDir: opts.vmsDir,
     cache,
-    resolveImage: (ref) => images.resolve(ref),
+    resolveImage: async (ref) => {
+      const valid = await images.listValid();
+      const deleting = deletingImageRef(ref, valid);
+      if (deleting) {
+        // Retryable: the delete either completes (then the image is gone and the start fails) or is refused (then it is active again).
+        throw new DroverError('IMAGE_ERROR', `Image ${deleting.name}:${deleting.version} is being deleted (drover image delete); the start waits to see whether the delete goes through.`, true);
+      }
+      return resolveImageRef(ref, valid);
+    },
     qemuImg: new QemuImg(opts.qemuImgBinary !== undefined ? { binary: opts.qemuImgBinary } : {}),
   });
 }

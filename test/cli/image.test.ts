@@ -2,7 +2,9 @@
  * `drover image` as a subprocess against a real etcd, with a directory image
  * store: the store setting, imports from a file and from a local HTTP
  * server (re-checked with ETag / If-Modified-Since), the formats drover
- * refuses, naming (ambiguity, bad names), and delete.
+ * refuses, naming (ambiguity, bad names), and delete: refused while a VM
+ * names the image (which puts it back), and a `deleting` image refused by
+ * `vm create` and by an agent's disk preparation.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +17,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ImageRecord } from '../../src/contract/image-record.js';
+import { DroverError } from '../../src/lib/errors.js';
+import { silentLogger } from '../../src/lib/logger.js';
+import { createAgentDiskPreparer } from '../../src/storage/agent-disks.js';
+import { ImageRepository } from '../../src/store/image-repository.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { cluster as makeCluster, type Cluster } from './helpers.js';
 
@@ -148,5 +154,36 @@ describe('drover image (CLI, directory store)', () => {
     const res = await c.drover(['image', 'delete', 'tiny-disk:1.0']);
     assert.equal(res.code, 1);
     assert.equal(res.stderr, 'drover: Image tiny-disk:1.0 is used by VM web-1; delete those VMs first.\n');
+    const after = JSON.parse((await c.drover(['image', 'get', 'tiny-disk:1.0'])).stdout) as ImageRecord;
+    assert.equal(after.state, 'active', 'the refused delete put the image back as it was');
+  });
+
+  it('a deleting image (claimed by image delete) is refused by vm create and makes an agent\'s start wait; an interrupted delete can be run again', async () => {
+    const images = new ImageRepository(c.kv, c.keys);
+    const stored = (await images.list()).find((i) => i.parsed.ok && i.parsed.value.name === 'tiny-disk');
+    assert.ok(stored);
+    // What a delete leaves between its claim and its VM search (or when it was killed there).
+    assert.ok(await images.replace(stored, { ...(JSON.parse(stored.raw) as object), state: 'deleting' }));
+
+    for (const image of ['tiny-disk', 'tiny-disk:1.0', stored.uuid]) {
+      const vm = { name: 'late', host: 'hv1', spec: { memory: 64, disks: [{ image }] } };
+      const res = await c.drover(['vm', 'create', '-f', '-'], { stdin: JSON.stringify(vm) });
+      assert.equal(res.code, 1, image);
+      assert.equal(res.stderr, 'drover: Image tiny-disk:1.0 is being deleted (drover image delete), so no new VM may use it.\n');
+    }
+
+    const state = await mkdtemp(join(dir, 'state-'));
+    const preparer = createAgentDiskPreparer({ kv: c.kv, keys: c.keys, stateRoot: state, vmsDir: join(state, 'vms'), credentials: () => undefined, downloadAttempts: 1, logger: silentLogger() });
+    await assert.rejects(
+      preparer.prepare('33333333-0000-4000-8000-000000000001', { vcpus: 1, memory: 64, vnc: 'none', restart: 'never', disks: [{ image: 'tiny-disk' }] }),
+      (e: unknown) => e instanceof DroverError && e.retryable && e.message === 'Image tiny-disk:1.0 is being deleted (drover image delete); the start waits to see whether the delete goes through.',
+    );
+    assert.deepEqual(await readdir(state).catch(() => []), ['vms'], 'nothing was fetched');
+
+    // The VM that blocked it goes; the delete is run again and completes.
+    await c.kv.delete(c.keys.vm('11111111-0000-4000-8000-000000000001'));
+    const res = await c.drover(['image', 'delete', 'tiny-disk:1.0']);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal((await c.drover(['image', 'get', stored.uuid])).code, 1);
   });
 });

@@ -133,18 +133,36 @@ async function vmsUsing(session: StoreSession, image: Pick<ImageRecord, 'uuid' |
   return users.sort();
 }
 
+/**
+ * Claims the image for deletion (compare-and-swap to `deleting`), then
+ * looks for VMs using it. The order closes the race with a VM made
+ * meanwhile: an agent never uses a `deleting` image (its start waits), so a
+ * VM that could use this one resolved it before the claim, and was written
+ * before it, so the search that follows finds it. When a VM uses it, the
+ * record goes back to what it was (compare-and-swap on the claim) and the
+ * delete is refused. Returns the claimed record, to delete.
+ */
+async function claimForDeletion(session: StoreSession, found: StoredImage): Promise<StoredImage> {
+  if (!found.parsed.ok) return found; // a malformed record no VM can resolve
+  const image = found.parsed.value;
+  const claimed = JSON.stringify({ ...(rawObject(found.raw) ?? {}), state: 'deleting' });
+  const revision = await session.kv.putIfRevision(found.key, claimed, found.modRevision);
+  if (revision === null) throw new DroverError('CONFLICT', `Image ${found.uuid} changed while it was being deleted; try again.`, true);
+  const users = await vmsUsing(session, image);
+  if (users.length > 0) {
+    // Back to its state unless it changed again meanwhile (then that change stands).
+    await session.kv.putIf(found.key, found.raw, revision);
+    const shown = users.slice(0, 5).join(', ') + (users.length > 5 ? ` and ${users.length - 5} more` : '');
+    throw new DroverError('CONFLICT', `Image ${image.name}:${image.version} is used by VM ${shown}; delete those VMs first.`);
+  }
+  return { ...found, raw: claimed, modRevision: revision };
+}
+
 export async function deleteAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const deleted = await withStore(opts, async (session) => {
     const repo = new ImageRepository(session.kv, session.keys);
-    const found = findImage(await repo.list(), ref);
-    if (found.parsed.ok) {
-      const users = await vmsUsing(session, found.parsed.value);
-      if (users.length > 0) {
-        const shown = users.slice(0, 5).join(', ') + (users.length > 5 ? ` and ${users.length - 5} more` : '');
-        throw new DroverError('CONFLICT', `Image ${found.parsed.value.name}:${found.parsed.value.version} is used by VM ${shown}; delete those VMs first.`);
-      }
-    }
+    const found = await claimForDeletion(session, findImage(await repo.list(), ref));
     // The record first: once it is gone no new VM can resolve the image; an
     // object left behind by a failure below is only garbage.
     if (!(await repo.deleteIf(found))) throw new DroverError('CONFLICT', `Image ${found.uuid} changed while it was being deleted; try again.`, true);

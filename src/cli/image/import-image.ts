@@ -103,7 +103,8 @@ export async function importImage(deps: ImportDeps, req: ImportRequest): Promise
     }
     const active: ImageRecord = { ...record, state: 'active' };
     const current = await deps.images.get(uuid);
-    if (!current || !(await deps.images.replace(current, { ...(JSON.parse(current.raw) as object), state: 'active' }))) {
+    // Only from `importing`: a concurrent `image delete` may have claimed it (`deleting`).
+    if (!current?.parsed.ok || current.parsed.value.state !== 'importing' || !(await deps.images.replace(current, { ...(JSON.parse(current.raw) as object), state: 'active' }))) {
       throw new DroverError('CONFLICT', `Image ${uuid} changed while it was being imported; see drover image get ${uuid}.`);
     }
     return { outcome: 'imported', record: active };

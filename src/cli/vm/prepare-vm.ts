@@ -4,6 +4,7 @@
  * REQUESTED_NEW. Fields we do not know are kept as given. The result is
  * checked with the contract's schema; nothing is written when it fails.
  */
+import { deletingImageRef, type ImageRecord } from '../../contract/image-record.js';
 import { vmRecordSchema, describeIssues } from '../../contract/vm-record.js';
 import { DroverError } from '../../lib/errors.js';
 import type { JsonObject } from '../../store/vm-repository.js';
@@ -26,4 +27,21 @@ export function prepareVmRecord(input: unknown, newUuid: () => string): JsonObje
   const result = vmRecordSchema.safeParse(record);
   if (!result.success) throw new DroverError('INVALID_SPEC', describeIssues(result.error.issues));
   return record;
+}
+
+/**
+ * Refuses a record whose disk names an image that `drover image delete` is
+ * deleting (docs/storage.md): it would be gone, or the delete refused
+ * because of this VM. `loadImages` is called only when a disk names an
+ * image. (The agent checks again before it makes the disk.)
+ */
+export async function refuseDeletingImages(record: JsonObject, loadImages: () => Promise<ImageRecord[]>): Promise<void> {
+  const disks = isObject(record.spec) && Array.isArray(record.spec.disks) ? record.spec.disks : [];
+  const refs = disks.flatMap((d) => (isObject(d) && typeof d.image === 'string' ? [d.image] : []));
+  if (refs.length === 0) return;
+  const images = await loadImages();
+  for (const ref of refs) {
+    const deleting = deletingImageRef(ref, images);
+    if (deleting) throw new DroverError('CONFLICT', `Image ${deleting.name}:${deleting.version} is being deleted (drover image delete), so no new VM may use it.`);
+  }
 }
