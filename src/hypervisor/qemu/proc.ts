@@ -53,18 +53,7 @@ export async function readProcStat(pid: number): Promise<ProcStat | null> {
   }
 }
 
-/**
- * Resident memory in bytes from /proc/PID/status (VmRSS, in kB: no page size
- * to know), or null when the process does not exist.
- */
-export async function readRssBytes(pid: number): Promise<number | null> {
-  try {
-    return parseVmRss(await readFile(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return null;
-  }
-}
-
+/** Resident memory in bytes from the text of /proc/PID/status (VmRSS, in kB: no page size to know). */
 export function parseVmRss(status: string): number | null {
   const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
   return m ? Number(m[1]) * 1024 : null;

@@ -45,7 +45,7 @@ import type {
 } from '../hypervisor.js';
 import { bridgeTaps, buildQemuArgs, type CephOptions } from './build-qemu-args.js';
 import { checkSpecFiles } from './check-spec-files.js';
-import { isSameProcess, listQemuProcesses, readCmdline, readProcStat, readRssBytes, readStartTime, tapsInUse, USER_HZ } from './proc.js';
+import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, tapsInUse, USER_HZ } from './proc.js';
 import { argvHasBalloon, readBalloonBytes, readBlockCounters, readTapCounters } from './vm-sample.js';
 import { QmpClient } from './qmp-client.js';
 import { QemuVm } from './qemu-vm.js';
@@ -327,7 +327,7 @@ export class QemuHypervisor implements Hypervisor {
   async processUsage(uuid: string): Promise<VmProcessUsage | null> {
     const vm = this.vms.get(uuid);
     if (!vm || vm.gone) return null;
-    const stat = await readProcStat(vm.pid);
+    const stat = vm.proc.stat();
     // Gone, a zombie, or (after a missed exit) a reused pid: not this VM's process.
     if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.startTime !== vm.handle.startTime) return null;
     return {
@@ -348,7 +348,7 @@ export class QemuHypervisor implements Hypervisor {
     // VM adopted without it has no block stats or balloon until it restarts.
     const client = vm.client;
     const [rssBytes, disk, net, balloonBytes] = await Promise.all([
-      readRssBytes(vm.pid),
+      vm.proc.rssBytes(),
       readBlockCounters(client).catch(() => null),
       readTapCounters(vm.handle.taps ?? []),
       vm.hasBalloon ? readBalloonBytes(client).catch(() => null) : null,

@@ -22,6 +22,7 @@ import type { Logger } from '../../lib/logger.js';
 import type { VmExit, VmHandle } from '../hypervisor.js';
 import { classifyExit, type ExitFacts } from './classify-exit.js';
 import { isSameProcess } from './proc.js';
+import { ProcFiles } from './proc-files.js';
 import type { QmpClient } from './qmp-client.js';
 import type { QmpEventMap } from './qmp-types.js';
 import { lastLogLine, removeHandle, type RunPaths, type SavedHandle } from './run-dir.js';
@@ -65,6 +66,8 @@ export class QemuVm {
   reportExit = false;
   /** ISO time the guest last booted: the process start, then each RESET seen over QMP. */
   bootedAt: string;
+  /** Its /proc files, open while it runs (for the agent's process check and stats). */
+  readonly proc: ProcFiles;
   private qmp: QmpClient | null = null;
   private end: ProcessEnd | null = null;
   private exit: VmExit | null = null;
@@ -86,6 +89,7 @@ export class QemuVm {
   constructor(private readonly opts: QemuVmOptions) {
     this.handle = opts.handle;
     this.bootedAt = opts.handle.startedAt;
+    this.proc = new ProcFiles(opts.handle.pid);
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     if (opts.child) {
       opts.child.once('exit', this.onChildExit);
@@ -242,6 +246,7 @@ export class QemuVm {
   /** Lets go of the process without touching it: no more monitoring, no exit report. */
   async detach(): Promise<void> {
     this.detached = true;
+    this.proc.close();
     this.opts.child?.off('exit', this.onChildExit);
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
@@ -258,7 +263,9 @@ export class QemuVm {
   private async poll(): Promise<void> {
     this.pollTimer = null;
     if (this.detached || this.end) return;
-    if (await isSameProcess(this.handle.pid, this.handle.startTime)) {
+    // One pread on the process's open /proc/PID/stat (ProcFiles): cheap enough for every VM twice a second.
+    const stat = this.proc.stat();
+    if (stat && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === this.handle.startTime) {
       this.schedulePoll();
     } else {
       this.processEnded({ code: null, signal: null });
@@ -268,6 +275,7 @@ export class QemuVm {
   private processEnded(end: ProcessEnd): void {
     if (this.end || this.detached) return;
     this.end = end;
+    this.proc.close();
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
     void this.finish(end);
