@@ -83,6 +83,12 @@ export function stdoutJson<T>(res: RunResult): T {
   return JSON.parse(res.stdout) as T;
 }
 
+/** The stdout of a run that must succeed; fails with the run's stderr otherwise. */
+export function stdoutText(res: RunResult): string {
+  if (res.code !== 0) throw new Error(`drover exited ${res.code}: ${res.stderr}`);
+  return res.stdout;
+}
+
 export function lines(text: string): string[] {
   return text.split('\n').filter((l) => l !== '');
 }
@@ -95,6 +101,8 @@ export interface RunningDrover {
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /** Sends SIGINT and resolves with the exit code. */
   interrupt(): Promise<number | null>;
+  /** Kills it if it still runs (a test's clean-up after a failure). */
+  kill(): void;
 }
 
 export function spawnDrover(args: readonly string[], opts: { env?: Record<string, string> } = {}): RunningDrover {
@@ -129,6 +137,9 @@ export function spawnDrover(args: readonly string[], opts: { env?: Record<string
     interrupt: () => {
       child.kill('SIGINT');
       return exited;
+    },
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
 }
