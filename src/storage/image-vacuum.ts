@@ -9,6 +9,11 @@
  *
  * If any overlay cannot be read, nothing is removed: better a full cache
  * than a VM whose backing file is gone.
+ *
+ * Two callers: `drover image vacuum` (another process than the agent: the
+ * min age is what protects a start under way) and the agent itself
+ * (DiskPreparer.vacuum, which also passes a `guard` so an image a start in
+ * the agent is using is never removed, whatever its age).
  */
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -17,10 +22,22 @@ import { DroverError } from '../lib/errors.js';
 import { ImageCache, type CachedImage } from './image-cache.js';
 import type { QemuImg } from './qemu-img.js';
 
+/** The default `min-age`: a start may have just fetched an image and not yet made its overlay. */
+export const DEFAULT_VACUUM_MIN_AGE_S = 300;
+
+/** Lets a caller veto removals of images it is using, checked right before each removal. */
+export interface VacuumGuard {
+  /** null: keep this sha256's files; otherwise a release to call once they are removed. */
+  claim(sha256: string): (() => void) | null;
+}
+
 export interface VacuumOptions {
   /** The agent's state dir: `<state>/images` and `<state>/vms`. */
   stateDir: string;
+  /** The VMs' folders when not `<state>/vms`. */
+  vmsDir?: string;
   qemuImg: QemuImg;
+  guard?: VacuumGuard;
   /** Keep files used more recently than this (ms). */
   minAgeMs: number;
   dryRun?: boolean;
@@ -37,24 +54,37 @@ export interface VacuumResult {
 export async function vacuumImageCache(opts: VacuumOptions): Promise<VacuumResult> {
   const cacheDir = join(opts.stateDir, 'images');
   const cache = new ImageCache({ dir: cacheDir, openStore: () => Promise.reject(new Error('vacuum never downloads')) });
-  const usedBy = await backingUsers(join(opts.stateDir, 'vms'), cacheDir, opts.qemuImg);
-  const now = (opts.now ?? new Date()).getTime();
   const result: VacuumResult = { removed: [], kept: [], partials: 0 };
+  const names = await readdir(cacheDir).catch(() => [] as string[]);
+  if (names.length === 0) return result; // nothing cached: no overlay needs reading
+  const usedBy = await backingUsers(opts.vmsDir ?? join(opts.stateDir, 'vms'), cacheDir, opts.qemuImg);
+  const now = (opts.now ?? new Date()).getTime();
+  /** Removes `path` unless the guard vetoes it (checked right before, so a start that began meanwhile wins). */
+  const remove = async (sha256: string, path: string): Promise<boolean> => {
+    if (opts.dryRun === true) return true;
+    const release = opts.guard ? opts.guard.claim(sha256) : () => undefined;
+    if (release === null) return false;
+    try {
+      await rm(path, { force: true });
+    } finally {
+      release();
+    }
+    return true;
+  };
   for (const img of await cache.list()) {
     const users = usedBy.get(img.sha256) ?? [];
-    if (users.length > 0 || now - img.mtime.getTime() < opts.minAgeMs) {
+    if (users.length > 0 || now - img.mtime.getTime() < opts.minAgeMs || !(await remove(img.sha256, img.path))) {
       result.kept.push({ ...img, used_by: users });
       continue;
     }
-    if (opts.dryRun !== true) await rm(img.path, { force: true });
     result.removed.push(img);
   }
-  for (const name of await readdir(cacheDir).catch(() => [] as string[])) {
-    if (!/^\.[0-9a-f]{64}\.[0-9a-f]+\.part$/.test(name)) continue;
+  for (const name of names) {
+    const partial = /^\.([0-9a-f]{64})\.[0-9a-f]+\.part$/.exec(name);
+    if (partial?.[1] === undefined) continue;
     const st = await lstat(join(cacheDir, name)).catch(() => null);
     if (!st?.isFile() || now - st.mtime.getTime() < opts.minAgeMs) continue;
-    if (opts.dryRun !== true) await rm(join(cacheDir, name), { force: true });
-    result.partials++;
+    if (await remove(partial[1], join(cacheDir, name))) result.partials++;
   }
   return result;
 }

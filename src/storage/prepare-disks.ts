@@ -17,11 +17,12 @@
  * is refused rather than followed.
  */
 import { lstat, mkdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ImageRecord } from '../contract/image-record.js';
 import { UUID_RE, type DiskSpec, type VmSpec } from '../contract/vm-record.js';
 import { DroverError } from '../lib/errors.js';
 import type { ImageCache } from './image-cache.js';
+import { DEFAULT_VACUUM_MIN_AGE_S, vacuumImageCache, type VacuumResult } from './image-vacuum.js';
 import type { QemuImg } from './qemu-img.js';
 
 const MIB = 1024 * 1024;
@@ -48,8 +49,67 @@ export interface DiskPreparerOptions {
   qemuImg: QemuImg;
 }
 
+/**
+ * Vacuum against starts in the same process: a start pins the sha256 of
+ * each image it uses, from before the cache lookup until its overlay has its
+ * final name; a vacuum removes nothing pinned, nor anything pinned since it
+ * began (its scan of the overlays may predate that start's overlay), and a
+ * start whose image a vacuum is removing right now waits for the removal
+ * and fetches the image again. Claims and pins are taken synchronously, so
+ * one of the two always sees the other.
+ */
 export class DiskPreparer {
+  private readonly pins = new Map<string, number>();
+  /** sha256s pinned since the running vacuum began; null when none runs. */
+  private touched: Set<string> | null = null;
+  private readonly removing = new Map<string, Promise<void>>();
+  private vacuuming: Promise<VacuumResult> | null = null;
+
   constructor(private readonly opts: DiskPreparerOptions) {}
+
+  /**
+   * Removes cached images that no overlay on this host uses and that were
+   * not used for `minAgeMs` (300 s), never one a start here is using.
+   * Concurrent calls share one run. Meant for the agent's periodic resync.
+   */
+  vacuum(opts: { minAgeMs?: number; dryRun?: boolean } = {}): Promise<VacuumResult> {
+    if (this.vacuuming) return this.vacuuming;
+    this.touched = new Set();
+    this.vacuuming = vacuumImageCache({
+      stateDir: dirname(this.opts.cache.dir),
+      vmsDir: this.opts.vmsDir,
+      qemuImg: this.opts.qemuImg,
+      minAgeMs: opts.minAgeMs ?? DEFAULT_VACUUM_MIN_AGE_S * 1000,
+      ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}),
+      guard: { claim: (sha256) => this.claimForRemoval(sha256) },
+    }).finally(() => {
+      this.vacuuming = null;
+      this.touched = null;
+    });
+    return this.vacuuming;
+  }
+
+  private claimForRemoval(sha256: string): (() => void) | null {
+    if (this.pins.has(sha256) || this.touched?.has(sha256)) return null;
+    let release!: () => void;
+    this.removing.set(sha256, new Promise<void>((r) => (release = r)));
+    return () => {
+      this.removing.delete(sha256);
+      release();
+    };
+  }
+
+  /** Pins `sha256` for a start (see the class comment); resolves once no removal of it is under way. */
+  private async pin(sha256: string): Promise<() => void> {
+    this.pins.set(sha256, (this.pins.get(sha256) ?? 0) + 1);
+    this.touched?.add(sha256);
+    await this.removing.get(sha256);
+    return () => {
+      const n = (this.pins.get(sha256) ?? 1) - 1;
+      if (n > 0) this.pins.set(sha256, n);
+      else this.pins.delete(sha256);
+    };
+  }
 
   /** The spec with every image disk replaced by its overlay file (made or grown as needed). */
   async prepare(uuid: string, spec: VmSpec): Promise<VmSpec> {
@@ -94,14 +154,19 @@ export class DiskPreparer {
         false,
       );
     }
-    const backing = await this.opts.cache.ensure(image);
-    const tmp = join(overlay, '..', `.disk${i}.qcow2.tmp`);
-    await rm(tmp, { force: true });
+    const unpin = await this.pin(image.sha256);
     try {
-      await this.opts.qemuImg.createOverlay(tmp, backing, image.format, Math.max(want ?? 0, image.virtual_size));
-      await rename(tmp, overlay);
-    } finally {
+      const backing = await this.opts.cache.ensure(image);
+      const tmp = join(overlay, '..', `.disk${i}.qcow2.tmp`);
       await rm(tmp, { force: true });
+      try {
+        await this.opts.qemuImg.createOverlay(tmp, backing, image.format, Math.max(want ?? 0, image.virtual_size));
+        await rename(tmp, overlay);
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    } finally {
+      unpin();
     }
   }
 }

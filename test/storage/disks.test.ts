@@ -2,7 +2,7 @@
  * Image disks as files, with the real qemu-img: an image disk becomes a
  * qcow2 overlay in the VM's folder backed by the cached image, grown to its
  * size and kept across starts; vacuum removes only cached images no overlay
- * uses; and removing a VM's folder never touches anything outside it, with
+ * uses, and the agent's (DiskPreparer.vacuum) never one a start is using; and removing a VM's folder never touches anything outside it, with
  * hostile symlinks and uuids (test names say which).
  */
 import { after, before, describe, it } from 'node:test';
@@ -116,6 +116,88 @@ describe('image disks, cache vacuum and VM folders', () => {
     const used = images.filter((i) => ['base', 'keep'].includes(i.name)).map((i) => i.sha256).sort();
     assert.deepEqual(left, used);
     assert.ok(res.kept.every((k) => k.used_by.length === 1));
+  });
+
+  it('DiskPreparer.vacuum (the agent\'s): removes an image once no VM uses it, never one a start is using, nor one a start used during its scan', async () => {
+    // qemu-img, with calls held at will: createOverlay (a start between its cache lookup and its overlay) and info (vacuum's scan).
+    const gates = { overlay: null as Promise<void> | null, info: null as Promise<void> | null };
+    const entered = { overlay: false, info: false };
+    class HeldQemuImg extends QemuImg {
+      override async createOverlay(...args: Parameters<QemuImg['createOverlay']>): Promise<void> {
+        entered.overlay = true;
+        await gates.overlay;
+        return super.createOverlay(...args);
+      }
+      override async info(...args: Parameters<QemuImg['info']>): ReturnType<QemuImg['info']> {
+        entered.info = true;
+        await gates.info;
+        return super.info(...args);
+      }
+    }
+    const own = join(dir, 'own-state');
+    const store = new DirImageStore(join(dir, 'store'));
+    const p = new DiskPreparer({
+      vmsDir: join(own, 'vms'),
+      cache: new ImageCache({ dir: join(own, 'images'), openStore: async () => store }),
+      resolveImage: async (ref) => resolveImageRef(ref, images),
+      qemuImg: new HeldQemuImg(),
+    });
+    const cached = async () => (await readdir(join(own, 'images'))).sort();
+    const hold = () => {
+      let open!: () => void;
+      return { gate: new Promise<void>((r) => (open = r)), open: () => open() };
+    };
+    const until = async (flag: keyof typeof entered) => {
+      while (!entered[flag]) await new Promise((r) => setTimeout(r, 5));
+    };
+    const one = await addImage('vac-one', randomBytes(8192));
+    const two = await addImage('vac-two', randomBytes(8192));
+    const vmA = randomUUID();
+    const vmB = randomUUID();
+    const vmC = randomUUID();
+
+    // A and B use image one; once both are deleted, vacuum removes it.
+    await p.prepare(vmA, spec([{ image: 'vac-one' }]));
+    await p.prepare(vmB, spec([{ image: 'vac-one' }]));
+    assert.deepEqual((await p.vacuum({ minAgeMs: 0 })).removed, [], 'used by two VMs');
+    await rm(join(own, 'vms', vmA), { recursive: true });
+    assert.deepEqual((await p.vacuum({ minAgeMs: 0 })).removed, [], 'still used by B');
+    await rm(join(own, 'vms', vmB), { recursive: true });
+
+    // A start of C is between its cache lookup (a hit) and its overlay: the image is kept.
+    const heldOverlay = hold();
+    gates.overlay = heldOverlay.gate;
+    entered.overlay = false;
+    const startC = p.prepare(vmC, spec([{ image: 'vac-one' }]));
+    await until('overlay');
+    const during = await p.vacuum({ minAgeMs: 0 });
+    assert.deepEqual(during.removed, [], 'kept for the start under way');
+    heldOverlay.open();
+    gates.overlay = null;
+    await startC;
+    await qemuImg.info(imageDiskPath(join(own, 'vms'), vmC, 0)); // its backing file is there
+    assert.deepEqual(await cached(), [one.sha256]);
+
+    // A start that fetches image two and makes its overlay while vacuum is scanning (held on C's overlay): two is kept.
+    const heldInfo = hold();
+    gates.info = heldInfo.gate;
+    entered.info = false;
+    const scanning = p.vacuum({ minAgeMs: 0 });
+    await until('info');
+    const vmD = randomUUID();
+    await p.prepare(vmD, spec([{ image: 'vac-two' }]));
+    heldInfo.open();
+    gates.info = null;
+    assert.deepEqual((await scanning).removed, [], 'image two was used during the scan, image one is used by C');
+    assert.deepEqual(await cached(), [one.sha256, two.sha256].sort());
+
+    // C and D go: the next vacuum removes both images; a young image stays with the default min age.
+    await rm(join(own, 'vms', vmC), { recursive: true });
+    assert.deepEqual((await p.vacuum()).removed, [], 'the default min age (300 s) keeps images just used');
+    await rm(join(own, 'vms', vmD), { recursive: true });
+    const last = await p.vacuum({ minAgeMs: 0 });
+    assert.deepEqual(last.removed.map((r) => r.sha256).sort(), [one.sha256, two.sha256].sort());
+    assert.deepEqual(await cached(), []);
   });
 
   it('says in one sentence that qemu-img is missing, and the start fails for good', async () => {
