@@ -11,7 +11,7 @@ import type { StoredEvent } from '../../store/event-log.js';
 import type { StoredVm } from '../../store/vm-repository.js';
 import type { CliContext } from '../context.js';
 import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
-import { catchInterrupt } from '../interrupt.js';
+import { catchInterrupt, type Interrupt } from '../interrupt.js';
 import { withStore, type StoreSession } from '../store-session.js';
 import { selectVm } from './resolve-vm.js';
 import { eventLine } from './vm-log.js';
@@ -64,18 +64,33 @@ export function matchesEvent(e: StoredEvent, f: EventFilter): boolean {
 export async function eventsAction(ctx: CliContext, ref: string | undefined, flags: EventsFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const since = flags.since !== undefined ? parseSince(flags.since, new Date()) : null;
-  await withStore(opts, async (store) => {
-    const { vms } = await store.vms.list();
-    const filter: EventFilter = { minLevel: levelRank(flags.level ?? 'info'), since, ...(ref !== undefined ? { vm: vmUuid(vms, ref) } : {}) };
-    const names = new Map(vms.map((v) => [v.uuid, vmName(v) ?? v.uuid]));
-    const print = (e: StoredEvent, label?: string) =>
-      ctx.io.stdout.write(opts.json ? `${JSON.stringify(e)}\n` : `${eventLine(e, ref === undefined ? (label ?? '-') : undefined)}\n`);
+  // Ctrl-C is ours from the start, so one pressed while the log is still being read also exits 0.
+  const interrupt = flags.follow === true ? catchInterrupt() : null;
+  try {
+    await withStore(opts, (store) => showEvents(ctx, store, ref, flags, { since, json: opts.json, interrupt }));
+  } finally {
+    interrupt?.dispose();
+  }
+}
 
-    const { events, revision } = await store.events.listWithRevision(filter.vm !== undefined ? { vm: filter.vm } : {});
-    const shown = events.filter((e) => matchesEvent(e, filter));
-    for (const e of flags.lines !== undefined ? shown.slice(Math.max(0, shown.length - flags.lines)) : shown) print(e, e.vm ? names.get(e.vm) ?? e.vm : undefined);
-    if (flags.follow === true) await follow(store, revision, filter, names, print);
-  });
+interface ShowOptions {
+  since: Date | null;
+  json: boolean;
+  /** Present with -f. */
+  interrupt: Interrupt | null;
+}
+
+async function showEvents(ctx: CliContext, store: StoreSession, ref: string | undefined, flags: EventsFlags, o: ShowOptions): Promise<void> {
+  const { vms } = await store.vms.list();
+  const filter: EventFilter = { minLevel: levelRank(flags.level ?? 'info'), since: o.since, ...(ref !== undefined ? { vm: vmUuid(vms, ref) } : {}) };
+  const names = new Map(vms.map((v) => [v.uuid, vmName(v) ?? v.uuid]));
+  const print = (e: StoredEvent, label?: string) =>
+    ctx.io.stdout.write(o.json ? `${JSON.stringify(e)}\n` : `${eventLine(e, ref === undefined ? (label ?? '-') : undefined)}\n`);
+
+  const { events, revision } = await store.events.listWithRevision(filter.vm !== undefined ? { vm: filter.vm } : {});
+  const shown = events.filter((e) => matchesEvent(e, filter));
+  for (const e of flags.lines !== undefined ? shown.slice(Math.max(0, shown.length - flags.lines)) : shown) print(e, e.vm ? names.get(e.vm) ?? e.vm : undefined);
+  if (o.interrupt && !o.interrupt.signal.aborted) await follow(store, revision, filter, names, print, o.interrupt);
 }
 
 async function follow(
@@ -84,8 +99,8 @@ async function follow(
   filter: EventFilter,
   names: Map<string, string>,
   print: (e: StoredEvent, label?: string) => void,
+  interrupt: Interrupt,
 ): Promise<void> {
-  const interrupt = catchInterrupt();
   let broken: (err: Error) => void = () => undefined;
   const failed = new Promise<never>((_, reject) => (broken = reject));
   // Names of VMs created after the listing are looked up in order, so lines never overtake each other.
@@ -109,7 +124,6 @@ async function follow(
     await Promise.race([interrupt.done, failed]);
     await queue;
   } finally {
-    interrupt.dispose();
     await watch.close();
   }
 }
