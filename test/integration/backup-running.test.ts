@@ -29,6 +29,24 @@ import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
 
 const run = promisify(execFile);
 
+/** What a restored marker guest says it found on its disk at boot: boot id -> last record. */
+async function recordsSeenAtBoot(serialLog: string): Promise<{ seen: Map<string, number>; line: string }> {
+  const line = await waitUntil(async () => {
+    const text = await readFile(serialLog, 'utf8').catch(() => '');
+    return /^DROVER-MARK-SEEN .* saw (\S+)$/m.exec(text)?.[1];
+  }, 60_000, 'the restored guest to boot and read its disk');
+  return { seen: new Map(line.split(',').map((p) => [p.slice(0, p.lastIndexOf(':')), Number(p.slice(p.lastIndexOf(':') + 1))])), line };
+}
+
+/** The last record of boot `bootId` on a qcow2 marker disk, which must hold no malformed record and pass `qemu-img check`. */
+async function lastRecordOnDisk(qcow2: string, rawCopy: string, bootId: string): Promise<number | undefined> {
+  await run('qemu-img', ['check', '-q', qcow2]);
+  await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', qcow2, rawCopy]);
+  const { records, malformed } = await readMarkerDisk(rawCopy);
+  assert.deepEqual(malformed, []);
+  return markerBoots(records).find((b) => b.bootId === bootId)?.last.n;
+}
+
 describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
   let etcd: TestEtcd;
   let s3: TestS3;
@@ -90,11 +108,7 @@ describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
     assert.equal(restored.code, 0, restored.stderr);
     const copyUuid = restored.stdout.trim();
     const copy = (await cluster.waitForStatus(copyUuid, 'RUNNING')).runtime as { serial_log: string };
-    const seenLine = await waitUntil(async () => {
-      const text = await readFile(copy.serial_log, 'utf8').catch(() => '');
-      return /^DROVER-MARK-SEEN .* saw (\S+)$/m.exec(text)?.[1];
-    }, 60_000, 'the restored guest to boot and read its disk');
-    const seen = new Map(seenLine.split(',').map((p) => [p.slice(0, p.lastIndexOf(':')), Number(p.slice(p.lastIndexOf(':') + 1))]));
+    const { seen, line: seenLine } = await recordsSeenAtBoot(copy.serial_log);
     const found = seen.get(bootId);
     assert.ok(found !== undefined, `the backup holds the first boot's records (saw ${seenLine})`);
     assert.ok(found >= beforeRequest, `record ${beforeRequest}, written before the backup, is in it (found up to ${found})`);
@@ -104,12 +118,7 @@ describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
     // The restored disk itself, once its VM is stopped: a sound qcow2 that agrees.
     assert.equal((await drover(['vm', 'stop', 'web-copy', '-F', '--wait=60'])).code, 0);
     const copyDisk = join(cluster.dir, 'restored', 'web-copy', 'disk-0');
-    await run('qemu-img', ['check', '-q', copyDisk]);
-    const rawCopy = join(cluster.dir, 'web-copy.raw');
-    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', copyDisk, rawCopy]);
-    const { records, malformed } = await readMarkerDisk(rawCopy);
-    assert.deepEqual(malformed, []);
-    assert.equal(markerBoots(records).find((b) => b.bootId === bootId)?.last.n, found, 'the first boot ends on the disk where the backup was taken');
+    assert.equal(await lastRecordOnDisk(copyDisk, join(cluster.dir, 'web-copy.raw'), bootId), found, 'the first boot ends on the disk where the backup was taken');
   });
 
   it('backs up a running VM\'s image disk flattened; restored --as, it boots without the image and holds the records up to the backup', async () => {
@@ -146,20 +155,11 @@ describe('backup of a running VM (real agent, real qemu, s3rver)', () => {
     const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', copyDisk])).stdout) as { 'backing-filename'?: string };
     assert.equal(info['backing-filename'], undefined, 'the restored disk is self-contained');
     const copy = (await cluster.waitForStatus(copyUuid, 'RUNNING', 90_000)).runtime as { serial_log: string };
-    const seenLine = await waitUntil(async () => {
-      const text = await readFile(copy.serial_log, 'utf8').catch(() => '');
-      return /^DROVER-MARK-SEEN .* saw (\S+)$/m.exec(text)?.[1];
-    }, 60_000, 'the restored guest to boot and read its disk');
-    const seen = new Map(seenLine.split(',').map((p) => [p.slice(0, p.lastIndexOf(':')), Number(p.slice(p.lastIndexOf(':') + 1))]));
+    const { seen, line: seenLine } = await recordsSeenAtBoot(copy.serial_log);
     const found = seen.get(bootId);
     assert.ok(found !== undefined && found >= beforeRequest && found < afterBackup, `the backup holds records ${beforeRequest}..${afterBackup - 1} at most (found up to ${found}, saw ${seenLine})`);
 
     assert.equal((await drover(['vm', 'stop', 'img-copy', '-F', '--wait=60'])).code, 0);
-    await run('qemu-img', ['check', '-q', copyDisk]);
-    const rawCopy = join(cluster.dir, 'img-copy.raw');
-    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', copyDisk, rawCopy]);
-    const { records, malformed } = await readMarkerDisk(rawCopy);
-    assert.deepEqual(malformed, []);
-    assert.equal(markerBoots(records).find((b) => b.bootId === bootId)?.last.n, found, 'the first boot ends on the disk where the backup was taken');
+    assert.equal(await lastRecordOnDisk(copyDisk, join(cluster.dir, 'img-copy.raw'), bootId), found, 'the first boot ends on the disk where the backup was taken');
   });
 });
