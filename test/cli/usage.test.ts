@@ -52,9 +52,9 @@ describe('drover usage, help and exit codes (no etcd needed)', { concurrency: tr
   it('--help describes the commands, with examples', async () => {
     const root = await runDrover(['--help']);
     assert.equal(root.code, 0);
-    for (const word of ['vm', 'host', 'Exit codes', 'DROVER_ETCD']) assert.ok(root.stdout.includes(word), word);
+    for (const word of ['vm', 'host', 'scan', 'check-heartbeat', 'check-host', 'check-vm', 'Exit codes', 'DROVER_ETCD']) assert.ok(root.stdout.includes(word), word);
     const vm = await runDrover(['vm', '--help']);
-    for (const word of ['create', 'list', 'get', 'start', 'stop', 'restart', 'delete', 'log']) assert.match(vm.stdout, new RegExp(`^ {2}${word} `, 'm'));
+    for (const word of ['create', 'list', 'get', 'start', 'stop', 'restart', 'delete', 'log', 'events']) assert.match(vm.stdout, new RegExp(`^ {2}${word} `, 'm'));
     const stop = await runDrover(['vm', 'stop', '--help']);
     assert.equal(stop.code, 0);
     for (const word of ['--force', '--wait', '--etcd', '--prefix', '--json', 'Examples:']) assert.ok(stop.stdout.includes(word), word);
