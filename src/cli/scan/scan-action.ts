@@ -29,16 +29,25 @@ export interface ScanFlags extends GlobalFlags {
 
 const CLEAR_HOME = '\x1b[H\x1b[2J';
 
-async function readRows(store: StoreSession, sel: ScanSelection): Promise<ScanRow[]> {
-  const [{ vms }, summaries] = await Promise.all([store.vms.list(), store.stats.list()]);
-  return selectScanRows(buildScanRows(vms, summaries, new Date()), sel);
+interface Scan {
+  rows: ScanRow[];
+  /** Why a shown host's summary could not be used (it does not match the schema). */
+  unreadable: string[];
 }
 
-function renderText(rows: readonly ScanRow[], columns: readonly string[], header: boolean): string {
-  const t = scanTable(rows, columns);
+async function readScan(store: StoreSession, sel: ScanSelection): Promise<Scan> {
+  const [{ vms }, summaries] = await Promise.all([store.vms.list(), store.stats.list()]);
+  const rows = selectScanRows(buildScanRows(vms, summaries, new Date()), sel);
+  const hosts = new Set(rows.map((r) => r.host));
+  return { rows, unreadable: summaries.flatMap((s) => (s.error !== null && hosts.has(s.name) ? [s.error] : [])) };
+}
+
+function renderText(scan: Scan, columns: readonly string[], header: boolean): string {
+  const t = scanTable(scan.rows, columns);
   const table = formatTable(t.columns, t.rows, { header, rightAlign: t.rightAlign });
+  const notes = [...t.notes, ...scan.unreadable.map((e) => `! ${e}`)];
   // Notes only with the header: `-H` output is for scripts, one line per VM.
-  return header && t.notes.length > 0 ? `${table}${t.notes.join('\n')}\n` : table;
+  return header && notes.length > 0 ? `${table}${notes.join('\n')}\n` : table;
 }
 
 export async function scanAction(ctx: CliContext, filterWords: readonly string[], flags: ScanFlags): Promise<void> {
@@ -50,13 +59,13 @@ export async function scanAction(ctx: CliContext, filterWords: readonly string[]
   scanJson([], columns);
   selectScanRows([], sel);
 
-  const render = (rows: ScanRow[]): string =>
-    opts.json ? `${JSON.stringify(scanJson(rows, columns))}\n` : renderText(rows, columns ?? DEFAULT_SCAN_COLUMNS, flags.header);
+  const render = (scan: Scan): string =>
+    opts.json ? `${JSON.stringify(scanJson(scan.rows, columns))}\n` : renderText(scan, columns ?? DEFAULT_SCAN_COLUMNS, flags.header);
 
   if (watch === null) {
-    const rows = await withStore(opts, (store) => readRows(store, sel));
-    if (opts.json) return printJson(ctx.io, scanJson(rows, columns));
-    ctx.io.stdout.write(render(rows));
+    const scan = await withStore(opts, (store) => readScan(store, sel));
+    if (opts.json) return printJson(ctx.io, scanJson(scan.rows, columns));
+    ctx.io.stdout.write(render(scan));
     return;
   }
 
@@ -68,7 +77,7 @@ export async function scanAction(ctx: CliContext, filterWords: readonly string[]
       do {
         let text: string;
         try {
-          text = render(await readRows(store, sel));
+          text = render(await readScan(store, sel));
         } catch (err) {
           if (first) throw err; // nothing to show yet: fail as a one-shot scan would
           ctx.io.stderr.write(`drover: ${oneSentence(errorMessage(translateEtcdError(err, opts.endpoints)))} (retrying)\n`);
