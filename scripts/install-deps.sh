@@ -17,6 +17,7 @@ packages=(
   procps               # ps, pkill for tests
   awscli               # tests and the backup benchmark cross-check what drover put into S3
   prometheus           # promtool: the observability test checks /metrics with Prometheus' own parser
+  python3-dirq         # the accounting test reads apel-outgoing/ with the queue library ssmsend uses
 )
 missing=()
 for p in "${packages[@]}"; do

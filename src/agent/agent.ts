@@ -47,6 +47,8 @@ import { createAgentDiskPreparer } from '../storage/agent-disks.js';
 import type { DiskPreparer } from '../storage/prepare-disks.js';
 import { s3CredentialsFrom } from '../storage/s3/location.js';
 import { Collector, type VmUsage } from '../observability/collector.js';
+import { Accounting, finishedVmUsage } from '../observability/accounting/accounting.js';
+import { PoolRepository } from '../store/pool-repository.js';
 import { parseListen, startMetricsServer, type MetricsServer } from '../observability/metrics-server.js';
 import type { VmInfo } from '../observability/vm-stats.js';
 
@@ -92,6 +94,9 @@ export class Agent {
   /** VM and host measurements (docs/metrics.md); built first so it hears of every exit before the workers do. */
   readonly collector: Collector;
   private metricsServer: MetricsServer | null = null;
+  /** APEL records of finished runs (docs/accounting.md). */
+  private readonly accounting: Accounting;
+  private readonly pools: PoolRepository;
 
   constructor(private readonly deps: AgentDeps) {
     this.config = deps.config;
@@ -114,6 +119,9 @@ export class Agent {
     this.keys = keySpace(deps.config.prefix);
     this.kv = new KvStore(deps.client);
     this.repo = new VmRepository(this.kv, this.keys);
+    this.pools = new PoolRepository(this.kv, this.keys);
+    this.accounting = new Accounting({ stateDir: deps.stateDir.root, host: deps.config.name, config: () => this.config, logger: this.log, cloudType: `drover/${deps.version}` });
+    this.collector.onFinished((usage) => void this.account(usage));
     this.events = new EventLog(this.kv, this.keys);
     this.crashes = new CrashTracker(() => this.config.crash_window * 1000);
     this.notifier = this.makeNotifier();
@@ -183,6 +191,30 @@ export class Agent {
     return this.collector.lastUsage(uuid);
   }
 
+  /**
+   * A VM's qemu process ended: one APEL record of the run, unless it was
+   * shorter than fizzle_seconds (its pool's, when it has one). The worker
+   * still holds the record the VM ran with: the collector hears of the exit
+   * before the worker does.
+   */
+  private async account(usage: VmUsage): Promise<void> {
+    const rec = this.workers.get(usage.uuid)?.record;
+    if (!rec?.parsed.ok || usage.endedAt === null) {
+      this.log.warn({ vm: usage.uuid }, `No accounting record for VM ${usage.uuid}: the agent holds no valid record of it.`);
+      return;
+    }
+    const vm = rec.parsed.value;
+    let poolFizzle: number | undefined;
+    if (vm.pool) {
+      const pool = await this.pools.get(vm.pool).catch((err: unknown) => {
+        this.log.warn({ vm: usage.uuid, pool: vm.pool, err: errorMessage(err) }, "could not read the VM's pool; accounting uses the agent's fizzle_seconds");
+        return null;
+      });
+      if (pool?.parsed.ok) poolFizzle = pool.parsed.value.fizzle_seconds;
+    }
+    await this.accounting.vmFinished(finishedVmUsage(vm, { startedAt: usage.startedAt, endedAt: usage.endedAt, cpuSeconds: usage.cpuSeconds }, poolFizzle));
+  }
+
   /** Where the Prometheus endpoint listens (HOST:PORT), or null when it is off. */
   get metricsAddress(): string | null {
     return this.metricsServer?.address ?? null;
@@ -232,6 +264,13 @@ export class Agent {
     const pruned = await this.events.prune(this.config.event_retention);
     if (pruned > 0) this.log.info({ pruned }, 'pruned old events');
     await this.heartbeat();
+    // Cached images no VM on this host uses any more (docs/storage.md, "Host cache").
+    await this.disks.vacuum().then(
+      (r) => {
+        if (r.removed.length > 0) this.log.info({ removed: r.removed.map((i) => i.sha256) }, 'vacuumed the image cache');
+      },
+      (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'image cache vacuum failed'),
+    );
   }
 
   private async adoptRunningVms(): Promise<void> {

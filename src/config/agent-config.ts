@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { HOST_NAME_RE } from '../contract/vm-record.js';
 import { backupTransferShape } from '../storage/backup-settings.js';
+import { accountingConfigShape } from '../observability/accounting/accounting-settings.js';
 import { parseListen } from '../observability/metrics-server.js';
 
 const seconds = (def: number, min = 0) => z.number().min(min).default(def);
@@ -92,6 +93,8 @@ export const agentConfigSchema = z.strictObject({
   snapshot_update_interval: seconds(900, 1),
   /** Backup and restore transfers (chunter's keys; docs/backups.md): part/chunk sizes, parallelism, preload. */
   ...backupTransferShape,
+  /** APEL accounting (Vcycle's keys; docs/accounting.md): fizzle_seconds, gocdb_sitename, apel_cloud_compute_service. */
+  ...accountingConfigShape,
   /** Seconds between samples of every VM (CPU, memory, disks, network) and the summary P/stats/<name> (chunter's update_services_interval; docs/metrics.md). */
   vm_stats_interval: seconds(10, 1),
   /** Seconds between process checks: one /proc read per VM and the heartbeat file (chunter's zonemon_interval). */
@@ -142,6 +145,8 @@ export const RENAMED_KEYS: Readonly<Record<string, string>> = {
   email: 'notify_email',
   reserved: 'reserved_memory',
   ttl: 'lease_ttl',
+  site_name: 'gocdb_sitename',
+  sitename: 'gocdb_sitename',
   // chunter's spellings (seed 000)
   max_paralell_uploads: 'max_parallel_uploads',
   paralell_downloads: 'parallel_downloads',
