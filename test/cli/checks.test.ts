@@ -199,9 +199,11 @@ describe('drover check-host and check-vm (Nagios plugins, real etcd)', { concurr
       ['uptime', 125, 's', '0', ''],
     ]);
 
-    await putStats(c, hostStats('hv1', [])); // what the agent reports once the VM no longer runs
+    // Stopped, with the last summary taken before the stop still listing it: no figures.
     await c.putVm(vmRecord(web, 'web-1', { status: 'STOP' }));
-    assert.equal(plugin(await c.drover(['check-vm', 'web-1'])).state, 'WARNING');
+    const stopped = plugin(await c.drover(['check-vm', 'web-1']));
+    assert.deepEqual([stopped.state, stopped.text, stopped.perf.size], ['WARNING', `VM web-1 (${web}) is STOP on hv1`, 0]);
+    await putStats(c, hostStats('hv1', [])); // what the agent reports once the VM no longer runs
     await c.putVm(vmRecord(web, 'web-1', { status: 'STARTING' }));
     assert.equal(plugin(await c.drover(['check-vm', 'web-1'])).state, 'WARNING');
     await c.putVm(vmRecord(web, 'web-1', { status: 'ERROR', error: 'qemu refused the disk /srv/x.raw.' }));

@@ -27,6 +27,8 @@ async function fleet(c: Cluster): Promise<void> {
     c,
     hostStats('hv1', [
       vmStats(WEB1, 'web-1', { vcpus: 2, memory: 512, cpu_load: 1.97 }),
+      // Taken just before old-1 stopped: its figures must not show once the record says STOP.
+      vmStats(OLD1, 'old-1', { cpu_load: 0.7 }),
       vmStats(WEB2, 'web-2', { cpu_load: 0.02, wall_seconds: 42, uptime_seconds: 42, disk_read_bps: 0, disk_write_bps: 0, net_rx_bps: 2048, net_tx_bps: 3 * MiB, net_rx_bytes: 4096, net_tx_bytes: 6 * MiB }),
     ]),
   );

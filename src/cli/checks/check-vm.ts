@@ -10,7 +10,8 @@
  *   a status drover does not know                                           UNKNOWN
  *
  * Missing or stale figures do not change the state (check-host reports the
- * summary's freshness); the text says so.
+ * summary's freshness); the text says so. An ended VM (STOP, KILLED, ERROR)
+ * gets no figures, even from a summary taken before it ended.
  */
 import type { HostStats } from '../../contract/host-stats.js';
 import { VM_STATUSES } from '../../contract/status.js';
@@ -18,6 +19,7 @@ import type { StoredHost } from '../../store/host-repository.js';
 import { isStale, summaryAgeSeconds } from '../../store/stats-repository.js';
 import { rawObject, type StoredVm } from '../../store/vm-repository.js';
 import { formatElapsed, formatFixed, formatSize } from '../output/units.js';
+import { ENDED_STATUSES } from '../scan/scan-rows.js';
 import { vmLabel } from '../vm/vm-view.js';
 import type { CheckResult, PerfDatum, PluginState } from './plugin-output.js';
 
@@ -42,7 +44,7 @@ export function evaluateVm(vm: StoredVm, host: StoredHost | null, stats: HostSta
     text += `, but host ${hostName} is ${host ? host.status : 'unknown'}`;
   }
   const spec = typeof rec.spec === 'object' && rec.spec !== null ? (rec.spec as Record<string, unknown>) : {};
-  const measured = stats?.vms.find((v) => v.uuid === vm.uuid);
+  const measured = ENDED_STATUSES.has(status) ? undefined : stats?.vms.find((v) => v.uuid === vm.uuid);
   const perfdata: PerfDatum[] = [];
   if (stats && measured) {
     const vcpus = typeof spec.vcpus === 'number' ? spec.vcpus : measured.vcpus;

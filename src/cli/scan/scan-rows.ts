@@ -7,7 +7,8 @@
  * the units their names say, null where a figure was not measured (the VM
  * does not run, its host has no summary, user-mode networking has no
  * counters). Figures come from the summary of the host the record names, and
- * only when that summary lists the VM's uuid (it has a qemu process there).
+ * only when that summary lists the VM's uuid (it has a qemu process there)
+ * and the record does not say it ended (STOP, KILLED, ERROR).
  */
 import type { HostStats, VmStats } from '../../contract/host-stats.js';
 import { DroverError } from '../../lib/errors.js';
@@ -46,6 +47,13 @@ export interface ScanRow {
   /** The figures come from a summary older than STALE_INTERVALS of its interval. */
   stale: boolean;
 }
+
+/**
+ * Statuses in which the VM surely has no qemu process. A summary taken just
+ * before a stop still lists the VM; its figures are not shown once the record
+ * says it ended.
+ */
+export const ENDED_STATUSES: ReadonlySet<string> = new Set(['STOP', 'KILLED', 'ERROR']);
 
 /** The row's fields that come from the stats summary (marked when it is stale). */
 const MEASURED: ReadonlySet<string> = new Set([
@@ -97,12 +105,13 @@ export function buildScanRows(vms: readonly StoredVm[], summaries: readonly Stor
     const spec = typeof obj.spec === 'object' && obj.spec !== null ? (obj.spec as Record<string, unknown>) : {};
     const host = str(obj.host);
     const summary = host !== null ? byHost.get(host) : undefined;
-    const measured = summary?.vms.find((v) => v.uuid === vm.uuid);
+    const status = str(obj.status);
+    const measured = status !== null && ENDED_STATUSES.has(status) ? undefined : summary?.vms.find((v) => v.uuid === vm.uuid);
     return {
       uuid: vm.uuid,
       name: str(obj.name),
       host,
-      status: str(obj.status),
+      status,
       vcpus: num(spec.vcpus),
       memory: num(spec.memory),
       ...EMPTY_ROW,
