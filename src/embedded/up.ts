@@ -60,6 +60,8 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     throw err;
   }
   print(`agent ${name} is up, with the scheduler (state in ${config.state_dir})`);
+  const metrics = agent.agent.metricsAddress;
+  print(metrics ? `Prometheus metrics: http://${metrics}/metrics` : 'Prometheus metrics: off (metrics_listen, or its port was taken: see the log)');
 
   const client = createEtcdClient([etcd.endpoint]);
   const repo = new VmRepository(new KvStore(client), keySpace(opts.prefix));
@@ -113,6 +115,8 @@ async function ensureDemoVm(repo: VmRepository, host: string, boot: { kernel: st
       print('  bin/drover vm list');
       print('  bin/drover vm get demo');
       print('  bin/drover host list');
+      print('  bin/drover scan                   # every VM with its CPU load, memory, disk and network rates');
+      print('  bin/drover vm events -f           # the event stream, following');
       print(`  tail -f ${rec.runtime?.serial_log ?? '(serial log)'}     # the guest's serial console`);
       print(`  VNC console: ${rec.runtime?.vnc ?? '(none)'}`);
       print('Ctrl-C stops drover; VMs keep running and are adopted by the next `make run` (use --stop-vms to stop them).');
