@@ -46,6 +46,7 @@ import { probeQemu } from './lib/qmp-probe.js';
 import { StatusWatch, type Json } from './lib/status-watch.js';
 import { ms, summarize, table, type Summary } from './lib/stats.js';
 import { startBenchEtcd } from './lib/bench-etcd.js';
+import { makeHaltDisk } from './lib/halt-disk.js';
 import { Cleanup } from './lib/cleanup.js';
 import { startAgentProc, stopAgentProc, waitAlive } from './lib/agent-process.js';
 
@@ -57,15 +58,6 @@ const PREFIX = '/bench';
 const IDLE_WINDOW_MS = 10_000;
 const SETTLE_MS = 3_000;
 const VM_TIMEOUT_MS = 30_000;
-
-/** `cli; hlt; jmp $-1`, then the boot signature at 510. */
-function bootSector(): Buffer {
-  const b = Buffer.alloc(512);
-  Buffer.from([0xfa, 0xf4, 0xeb, 0xfd]).copy(b, 0);
-  b[510] = 0x55;
-  b[511] = 0xaa;
-  return b;
-}
 
 interface Options {
   count: number;
@@ -137,12 +129,6 @@ function benchSpec(disk: string): Json {
   return { vcpus: 1, memory: 64, disks: [{ path: disk, format: 'raw' }], vnc: 'none' };
 }
 
-async function makeDisk(dir: string, uuid: string): Promise<string> {
-  const path = join(dir, `${uuid}.raw`);
-  await writeFile(path, bootSector());
-  return path;
-}
-
 // ---------------------------------------------------------------- (a) floors
 
 async function floorRuns(root: string, count: number, children: Set<ChildProcess>): Promise<{ greeting: number[]; answered: number[] }> {
@@ -174,7 +160,7 @@ async function droverArgvRuns(root: string, count: number, children: Set<ChildPr
     const uuid = randomUUID();
     const paths = runPaths(dir, uuid);
     await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-    const spec = vmSpecSchema.parse(benchSpec(await makeDisk(disks, uuid)));
+    const spec = vmSpecSchema.parse(benchSpec(await makeHaltDisk(disks, uuid)));
     const argv = buildQemuArgs({ uuid, name: `argv-${i}`, spec, paths, accel: 'tcg', detectedFormats: ['raw'] });
     shown = argv;
     const r = await probeQemu(QEMU, argv, paths.qmpSocket, { untilRunning: true, track: (c) => children.add(c) });
@@ -199,7 +185,7 @@ async function hypervisorRuns(root: string, count: number, keepRunning: boolean)
   try {
     for (let i = 0; i < count; i++) {
       const uuid = randomUUID();
-      const spec = vmSpecSchema.parse(benchSpec(await makeDisk(disks, uuid)));
+      const spec = vmSpecSchema.parse(benchSpec(await makeHaltDisk(disks, uuid)));
       let tSpawned = Number.NaN;
       const t0 = performance.now();
       await hv.start({ uuid, name: `hv-${i}`, spec }, { onSpawned: () => (tSpawned = performance.now()) });
@@ -444,7 +430,7 @@ async function main(): Promise<void> {
     const wallOf = (perf: number, t0Perf: number, t0Wall: number): number => t0Wall + (perf - t0Perf);
     for (let i = 0; i < n; i++) {
       const uuid = randomUUID();
-      const disk = await makeDisk(disks, uuid);
+      const disk = await makeHaltDisk(disks, uuid);
       const record = vmRecord(uuid, `bench-${i}`, disk);
       seq.push(uuid);
       const t0Wall = Date.now();
@@ -534,7 +520,7 @@ async function main(): Promise<void> {
     const burst: Array<{ uuid: string; record: Json }> = [];
     for (let i = 0; i < n; i++) {
       const uuid = randomUUID();
-      burst.push({ uuid, record: vmRecord(uuid, `burst-${i}`, await makeDisk(disks, uuid)) });
+      burst.push({ uuid, record: vmRecord(uuid, `burst-${i}`, await makeHaltDisk(disks, uuid)) });
     }
     const burstTicks0 = (await cpuTicks(agent.pid)) ?? Number.NaN;
     const tb0Wall = Date.now();
