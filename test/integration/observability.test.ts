@@ -25,6 +25,7 @@ import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { REPO_ROOT, startCluster, waitForSerialText, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { BURN_CMDLINE, ensureGuest } from '../helpers/guest.js';
 import { createMarkerDisk } from '../helpers/disk-marker.js';
+import { runDrover } from '../cli/helpers.js';
 
 const INTERVAL = 2;
 const isRoot = process.getuid?.() === 0;
@@ -212,6 +213,29 @@ describe('observability: metrics, summary, heartbeat (real etcd, real qemu)', ()
     assert.ok(later.disk_write_ops > first.disk_write_ops);
     assert.ok(later.disk_write_bps > 0, `write rate ${later.disk_write_bps}`);
     assert.equal(line(await summary() as HostStats, vm.idle).disk_write_ops, 0, 'the idle guest has no disk');
+  });
+
+  it('drover scan lists the busy and the idle guest with their loads, busiest first', async () => {
+    // A summary of settled guests (rates between two samples after every guest was up).
+    await summaryWhere((x) => Date.parse(x.at) >= readyAt + 2 * INTERVAL * 1000 && x.vms.length === 3, 'a summary of the settled guests');
+    const res = await runDrover(['scan', '--json', '-s', 'cpu', '-r', '--etcd', etcd.endpoint, '--prefix', cluster.prefix]);
+    assert.equal(res.code, 0, res.stderr);
+    const rows = JSON.parse(res.stdout) as Array<{ uuid: string; name: string; host: string; status: string; cpu_load: number | null; stale: boolean; disk_write_bytes: number | null }>;
+    assert.equal(rows.length, 3);
+    assert.equal(rows[0]!.name, 'burner', 'sorted by CPU load, busiest first');
+    const by = (n: string) => rows.find((r) => r.name === n)!;
+    for (const r of rows) {
+      assert.equal(r.host, 'hv1');
+      assert.equal(r.status, 'RUNNING');
+      assert.equal(r.stale, false);
+      assert.equal(typeof r.cpu_load, 'number', `${r.name} has a measured load`);
+    }
+    assert.ok(by('burner').cpu_load! >= 4 * by('idler').cpu_load!, `busy ${by('burner').cpu_load} >= 4 x idle ${by('idler').cpu_load}`);
+    assert.ok(by('idler').cpu_load! < 0.2);
+    assert.ok(by('writer').disk_write_bytes! > 0, 'the writer\'s disk bytes');
+    const table = await runDrover(['scan', '--etcd', etcd.endpoint, '--prefix', cluster.prefix]);
+    assert.equal(table.code, 0, table.stderr);
+    for (const n of ['burner', 'idler', 'writer']) assert.match(table.stdout, new RegExp(`^${n}\\s+hv1\\s+RUNNING`, 'm'));
   });
 
   it('writes P/stats/hv1 under the agent\'s liveness lease with the host\'s figures', async () => {
