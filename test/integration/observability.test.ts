@@ -284,6 +284,16 @@ describe('observability: metrics, summary, heartbeat (real etcd, real qemu)', ()
   it('keeps the heartbeat file fresh while the agent runs', async () => {
     const age = await heartbeatAgeSeconds(heartbeatPath(agent.stateDir));
     assert.ok(age !== null && age < 2, `heartbeat age ${age} s with a 0.5 s process check`);
+    // The Nagios plugins against the running agent: the heartbeat, the host and a VM are OK.
+    const hb = await runDrover(['check-heartbeat', '5', '--state-dir', agent.stateDir]);
+    assert.equal(hb.code, 0, hb.stdout + hb.stderr);
+    assert.match(hb.stdout, /^\S+ OK - .*\|.*=/);
+    const etcdFlags = ['--etcd', etcd.endpoint, '--prefix', cluster.prefix];
+    const host = await runDrover(['check-host', 'hv1', ...etcdFlags]);
+    assert.equal(host.code, 0, host.stdout + host.stderr);
+    const burner = await runDrover(['check-vm', 'burner', ...etcdFlags]);
+    assert.equal(burner.code, 0, burner.stdout + burner.stderr);
+    assert.match(burner.stdout, /OK - .*RUNNING.*\|.*load/i);
   });
 
   it('reports host.storage_low once, and host.storage_ok when the alarm is lowered (SIGHUP)', async () => {
