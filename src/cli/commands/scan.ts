@@ -9,11 +9,21 @@ import { addGlobalOptions } from '../global-options.js';
 import { DEFAULT_SCAN_COLUMNS, SCAN_FIELD_ALIASES } from '../output/columns.js';
 import type { ScanFlags } from '../scan/scan-action.js';
 
+/** The short column names, a few per line. */
+const aliasLines = Object.entries(SCAN_FIELD_ALIASES)
+  .map(([k, v]) => `${k}=${v}`)
+  .reduce<string[]>((acc, item) => {
+    const last = acc.at(-1);
+    if (last !== undefined && last.length + item.length < 72) acc[acc.length - 1] = `${last}  ${item}`;
+    else acc.push(item);
+    return acc;
+  }, [])
+  .map((l) => `  ${l}`)
+  .join('\n');
+
 const HELP = `
 Columns (-o, --sort and filters take these names, or the JSON field names):
-  ${Object.entries(SCAN_FIELD_ALIASES)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ')}
+${aliasLines}
   and uuid name host status vcpus memory pid stats_at stale, and every *_bytes counter.
 
 Figures come from the stats summary of the VM's host (P/stats/<host>, written
