@@ -175,7 +175,13 @@ export class Agent {
     void this.collector.start();
     await this.reporter.report({ level: 'info', event: 'host.up', message: `Agent ${this.name} is up (hostid ${this.deps.stateDir.hostid}, accel ${this.deps.hypervisor.accel}).` });
     this.every(() => this.config.heartbeat_interval, () => this.heartbeat());
-    const fenceTimer = setInterval(() => void this.selfFence(), 250);
+    // One round at a time: under load a round (a file write) can take longer than 250 ms.
+    let fencing = false;
+    const fenceTimer = setInterval(() => {
+      if (fencing) return;
+      fencing = true;
+      void this.selfFence().finally(() => (fencing = false));
+    }, 250);
     fenceTimer.unref();
     this.timers.push(fenceTimer);
     this.scheduleResync();

@@ -58,7 +58,7 @@ export const hostStatsSchema = z.looseObject({
   host: z.string(),
   /** ISO time the summary was taken. */
   at: z.string(),
-  /** The agent's vm_stats_interval in seconds: a summary older than about twice this is stale. */
+  /** The agent's vm_stats_interval in seconds: a summary older than three times this is stale (STALE_INTERVALS in src/store/stats-repository.ts). */
   interval: z.number().positive(),
   /** 1, 5 and 15 minute load averages. */
   load: z.tuple([z.number(), z.number(), z.number()]),
