@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DroverError } from '../../src/lib/errors.js';
 import { createS3Client } from '../../src/storage/s3/client.js';
-import { uploadFileMultipart } from '../../src/storage/s3/multipart-upload.js';
+import { mayUnsignPayload, uploadFileMultipart, UNSIGNED_PAYLOAD } from '../../src/storage/s3/multipart-upload.js';
 import { downloadFileMultipart } from '../../src/storage/s3/multipart-download.js';
 import { ParallelismGovernor } from '../../src/storage/s3/multipart-parallelism.js';
 import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
@@ -43,6 +43,17 @@ describe('ParallelismGovernor', () => {
     assert.equal(g.limit, 4);
     window(1000); // much slower: holds
     assert.equal(g.limit, 4);
+  });
+});
+
+describe('mayUnsignPayload', () => {
+  it('unsigns over https, and over http only to servers that are not AWS', () => {
+    assert.equal(mayUnsignPayload('https:', 's3.eu-west-1.amazonaws.com'), true);
+    assert.equal(mayUnsignPayload('https:', 'minio.example.org'), true);
+    assert.equal(mayUnsignPayload('http:', '127.0.0.1'), true);
+    assert.equal(mayUnsignPayload('http:', 's3.eu-west-1.amazonaws.com'), false);
+    assert.equal(mayUnsignPayload('http:', 'bucket.s3.amazonaws.com.'), false);
+    assert.equal(mayUnsignPayload('http:', 's3.cn-north-1.amazonaws.com.cn'), false);
   });
 });
 
@@ -159,6 +170,89 @@ describe('S3 multipart transfers (s3rver, awscli)', () => {
     } finally {
       client.destroy();
       await proxy.close();
+    }
+  });
+
+  it('sends parts with an unsigned payload over http to s3rver, still verified by Content-MD5: a corrupted part is refused and no object appears', async () => {
+    const client = createS3Client({ ...s3.settings, maxAttempts: 1 });
+    const seen: { sha: string | undefined; md5: string | undefined }[] = [];
+    let corrupt = false;
+    // Finalize step, after signing: what goes on the wire.
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const req = args.request as { headers: Record<string, string>; body?: unknown };
+        if (context.commandName === 'UploadPartCommand') {
+          seen.push({ sha: req.headers['x-amz-content-sha256'], md5: req.headers['content-md5'] });
+          if (corrupt && Buffer.isBuffer(req.body)) {
+            const bad = Buffer.from(req.body);
+            bad[0] = (bad[0] ?? 0) ^ 0xff;
+            req.body = bad;
+          }
+        }
+        return next(args);
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'testWireTap' },
+    );
+    try {
+      const r = await uploadFileMultipart({ client, bucket: s3.bucket, key: 'mp/unsigned', file, chunkSize: 1024 * KiB, parallel: 2, maxParallel: 2 });
+      assert.equal(r.sha256, sha256(data));
+      assert.equal(seen.length, 4);
+      for (const h of seen) {
+        assert.equal(h.sha, UNSIGNED_PAYLOAD);
+        assert.match(h.md5 ?? '', /^[A-Za-z0-9+/]{22}==$/);
+      }
+      const out = join(dir, 'unsigned-get');
+      const get = await s3.aws(['s3api', 'get-object', '--bucket', s3.bucket, '--key', 'mp/unsigned', out]);
+      assert.equal(get.code, 0, get.stderr);
+      assert.ok((await readFile(out)).equals(data));
+
+      corrupt = true;
+      await assert.rejects(
+        uploadFileMultipart({ client, bucket: s3.bucket, key: 'mp/corrupt', file, chunkSize: 1024 * KiB, parallel: 2, maxParallel: 2, partAttempts: 2 }),
+        (err: unknown) => err instanceof DroverError && /BadDigest|Content-MD5|MD5/i.test(err.message),
+      );
+      const head = await s3.aws(['s3api', 'head-object', '--bucket', s3.bucket, '--key', 'mp/corrupt']);
+      assert.notEqual(head.code, 0, 'no object after a refused part');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('restores right when chunks arrive out of order: later chunks are written while the first is held up', async () => {
+    const put = await s3.aws(['s3api', 'put-object', '--bucket', s3.bucket, '--key', 'mp/ooo', '--body', file]);
+    assert.equal(put.code, 0, put.stderr);
+    const client = createS3Client({ ...s3.settings });
+    let firstArrived = 0;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const range = (args.request as { headers: Record<string, string> }).headers['range'];
+        const out = await next(args);
+        if (context.commandName === 'GetObjectCommand' && range?.startsWith('bytes=0-') === true) {
+          await new Promise((r) => setTimeout(r, 700));
+          firstArrived = Date.now();
+        }
+        return out;
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'testSlowFirstChunk' },
+    );
+    const progress: { done: number; at: number }[] = [];
+    const dest = join(dir, 'ooo.raw');
+    try {
+      const r = await downloadFileMultipart({
+        client, bucket: s3.bucket, key: 'mp/ooo', dest, sha256: sha256(data),
+        chunkSize: 256 * KiB, parallel: 4, maxParallel: 4, preload: 6,
+        onProgress: (done) => progress.push({ done, at: Date.now() }),
+      });
+      assert.equal(r.chunks, 13);
+      assert.ok(r.maxInFlight <= 4);
+      assert.ok(firstArrived > 0, 'the first chunk was delayed');
+      const before = progress.filter((p) => p.at < firstArrived);
+      assert.ok(before.length >= 3, `chunks written while the first was held: ${before.length}`);
+      assert.equal(progress.at(-1)?.done, data.length);
+      assert.ok((await readFile(dest)).equals(data));
+      await assert.rejects(stat(`${dest}.partial`), { code: 'ENOENT' });
+    } finally {
+      client.destroy();
     }
   });
 });

@@ -10,10 +10,15 @@
  * `preload` below the parallelism caps it). Every GET carries If-Match with
  * the HEAD's ETag, so an object replaced mid-download fails instead of
  * mixing two versions; a chunk of the wrong length or a failed GET is asked
- * for again (multipart-retry.ts). Chunks are written in order to
- * `<dest>.partial` while their sha256 is computed; only when it equals
- * `sha256` is the file renamed to `dest`. A mismatch or a failure removes
- * the partial file: nothing half-written ever sits at `dest`.
+ * for again (multipart-retry.ts). Each body is read straight into a chunk
+ * buffer (a pool of at most `preload` buffers, reused), and written to
+ * `<dest>.partial` at its offset as soon as it arrives, while the other GETs
+ * stay in flight; the sha256 is fed in order from the buffers (a buffer goes
+ * back to the pool once it is both written and hashed). So one slow chunk
+ * holds up nothing but the buffers behind it, never the requests or the
+ * writes. The file is fsynced, and only when its sha256 equals `sha256` is
+ * it renamed to `dest`. A mismatch or a failure removes the partial file:
+ * nothing half-written ever sits at `dest`.
  */
 import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
@@ -34,7 +39,7 @@ export interface MultipartDownloadOptions {
   chunkSize: number;
   parallel: number;
   maxParallel: number;
-  /** Chunks fetched ahead of the write position at most. */
+  /** Chunks held in memory at most (fetched, not yet both written and hashed); caps the GETs in flight too. */
   preload: number;
   chunkAttempts?: number;
   chunkTimeoutMs?: number;
@@ -87,56 +92,94 @@ async function fetchChunks(
   const preload = Math.max(1, opts.preload);
   const hash = createHash('sha256');
   const count = Math.ceil(size / opts.chunkSize);
-  const ready = new Map<number, Buffer>();
-  const inFlight = new Set<Promise<void>>();
+  const pool: Buffer[] = [];
+  /** Chunks fetched and not yet hashed, by index. */
+  const arrived = new Map<number, Buffer>();
+  /** Chunks whose buffer is held by their write or by the hash (2: both, 1: one, absent: free). */
+  const holds = new Map<number, { buf: Buffer; n: number }>();
+  const pending = new Set<Promise<void>>();
   let failure: unknown;
   let next = 0;
-  let written = 0;
+  let hashed = 0;
   let done = 0;
   let maxInFlight = 0;
-  while (written < count) {
-    while (failure === undefined && next < count && inFlight.size < governor.limit && next < written + preload) {
+  let fetching = 0;
+  const release = (i: number): void => {
+    const h = holds.get(i);
+    if (h === undefined || --h.n > 0) return;
+    holds.delete(i);
+    pool.push(h.buf);
+  };
+  const track = (p: Promise<void>): void => {
+    const q: Promise<void> = p
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => pending.delete(q));
+    pending.add(q);
+  };
+  const arrive = (i: number, chunk: Buffer): void => {
+    holds.get(i)!.n = 2;
+    track(
+      fh.write(chunk, 0, chunk.length, i * opts.chunkSize).then(() => {
+        done += chunk.length;
+        release(i);
+        opts.onProgress?.(done, size);
+      }),
+    );
+    arrived.set(i, chunk);
+    for (let c = arrived.get(hashed); c !== undefined; c = arrived.get(hashed)) {
+      arrived.delete(hashed);
+      hash.update(c);
+      release(hashed);
+      hashed += 1;
+    }
+  };
+  while (hashed < count || pending.size > 0) {
+    while (failure === undefined && next < count && fetching < governor.limit && holds.size < preload) {
       const i = next++;
       const start = i * opts.chunkSize;
       const length = Math.min(opts.chunkSize, size - start);
-      const p: Promise<void> = fetchChunk(opts, start, length, etag, `chunk ${i + 1} of ${where}`, attempts, timeout)
-        .then((buf) => {
-          ready.set(i, buf);
-          governor.partDone(length);
-        })
-        .catch((err: unknown) => {
-          failure ??= err;
-        })
-        .finally(() => inFlight.delete(p));
-      inFlight.add(p);
-      maxInFlight = Math.max(maxInFlight, inFlight.size);
+      const buf = pool.pop() ?? Buffer.allocUnsafe(Math.min(opts.chunkSize, size));
+      holds.set(i, { buf, n: 1 });
+      fetching += 1;
+      maxInFlight = Math.max(maxInFlight, fetching);
+      track(
+        fetchChunk(opts, buf.subarray(0, length), start, etag, `chunk ${i + 1} of ${where}`, attempts, timeout).then(
+          (chunk) => {
+            fetching -= 1;
+            governor.partDone(length);
+            arrive(i, chunk);
+          },
+          (err: unknown) => {
+            fetching -= 1;
+            throw err;
+          },
+        ),
+      );
     }
-    if (inFlight.size > 0) await Promise.race(inFlight);
     if (failure !== undefined) {
-      await Promise.all(inFlight);
+      while (pending.size > 0) await Promise.all(pending); // no write may outlive the file handle
       throw failure;
     }
-    for (let buf = ready.get(written); buf !== undefined; buf = ready.get(written)) {
-      ready.delete(written);
-      await fh.write(buf, 0, buf.length, written * opts.chunkSize);
-      hash.update(buf);
-      done += buf.length;
-      written += 1;
-      opts.onProgress?.(done, size);
-    }
+    if (pending.size === 0) break; // nothing left to wait for (size 0)
+    await Promise.race(pending);
   }
+  if (failure !== undefined) throw failure;
   return { sha256: hash.digest('hex'), chunks: count, maxInFlight };
 }
 
+/** GETs bytes [start, start + into.length) into `into` (no copy beyond the socket's), tried again as multipart-retry.ts says. */
 async function fetchChunk(
   opts: MultipartDownloadOptions,
+  into: Buffer,
   start: number,
-  length: number,
   etag: string | undefined,
   what: string,
   attempts: number,
   timeout: number,
 ): Promise<Buffer> {
+  const length = into.length;
   return retryS3(
     async (signal) => {
       const out = await opts.client.send(
@@ -144,10 +187,16 @@ async function fetchChunk(
         { abortSignal: signal },
       );
       if (out.Body === undefined) throw new DroverError('S3_ERROR', `S3 ${what} failed: the answer had no body.`, true);
-      const bytes = await out.Body.transformToByteArray();
-      const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // no copy
-      if (buf.length !== length) throw new DroverError('S3_ERROR', `S3 ${what} returned ${buf.length} bytes, not ${length}.`, true);
-      return buf;
+      // In Node the body is the response stream (a Readable).
+      const body = out.Body as unknown as AsyncIterable<Uint8Array>;
+      let at = 0;
+      for await (const piece of body) {
+        if (at + piece.length > length) throw new DroverError('S3_ERROR', `S3 ${what} returned more than ${length} bytes.`, true);
+        into.set(piece, at);
+        at += piece.length;
+      }
+      if (at !== length) throw new DroverError('S3_ERROR', `S3 ${what} returned ${at} bytes, not ${length}.`, true);
+      return into;
     },
     what,
     attempts,

@@ -19,6 +19,11 @@
  * parts are read in order, and a `verify` hook sees the size and sha256
  * before the upload is completed, so bytes it refuses never become an
  * object.
+ *
+ * Payload signing: UploadPart sends `x-amz-content-sha256: UNSIGNED-PAYLOAD`
+ * (see `unsignedPayload` below), which spares the SDK's SigV4 signer a
+ * sha256 of every part; the part stays verified by its Content-MD5 (a signed
+ * header) and the ETag check.
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
@@ -77,7 +82,7 @@ export async function uploadFileMultipart(opts: MultipartUploadOptions): Promise
   try {
     const size = (await fh.stat()).size;
     return await uploadMultipart(opts, size, async (offset, length) => {
-      const body = Buffer.alloc(length);
+      const body = Buffer.allocUnsafe(length); // every byte is read into it, or it is refused
       const { bytesRead } = await fh.read(body, 0, length, offset);
       if (bytesRead !== length) throw new DroverError('S3_ERROR', `S3 upload of s3://${opts.bucket}/${opts.key} failed: ${opts.file} changed size while it was read.`);
       return body;
@@ -220,10 +225,13 @@ async function sendPart(opts: MultipartTarget, uploadId: string, partNumber: num
   const what = `part ${partNumber} of ${where}`;
   return retryS3(
     async (signal) => {
-      const out = await opts.client.send(
-        new UploadPartCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentMD5: md5B64, ContentLength: body.length }),
-        { abortSignal: signal },
-      );
+      const command = new UploadPartCommand({ Bucket: opts.bucket, Key: opts.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentMD5: md5B64, ContentLength: body.length });
+      // Build step: after the request is serialized (endpoint known), before it is signed.
+      command.middlewareStack.add((next) => async (args) => {
+        unsignPayload(args.request);
+        return next(args);
+      }, { step: 'build', name: 'droverUnsignedPayload' });
+      const out = await opts.client.send(command, { abortSignal: signal });
       const etag = out.ETag;
       if (etag === undefined) throw new DroverError('S3_ERROR', `S3 ${what} failed: the server gave no ETag.`, true);
       const plain = etag.replace(/"/g, '').toLowerCase();
@@ -236,4 +244,28 @@ async function sendPart(opts: MultipartTarget, uploadId: string, partNumber: num
     opts.partAttempts ?? 5,
     opts.partTimeoutMs ?? 120_000,
   );
+}
+
+/** The value of `x-amz-content-sha256` that tells SigV4 the payload is not part of the signature. */
+export const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
+
+/**
+ * True when a part sent to `protocol`//`hostname` may go with an unsigned
+ * payload: always over https (as the AWS SDKs for Java and Go do; TLS
+ * protects the bytes), and over plain http only to a server that is not
+ * AWS's (s3rver, MinIO, Ceph RGW accept it; the Content-MD5 header, which is
+ * signed, still covers the bytes). Plain http to *.amazonaws.com(.cn) keeps
+ * the signed payload, as every AWS SDK does over http.
+ */
+export function mayUnsignPayload(protocol: string, hostname: string): boolean {
+  if (protocol === 'https:' || protocol === 'https') return true;
+  return !/(^|\.)amazonaws\.com(\.cn)?$/i.test(hostname.replace(/\.$/, ''));
+}
+
+/** Marks an UploadPart request's payload unsigned when mayUnsignPayload allows it; the SDK's signer then uses this header instead of hashing the body. */
+function unsignPayload(req: unknown): void {
+  const request = req as { protocol?: string; hostname?: string; headers?: Record<string, string> };
+  if (request.headers !== undefined && mayUnsignPayload(request.protocol ?? '', request.hostname ?? '')) {
+    request.headers['x-amz-content-sha256'] = UNSIGNED_PAYLOAD;
+  }
 }
