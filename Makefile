@@ -48,8 +48,10 @@ bench-backup: build
 	node dist/bench/backup.js
 
 ## Cost of collection (issue 5): agent CPU per stats interval and RSS at 10, 50, 100 guests vs a bare /proc reader (docs/benchmarks.md).
+## The halting guest by default (100 Linux guests under TCG need more than 2 cores); BENCH_COLLECTION_ARGS="--guest linux" for the Linux test guest.
+BENCH_COLLECTION_ARGS ?= --guest halt --window 60
 bench-collection: build guest
-	node dist/bench/collection.js
+	node dist/bench/collection.js $(BENCH_COLLECTION_ARGS)
 
 clean:
 	rm -rf dist build
