@@ -13,18 +13,20 @@
  * for again (multipart-retry.ts). Each body is read straight into a chunk
  * buffer (a pool of at most `preload` buffers, reused), and written to
  * `<dest>.partial` at its offset as soon as it arrives, while the other GETs
- * stay in flight; the sha256 is fed in order from the buffers (a buffer goes
- * back to the pool once it is both written and hashed). So one slow chunk
+ * stay in flight; the sha256 is fed in order from the buffers, on a worker
+ * thread (hash-worker.ts; the pool is SharedArrayBuffer memory, so nothing
+ * is copied), and a buffer goes back to the pool once it is both written
+ * and hashed. So one slow chunk
  * holds up nothing but the buffers behind it, never the requests or the
  * writes. The file is fsynced, and only when its sha256 equals `sha256` is
  * it renamed to `dest`. A mismatch or a failure removes the partial file:
  * nothing half-written ever sits at `dest`.
  */
-import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DroverError } from '../../lib/errors.js';
 import { translateS3Error } from './client.js';
+import { WorkerSha256 } from './hash-worker.js';
 import { ParallelismGovernor } from './multipart-parallelism.js';
 import { retryS3 } from './multipart-retry.js';
 
@@ -61,8 +63,9 @@ export async function downloadFileMultipart(opts: MultipartDownloadOptions): Pro
   const etag = head.ETag;
   const partial = `${opts.dest}.partial`;
   const fh = await open(partial, 'w');
+  const hash = new WorkerSha256();
   try {
-    const result = await fetchChunks(opts, fh, size, etag, where, attempts, timeout);
+    const result = await fetchChunks(opts, fh, hash, size, etag, where, attempts, timeout);
     await fh.sync();
     await fh.close();
     if (result.sha256 !== opts.sha256) {
@@ -74,23 +77,28 @@ export async function downloadFileMultipart(opts: MultipartDownloadOptions): Pro
     await fh.close().catch(() => undefined);
     await rm(partial, { force: true });
     throw err;
+  } finally {
+    await hash.close();
   }
 }
 
 type FileHandle = Awaited<ReturnType<typeof open>>;
 
+/** Bytes written between two early fdatasyncs of the partial file. */
+const FLUSH_EVERY = 64 * 1024 * 1024;
+
 async function fetchChunks(
   opts: MultipartDownloadOptions,
   fh: FileHandle,
+  hash: WorkerSha256,
   size: number,
   etag: string | undefined,
   where: string,
   attempts: number,
   timeout: number,
 ): Promise<{ sha256: string; chunks: number; maxInFlight: number }> {
-  const governor = new ParallelismGovernor({ initial: opts.parallel, max: opts.maxParallel });
   const preload = Math.max(1, opts.preload);
-  const hash = createHash('sha256');
+  const governor = new ParallelismGovernor({ initial: opts.parallel, max: opts.maxParallel });
   const count = Math.ceil(size / opts.chunkSize);
   const pool: Buffer[] = [];
   /** Chunks fetched and not yet hashed, by index. */
@@ -100,10 +108,22 @@ async function fetchChunks(
   const pending = new Set<Promise<void>>();
   let failure: unknown;
   let next = 0;
+  let sent = 0;
   let hashed = 0;
   let done = 0;
   let maxInFlight = 0;
   let fetching = 0;
+  // Dirty pages are flushed as the file grows (one fdatasync at a time, each
+  // time FLUSH_EVERY more bytes are written), so the fsync before the rename
+  // finds little left to write.
+  let flushing = false;
+  let flushedAt = 0;
+  const flushEarly = (): void => {
+    if (flushing || done - flushedAt < FLUSH_EVERY || done === size) return;
+    flushing = true;
+    flushedAt = done;
+    track(fh.datasync().finally(() => (flushing = false)));
+  };
   const release = (i: number): void => {
     const h = holds.get(i);
     if (h === undefined || --h.n > 0) return;
@@ -125,14 +145,20 @@ async function fetchChunks(
         done += chunk.length;
         release(i);
         opts.onProgress?.(done, size);
+        flushEarly();
       }),
     );
     arrived.set(i, chunk);
-    for (let c = arrived.get(hashed); c !== undefined; c = arrived.get(hashed)) {
-      arrived.delete(hashed);
-      hash.update(c);
-      release(hashed);
-      hashed += 1;
+    // In order: the worker hashes what it is sent in the order it is sent.
+    for (let c = arrived.get(sent); c !== undefined; c = arrived.get(sent)) {
+      const k = sent++;
+      arrived.delete(k);
+      track(
+        hash.update(c).then(() => {
+          hashed += 1;
+          release(k);
+        }),
+      );
     }
   };
   while (hashed < count || pending.size > 0) {
@@ -140,7 +166,7 @@ async function fetchChunks(
       const i = next++;
       const start = i * opts.chunkSize;
       const length = Math.min(opts.chunkSize, size - start);
-      const buf = pool.pop() ?? Buffer.allocUnsafe(Math.min(opts.chunkSize, size));
+      const buf = pool.pop() ?? Buffer.from(new SharedArrayBuffer(Math.min(opts.chunkSize, size)));
       holds.set(i, { buf, n: 1 });
       fetching += 1;
       maxInFlight = Math.max(maxInFlight, fetching);
@@ -166,7 +192,7 @@ async function fetchChunks(
     await Promise.race(pending);
   }
   if (failure !== undefined) throw failure;
-  return { sha256: hash.digest('hex'), chunks: count, maxInFlight };
+  return { sha256: await hash.digest(), chunks: count, maxInFlight };
 }
 
 /** GETs bytes [start, start + into.length) into `into` (no copy beyond the socket's), tried again as multipart-retry.ts says. */
