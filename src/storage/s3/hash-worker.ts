@@ -32,7 +32,8 @@ export class WorkerSha256 {
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`it exited with code ${code}`)));
-    this.worker.unref();
+    // Not unref'd: while a reply is awaited the worker is all that keeps the
+    // process alive (a CLI would otherwise exit mid-restore); close() ends it.
   }
 
   /** Hashes `chunk` (a view of a SharedArrayBuffer) after every earlier update. */
