@@ -21,7 +21,7 @@ export const backupTransferShape = {
   s3_download_chunk_size: z.int().min(64 * 1024).max(1024 * MiB).default(5 * MiB),
   parallel_downloads: z.int().min(1).max(64).default(5),
   max_parallel_downloads: z.int().min(1).max(64).default(10),
-  /** Chunks fetched ahead of the write position at most (bounds memory). */
+  /** Chunk buffers of a restore at most: fetched and not yet both written and hashed (bounds memory). */
   preload: z.int().min(1).max(256).default(10),
 };
 

@@ -69,6 +69,9 @@ export interface MultipartUploadOptions extends MultipartTarget {
 /** Reads the source's bytes [offset, offset + length), called in order. */
 type PartReader = (offset: number, length: number) => Promise<Buffer>;
 
+/** Takes back a part's buffer once its upload settled (the reader may reuse it). */
+type PartRecycler = (body: Buffer) => void;
+
 export interface UploadResult {
   size: number;
   sha256: string;
@@ -81,11 +84,17 @@ export async function uploadFileMultipart(opts: MultipartUploadOptions): Promise
   const fh = await open(opts.file, 'r');
   try {
     const size = (await fh.stat()).size;
-    return await uploadMultipart(opts, size, async (offset, length) => {
-      const body = Buffer.allocUnsafe(length); // every byte is read into it, or it is refused
+    // Part buffers are reused (at most max_parallel + 1 of them): a fresh
+    // chunk-sized buffer per part costs page faults and GC on every byte.
+    const pool: Buffer[] = [];
+    const read: PartReader = async (offset, length) => {
+      const body = length === opts.chunkSize ? (pool.pop() ?? Buffer.allocUnsafe(length)) : Buffer.allocUnsafe(length); // every byte is read into it, or it is refused
       const { bytesRead } = await fh.read(body, 0, length, offset);
       if (bytesRead !== length) throw new DroverError('S3_ERROR', `S3 upload of s3://${opts.bucket}/${opts.key} failed: ${opts.file} changed size while it was read.`);
       return body;
+    };
+    return await uploadMultipart(opts, size, read, (body) => {
+      if (body.length === opts.chunkSize) pool.push(body);
     });
   } finally {
     await fh.close();
@@ -131,7 +140,7 @@ export async function uploadStreamMultipart(opts: MultipartTarget, body: Readabl
   });
 }
 
-async function uploadMultipart(opts: MultipartTarget, size: number, readPart: PartReader): Promise<UploadResult> {
+async function uploadMultipart(opts: MultipartTarget, size: number, readPart: PartReader, recycle?: PartRecycler): Promise<UploadResult> {
   const where = `upload of s3://${opts.bucket}/${opts.key}`;
   const created = await opts.client
     .send(
@@ -148,7 +157,7 @@ async function uploadMultipart(opts: MultipartTarget, size: number, readPart: Pa
   const uploadId = created.UploadId;
   if (uploadId === undefined) throw new DroverError('S3_ERROR', `S3 ${where} failed: the server gave no upload id.`, true);
   try {
-    const result = await sendParts(opts, readPart, size, uploadId);
+    const result = await sendParts(opts, readPart, size, uploadId, recycle);
     opts.verify?.({ size, sha256: result.sha256 });
     await retryS3(
       (signal) =>
@@ -175,6 +184,7 @@ async function sendParts(
   readPart: PartReader,
   size: number,
   uploadId: string,
+  recycle: PartRecycler | undefined,
 ): Promise<{ completed: CompletedPart[]; sha256: string; maxInFlight: number }> {
   const governor = new ParallelismGovernor({ initial: opts.parallel, max: opts.maxParallel });
   const hash = createHash('sha256');
@@ -201,6 +211,7 @@ async function sendParts(
     const p: Promise<void> = sendPart(opts, uploadId, partNumber, body)
       .then((etag) => {
         completed[i] = { PartNumber: partNumber, ETag: etag };
+        recycle?.(body); // the request is over: nothing reads the buffer any more
         done += length;
         governor.partDone(length);
         opts.onProgress?.(done, size);
