@@ -80,6 +80,13 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** CPU seconds (utime + stime, USER_HZ 100) of a process, as a test reads /proc itself. */
+export async function procCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[14 - 3]) + Number(f[15 - 3])) / 100;
+}
+
 export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
   const prefix = etcd.newPrefix();
   const keys = keySpace(prefix);

@@ -14,8 +14,8 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { startCluster, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
-import { BURN_CMDLINE, ensureGuest } from '../helpers/guest.js';
+import { procCpuSeconds, startCluster, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
+import { BURN_CMDLINE, ensureGuest, type GuestFiles } from '../helpers/guest.js';
 import { checkCloudRecord, parseApelMessage } from '../observability/apel-message.js';
 
 const FIZZLE = 12;
@@ -39,19 +39,14 @@ async function records(stateDir: string, dir: string): Promise<Array<{ day: stri
   return out;
 }
 
-async function procCpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
 describe('APEL accounting of finished VMs (real etcd, real qemu)', () => {
   let etcd: TestEtcd;
   let cluster: Cluster;
   let agent: AgentProcess;
+  let guest: GuestFiles;
 
   before(async () => {
-    await ensureGuest();
+    guest = await ensureGuest();
     etcd = await startTestEtcd();
     cluster = await startCluster(etcd);
     agent = await cluster.startAgent('hv1', { config: { fizzle_seconds: FIZZLE, gocdb_sitename: SITE, vm_stats_interval: 1, process_check_interval: 0.5 } });
@@ -63,7 +58,7 @@ describe('APEL accounting of finished VMs (real etcd, real qemu)', () => {
   });
 
   it('writes one record for a run longer than fizzle_seconds and none for a shorter one', async () => {
-    const long = await cluster.createVm({ name: 'acct-long', owner: 'alice', spec: { vcpus: 1, memory: 96, boot: { kernel: join(process.cwd(), 'build/guest/vmlinuz'), initrd: join(process.cwd(), 'build/guest/initrd.gz'), cmdline: `console=ttyS0 quiet ${BURN_CMDLINE}` } } });
+    const long = await cluster.createVm({ name: 'acct-long', owner: 'alice', spec: { boot: { kernel: guest.kernel, initrd: guest.initrd, cmdline: BURN_CMDLINE } } });
     const short = await cluster.createVm({ name: 'acct-short', owner: 'bob' });
 
     const shortRec = await cluster.waitForStatus(short, 'RUNNING');

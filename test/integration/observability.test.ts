@@ -22,7 +22,7 @@ import { hostStatsSchema, type HostStats, type VmStats } from '../../src/contrac
 import { heartbeatAgeSeconds, heartbeatPath } from '../../src/observability/heartbeat-file.js';
 import { DROVER_METRICS } from '../../src/observability/metrics.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { REPO_ROOT, startCluster, waitForSerialText, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
+import { procCpuSeconds, REPO_ROOT, startCluster, waitForSerialText, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { BURN_CMDLINE, ensureGuest } from '../helpers/guest.js';
 import { createMarkerDisk } from '../helpers/disk-marker.js';
 import { runDrover } from '../cli/helpers.js';
@@ -70,13 +70,6 @@ function readSamples(text: string): { samples: Sample[]; types: Map<string, stri
     samples.push({ name: m[1]!, labels, value: Number(m[3]) });
   }
   return { samples, types };
-}
-
-/** CPU seconds of a process from /proc, as the test reads it itself. */
-async function procCpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[14 - 3]) + Number(f[15 - 3])) / 100;
 }
 
 /**
