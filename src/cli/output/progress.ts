@@ -10,6 +10,15 @@
  * follows a transfer that speeds up or slows down.
  */
 
+/** Wraps a line printer so that a line equal to the previous one is not printed again. */
+export function changesOnly(print: (line: string) => void): (line: string) => void {
+  let last: string | undefined;
+  return (line) => {
+    if (line !== last) print(line);
+    last = line;
+  };
+}
+
 export interface ProgressSnapshot {
   label: string;
   bytes: number;

@@ -11,6 +11,7 @@
 import { DroverError } from '../../lib/errors.js';
 import type { StoredHost } from '../../store/host-repository.js';
 import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
+import { changesOnly } from '../output/progress.js';
 import type { StoreSession } from '../store-session.js';
 import { resolveVm } from './resolve-vm.js';
 import { vmLabel } from './vm-view.js';
@@ -116,12 +117,8 @@ export interface FollowMigration {
 
 /** Follows a live migration until the record has moved to `to` (resolves) or says it failed (rejects). */
 export function followMigration(store: StoreSession, req: FollowMigration): Promise<JsonObject> {
-  let last = '';
   let state = 'requested';
-  const say = (line: string): void => {
-    if (line !== last) req.onProgress(line);
-    last = line;
-  };
+  const say = changesOnly((line) => req.onProgress(line));
   return followRecord<JsonObject>(store.kv, {
     key: req.key,
     label: req.label,

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { describeSnapshotOp, type SnapshotOp } from '../../contract/snapshot.js';
 import { DroverError } from '../../lib/errors.js';
 import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
+import { changesOnly } from '../output/progress.js';
 import type { StoreSession } from '../store-session.js';
 import { resolveVm } from './resolve-vm.js';
 import { planSnapshotRequest, type SnapshotPlan } from './snapshot-plan.js';
@@ -72,11 +73,7 @@ interface Follow {
 function followSnapshot(store: StoreSession, f: Follow): Promise<JsonObject> {
   const what = `snapshot ${describeSnapshotOp(f.op, f.name)}`;
   let state = 'requested';
-  let said = '';
-  const say = (line: string): void => {
-    if (line !== said) f.onProgress(`VM ${f.label}: ${line}`);
-    said = line;
-  };
+  const say = changesOnly((line) => f.onProgress(`VM ${f.label}: ${line}`));
   return followRecord<JsonObject>(store.kv, {
     key: f.key,
     label: f.label,
