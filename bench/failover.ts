@@ -58,6 +58,7 @@ import { cpuBusyPct, machineInfo } from './lib/procfs.js';
 import { PrefixTimeline, type TimedEvent } from './lib/prefix-timeline.js';
 import { probeQemu } from './lib/qmp-probe.js';
 import { table } from './lib/stats.js';
+import { parseArgs } from 'node:util';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
@@ -75,32 +76,40 @@ interface Options {
   json?: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const opts: Options = { runs: 5, hosts: 3, freeze: 'agent', timing: {} };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const need = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--runs') opts.runs = Math.max(1, Number.parseInt(need(), 10));
-    else if (a === '--hosts') opts.hosts = Math.max(2, Number.parseInt(need(), 10));
-    else if (a === '--freeze') {
-      const v = need();
-      if (v !== 'agent' && v !== 'power-loss') throw new Error('--freeze is agent or power-loss');
-      opts.freeze = v;
-    } else if (a === '--lease-ttl') opts.timing.lease_ttl = Number.parseInt(need(), 10);
-    else if (a === '--failover-margin') opts.timing.failover_margin = Number(need());
-    else if (a === '--election-ttl') opts.timing.election_ttl = Number.parseInt(need(), 10);
-    else if (a === '--short') opts.timing = { lease_ttl: 6, failover_margin: 1, election_ttl: 2 }; // the integration tests' settings
-    else if (a === '--json') opts.json = need();
-    else if (a === '--help' || a === '-h') {
-      console.log('usage: node dist/bench/failover.js [--runs 5] [--hosts 3] [--freeze agent|power-loss] [--lease-ttl S] [--failover-margin S] [--election-ttl S] [--short] [--json FILE]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
+function readOptions(args: string[]): Options {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      runs: { type: 'string' },
+      hosts: { type: 'string' },
+      freeze: { type: 'string' },
+      'lease-ttl': { type: 'string' },
+      'failover-margin': { type: 'string' },
+      'election-ttl': { type: 'string' },
+      short: { type: 'boolean' },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) {
+    console.log('usage: node dist/bench/failover.js [--runs 5] [--hosts 3] [--freeze agent|power-loss] [--lease-ttl S] [--failover-margin S] [--election-ttl S] [--short] [--json FILE]');
+    process.exit(0);
   }
-  return opts;
+  const freeze = v.freeze ?? 'agent';
+  if (freeze !== 'agent' && freeze !== 'power-loss') throw new Error('--freeze is agent or power-loss');
+  const timing: Options['timing'] = {
+    ...(v.short ? { lease_ttl: 6, failover_margin: 1, election_ttl: 2 } : {}), // the integration tests' settings
+    ...(v['lease-ttl'] !== undefined ? { lease_ttl: Number.parseInt(v['lease-ttl'], 10) } : {}),
+    ...(v['failover-margin'] !== undefined ? { failover_margin: Number(v['failover-margin']) } : {}),
+    ...(v['election-ttl'] !== undefined ? { election_ttl: Number.parseInt(v['election-ttl'], 10) } : {}),
+  };
+  return {
+    runs: v.runs === undefined ? 5 : Math.max(1, Number.parseInt(v.runs, 10)),
+    hosts: v.hosts === undefined ? 3 : Math.max(2, Number.parseInt(v.hosts, 10)),
+    freeze,
+    timing,
+    ...(v.json !== undefined ? { json: v.json } : {}),
+  };
 }
 
 const log = (line = ''): void => console.log(line);
@@ -272,7 +281,7 @@ async function oneRun(ctx: RunContext, run: number): Promise<RunResult> {
 }
 
 async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
+  const opts = readOptions(process.argv.slice(2));
   const cleanup = new Cleanup().onSignals();
   const defaults = agentConfigSchema.parse({ name: 'defaults', state_dir: '/defaults' });
   const leaseTtl = opts.timing.lease_ttl ?? defaults.lease_ttl;

@@ -60,6 +60,7 @@ import { summarizeProfile, ThreadProfiler, type CpuProfile } from './lib/cpu-pro
 import { now, type WatchJob, type WorkerMessage, type WriteJob } from './lib/etcd-worker.js';
 import { clockTicksPerSecond, cpuTicks, machineInfo, pidsMentioning } from './lib/procfs.js';
 import { ms, summarize, table } from './lib/stats.js';
+import { parseArgs } from 'node:util';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORKER = new URL('./lib/etcd-worker.js', import.meta.url);
@@ -81,37 +82,44 @@ interface Options {
   cpuProf?: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { hosts: 1000, vms: 10_000, concurrency: 64, batchSize: 16, serialOps: 2000, stream: true, timeoutS: 600 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const need = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const int = (): number => Math.max(1, Number.parseInt(need(), 10));
-    if (a === '--hosts') o.hosts = int();
-    else if (a === '--vms') o.vms = int();
-    else if (a === '--concurrency') o.concurrency = int();
-    else if (a === '--batch-size') o.batchSize = int();
-    else if (a === '--serial-ops') o.serialOps = int();
-    else if (a === '--no-stream') o.stream = false;
-    else if (a === '--timeout') o.timeoutS = int();
-    else if (a === '--json') o.json = need();
-    else if (a === '--cpu-prof') o.cpuProf = need();
-    else if (a === '--help' || a === '-h') {
-      console.log(
-        'usage: node dist/bench/placement.js [--hosts 1000] [--vms 10000] [--concurrency 64] [--batch-size 16] [--serial-ops 2000]\n' +
-          '                                   [--no-stream] [--timeout SECONDS] [--json FILE] [--cpu-prof DIR]\n' +
-          '  --batch-size N  records per placement transaction of the scheduler (1: one transaction per placement)\n' +
-          '  --cpu-prof DIR  V8 CPU profile of the main thread during (2) and (3) (slows them),\n' +
-          '                  written to DIR/placement-{prewritten,streaming}.cpuprofile, with a summary printed',
-      );
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
+function readOptions(args: string[]): Options {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      hosts: { type: 'string' },
+      vms: { type: 'string' },
+      concurrency: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'serial-ops': { type: 'string' },
+      'no-stream': { type: 'boolean' },
+      timeout: { type: 'string' },
+      json: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) {
+    console.log(
+      'usage: node dist/bench/placement.js [--hosts 1000] [--vms 10000] [--concurrency 64] [--batch-size 16] [--serial-ops 2000]\n' +
+        '                                   [--no-stream] [--timeout SECONDS] [--json FILE] [--cpu-prof DIR]\n' +
+        '  --batch-size N  records per placement transaction of the scheduler (1: one transaction per placement)\n' +
+        '  --cpu-prof DIR  V8 CPU profile of the main thread during (2) and (3) (slows them),\n' +
+        '                  written to DIR/placement-{prewritten,streaming}.cpuprofile, with a summary printed',
+    );
+    process.exit(0);
   }
-  return o;
+  const int = (value: string | undefined, def: number): number => (value === undefined ? def : Math.max(1, Number.parseInt(value, 10)));
+  return {
+    hosts: int(v.hosts, 1000),
+    vms: int(v.vms, 10_000),
+    concurrency: int(v.concurrency, 64),
+    batchSize: int(v['batch-size'], 16),
+    serialOps: int(v['serial-ops'], 2000),
+    stream: v['no-stream'] !== true,
+    timeoutS: int(v.timeout, 600),
+    ...(v.json !== undefined ? { json: v.json } : {}),
+    ...(v['cpu-prof'] !== undefined ? { cpuProf: v['cpu-prof'] } : {}),
+  };
 }
 
 const log = (line = ''): void => console.log(line);
@@ -504,7 +512,7 @@ interface PlacementResult {
 }
 
 async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
+  const opts = readOptions(process.argv.slice(2));
   const { hosts: H, vms: N, concurrency: C } = opts;
   const timeoutMs = opts.timeoutS * 1000;
   const cleanup = new Cleanup().onSignals();

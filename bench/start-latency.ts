@@ -49,6 +49,7 @@ import { startBenchEtcd } from './lib/bench-etcd.js';
 import { makeHaltDisk } from './lib/halt-disk.js';
 import { Cleanup } from './lib/cleanup.js';
 import { startAgentProc, stopAgentProc, waitAlive } from './lib/agent-process.js';
+import { parseArgs } from 'node:util';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
@@ -67,27 +68,29 @@ interface Options {
   agentCpuProf?: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const opts: Options = { count: 30, agentLogLevel: 'warn' };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = argv[i + 1];
-    const need = (): string => {
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      i++;
-      return v;
-    };
-    if (a === '--count') opts.count = Math.max(1, Number.parseInt(need(), 10));
-    else if (a === '--json') opts.json = need();
-    else if (a === '--agent-log-level') opts.agentLogLevel = need();
-    else if (a === '--agent-log') opts.agentLog = need();
-    else if (a === '--agent-cpu-prof') opts.agentCpuProf = need();
-    else if (a === '--help' || a === '-h') {
-      console.log('usage: node dist/bench/start-latency.js [--count N] [--json FILE] [--agent-log-level LEVEL] [--agent-log FILE] [--agent-cpu-prof DIR]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
+function readOptions(args: string[]): Options {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      count: { type: 'string' },
+      json: { type: 'string' },
+      'agent-log-level': { type: 'string' },
+      'agent-log': { type: 'string' },
+      'agent-cpu-prof': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) {
+    console.log('usage: node dist/bench/start-latency.js [--count N] [--json FILE] [--agent-log-level LEVEL] [--agent-log FILE] [--agent-cpu-prof DIR]');
+    process.exit(0);
   }
-  return opts;
+  return {
+    count: v.count === undefined ? 30 : Math.max(1, Number.parseInt(v.count, 10)),
+    agentLogLevel: v['agent-log-level'] ?? 'warn',
+    ...(v.json !== undefined ? { json: v.json } : {}),
+    ...(v['agent-log'] !== undefined ? { agentLog: v['agent-log'] } : {}),
+    ...(v['agent-cpu-prof'] !== undefined ? { agentCpuProf: v['agent-cpu-prof'] } : {}),
+  };
 }
 
 function log(line = ''): void {
@@ -328,7 +331,7 @@ interface Results {
 }
 
 async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
+  const opts = readOptions(process.argv.slice(2));
   const n = opts.count;
   const cleanup = new Cleanup().onSignals();
 
