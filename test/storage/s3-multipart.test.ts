@@ -110,6 +110,20 @@ describe('S3 multipart transfers (s3rver, awscli)', () => {
     await assert.rejects(stat(`${dest}.partial`), { code: 'ENOENT' });
   });
 
+  it('writes the same bytes whether chunks can go through O_DIRECT (4 KiB multiples, unaligned tail) or not (odd chunk size)', async () => {
+    const put = await s3.aws(['s3api', 'put-object', '--bucket', s3.bucket, '--key', 'mp/direct', '--body', file]);
+    assert.equal(put.code, 0, put.stderr);
+    for (const chunkSize of [128 * KiB, 100 * KiB + 7]) {
+      const dest = join(dir, `direct-${chunkSize}.raw`);
+      const r = await downloadFileMultipart({
+        client: s3.client, bucket: s3.bucket, key: 'mp/direct', dest, sha256: sha256(data),
+        chunkSize, parallel: 3, maxParallel: 3, preload: 4,
+      });
+      assert.equal(r.chunks, Math.ceil(data.length / chunkSize));
+      assert.ok((await readFile(dest)).equals(data), `chunk size ${chunkSize}`);
+    }
+  });
+
   it('refuses a download whose sha256 differs and leaves no file behind', async () => {
     const dest = join(dir, 'bad.raw');
     await assert.rejects(
