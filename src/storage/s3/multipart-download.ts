@@ -18,7 +18,9 @@
  * is copied), and a buffer goes back to the pool once it is both written
  * and hashed. So one slow chunk
  * holds up nothing but the buffers behind it, never the requests or the
- * writes. The file is fsynced, and only when its sha256 equals `sha256` is
+ * writes. Whole aligned chunks are written with O_DIRECT where the
+ * filesystem allows it (PartialFile below), the rest through the page
+ * cache. The file is fsynced, and only when its sha256 equals `sha256` is
  * it renamed to `dest`. A mismatch or a failure removes the partial file:
  * nothing half-written ever sits at `dest`.
  */
