@@ -35,7 +35,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { keySpace } from '../src/contract/keys.js';
 import { DEFAULT_BACKUP_TRANSFER } from '../src/storage/backup-settings.js';
 import { VmRepository } from '../src/store/vm-repository.js';
@@ -45,6 +44,7 @@ import { startBenchEtcd } from './lib/bench-etcd.js';
 import { Cleanup } from './lib/cleanup.js';
 import { clockTicksPerSecond, cpuTicks, machineInfo } from './lib/procfs.js';
 import { startS3rverProc } from './lib/s3rver-process.js';
+import { benchOptions } from './lib/options.js';
 import { table } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
@@ -52,8 +52,9 @@ const PREFIX = '/bench-backup';
 const BUCKET = 'bench';
 const FLOOR_SHARE = 0.7;
 
-const { values } = parseArgs({
-  options: {
+const values = benchOptions(
+  'node dist/bench/backup.js [--size MIB] [--runs N] [--chunk MIB] [--parallel N] [--max-parallel N] [--preload N] [--json FILE]',
+  {
     size: { type: 'string', default: '2048' },
     runs: { type: 'string', default: '3' },
     chunk: { type: 'string' },
@@ -62,7 +63,7 @@ const { values } = parseArgs({
     preload: { type: 'string' },
     json: { type: 'string' },
   },
-});
+);
 
 function positive(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;

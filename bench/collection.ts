@@ -35,7 +35,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { agentConfigSchema } from '../src/config/agent-config.js';
 import { keySpace } from '../src/contract/keys.js';
 import { freePort } from '../src/embedded/etcd-process.js';
@@ -47,6 +46,7 @@ import { Cleanup } from './lib/cleanup.js';
 import { makeHaltDisk } from './lib/halt-disk.js';
 import { clockTicksPerSecond, cpuBusyPct, cpuTicks, machineInfo, qemuPidsMentioning, rssKiB } from './lib/procfs.js';
 import { startProcFloor } from './lib/proc-floor.js';
+import { benchOptions } from './lib/options.js';
 import { table } from './lib/stats.js';
 import { StatusWatch } from './lib/status-watch.js';
 
@@ -58,8 +58,9 @@ const TARGET_MS_PER_VM = 1;
 const TARGET_RSS_MB = 150;
 const LINEAR_SLACK = 1.25;
 
-const { values } = parseArgs({
-  options: {
+const values = benchOptions(
+  'node dist/bench/collection.js [--counts 10,50,100] [--interval S] [--window S] [--batch N] [--min-available MIB] [--guest linux|halt] [--json FILE] [--report FILE]',
+  {
     counts: { type: 'string', default: '10,50,100' },
     interval: { type: 'string', default: '2' },
     window: { type: 'string', default: '30' },
@@ -69,7 +70,7 @@ const { values } = parseArgs({
     json: { type: 'string' },
     report: { type: 'string' },
   },
-});
+);
 
 function usage(msg: string): never {
   process.stderr.write(`bench: ${msg}\n`);

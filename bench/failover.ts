@@ -57,8 +57,8 @@ import { Cleanup } from './lib/cleanup.js';
 import { cpuBusyPct, machineInfo } from './lib/procfs.js';
 import { PrefixTimeline, type TimedEvent } from './lib/prefix-timeline.js';
 import { probeQemu } from './lib/qmp-probe.js';
+import { benchOptions } from './lib/options.js';
 import { table } from './lib/stats.js';
-import { parseArgs } from 'node:util';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
@@ -77,9 +77,9 @@ interface Options {
 }
 
 function readOptions(args: string[]): Options {
-  const { values: v } = parseArgs({
-    args,
-    options: {
+  const v = benchOptions(
+    'node dist/bench/failover.js [--runs 5] [--hosts 3] [--freeze agent|power-loss] [--lease-ttl S] [--failover-margin S] [--election-ttl S] [--short] [--json FILE]',
+    {
       runs: { type: 'string' },
       hosts: { type: 'string' },
       freeze: { type: 'string' },
@@ -88,13 +88,9 @@ function readOptions(args: string[]): Options {
       'election-ttl': { type: 'string' },
       short: { type: 'boolean' },
       json: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
-  });
-  if (v.help) {
-    console.log('usage: node dist/bench/failover.js [--runs 5] [--hosts 3] [--freeze agent|power-loss] [--lease-ttl S] [--failover-margin S] [--election-ttl S] [--short] [--json FILE]');
-    process.exit(0);
-  }
+    args,
+  );
   const freeze = v.freeze ?? 'agent';
   if (freeze !== 'agent' && freeze !== 'power-loss') throw new Error('--freeze is agent or power-loss');
   const timing: Options['timing'] = {

@@ -59,8 +59,8 @@ import { Cleanup } from './lib/cleanup.js';
 import { summarizeProfile, ThreadProfiler, type CpuProfile } from './lib/cpu-profile.js';
 import { now, type WatchJob, type WorkerMessage, type WriteJob } from './lib/etcd-worker.js';
 import { clockTicksPerSecond, cpuTicks, machineInfo, pidsMentioning } from './lib/procfs.js';
+import { benchOptions } from './lib/options.js';
 import { ms, summarize, table } from './lib/stats.js';
-import { parseArgs } from 'node:util';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORKER = new URL('./lib/etcd-worker.js', import.meta.url);
@@ -83,9 +83,13 @@ interface Options {
 }
 
 function readOptions(args: string[]): Options {
-  const { values: v } = parseArgs({
-    args,
-    options: {
+  const v = benchOptions(
+    'node dist/bench/placement.js [--hosts 1000] [--vms 10000] [--concurrency 64] [--batch-size 16] [--serial-ops 2000]\n' +
+      '                                   [--no-stream] [--timeout SECONDS] [--json FILE] [--cpu-prof DIR]\n' +
+      '  --batch-size N  records per placement transaction of the scheduler (1: one transaction per placement)\n' +
+      '  --cpu-prof DIR  V8 CPU profile of the main thread during (2) and (3) (slows them),\n' +
+      '                  written to DIR/placement-{prewritten,streaming}.cpuprofile, with a summary printed',
+    {
       hosts: { type: 'string' },
       vms: { type: 'string' },
       concurrency: { type: 'string' },
@@ -95,19 +99,9 @@ function readOptions(args: string[]): Options {
       timeout: { type: 'string' },
       json: { type: 'string' },
       'cpu-prof': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
-  });
-  if (v.help) {
-    console.log(
-      'usage: node dist/bench/placement.js [--hosts 1000] [--vms 10000] [--concurrency 64] [--batch-size 16] [--serial-ops 2000]\n' +
-        '                                   [--no-stream] [--timeout SECONDS] [--json FILE] [--cpu-prof DIR]\n' +
-        '  --batch-size N  records per placement transaction of the scheduler (1: one transaction per placement)\n' +
-        '  --cpu-prof DIR  V8 CPU profile of the main thread during (2) and (3) (slows them),\n' +
-        '                  written to DIR/placement-{prewritten,streaming}.cpuprofile, with a summary printed',
-    );
-    process.exit(0);
-  }
+    args,
+  );
   const int = (value: string | undefined, def: number): number => (value === undefined ? def : Math.max(1, Number.parseInt(value, 10)));
   return {
     hosts: int(v.hosts, 1000),

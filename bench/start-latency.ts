@@ -44,12 +44,12 @@ import { rawObject, VmRepository } from '../src/store/vm-repository.js';
 import { clockTicksPerSecond, cpuTicks, killQemusMentioning, machineInfo, pidsMentioning, qemuPidsMentioning, rssKiB, type MachineInfo } from './lib/procfs.js';
 import { probeQemu } from './lib/qmp-probe.js';
 import { StatusWatch, type Json } from './lib/status-watch.js';
+import { benchOptions } from './lib/options.js';
 import { ms, summarize, table, type Summary } from './lib/stats.js';
 import { startBenchEtcd } from './lib/bench-etcd.js';
 import { makeHaltDisk } from './lib/halt-disk.js';
 import { Cleanup } from './lib/cleanup.js';
 import { startAgentProc, stopAgentProc, waitAlive } from './lib/agent-process.js';
-import { parseArgs } from 'node:util';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DROVER_BIN = join(REPO_ROOT, 'bin', 'drover');
@@ -69,21 +69,17 @@ interface Options {
 }
 
 function readOptions(args: string[]): Options {
-  const { values: v } = parseArgs({
-    args,
-    options: {
+  const v = benchOptions(
+    'node dist/bench/start-latency.js [--count N] [--json FILE] [--agent-log-level LEVEL] [--agent-log FILE] [--agent-cpu-prof DIR]',
+    {
       count: { type: 'string' },
       json: { type: 'string' },
       'agent-log-level': { type: 'string' },
       'agent-log': { type: 'string' },
       'agent-cpu-prof': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
-  });
-  if (v.help) {
-    console.log('usage: node dist/bench/start-latency.js [--count N] [--json FILE] [--agent-log-level LEVEL] [--agent-log FILE] [--agent-cpu-prof DIR]');
-    process.exit(0);
-  }
+    args,
+  );
   return {
     count: v.count === undefined ? 30 : Math.max(1, Number.parseInt(v.count, 10)),
     agentLogLevel: v['agent-log-level'] ?? 'warn',
