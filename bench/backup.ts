@@ -1,7 +1,15 @@
 /**
  * Backup and restore throughput (issue 4), `make bench-backup` or
  * `node dist/bench/backup.js [--size MIB] [--runs N] [--chunk MIB]
- * [--parallel N] [--max-parallel N] [--preload N] [--json FILE]`.
+ * [--parallel N] [--max-parallel N] [--preload N] [--json FILE]
+ * [--endpoint URL [--bucket NAME] [--region R]]`.
+ *
+ * `--endpoint` runs the same contenders against an S3-compatible server of
+ * your own (MinIO, Ceph RGW; path-style addressing) instead of s3rver: the
+ * bucket (default `bench`) must exist, the credentials come from
+ * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the server's CPU is not
+ * measured (n/a). Each run deletes what it wrote: drover's backup
+ * (`drover backup delete`) and awscli's `bench-backup/aws/disk.raw`.
  *
  * One raw disk file of `--size` MiB (default 2048) of random bytes, the disk
  * of a STOP VM record in a real etcd. s3rver runs in its own Node process
@@ -49,11 +57,10 @@ import { table } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
 const PREFIX = '/bench-backup';
-const BUCKET = 'bench';
 const FLOOR_SHARE = 0.7;
 
 const values = benchOptions(
-  'node dist/bench/backup.js [--size MIB] [--runs N] [--chunk MIB] [--parallel N] [--max-parallel N] [--preload N] [--json FILE]',
+  'node dist/bench/backup.js [--size MIB] [--runs N] [--chunk MIB] [--parallel N] [--max-parallel N] [--preload N] [--json FILE] [--endpoint URL [--bucket NAME] [--region R]]',
   {
     size: { type: 'string', default: '2048' },
     runs: { type: 'string', default: '3' },
@@ -62,16 +69,21 @@ const values = benchOptions(
     'max-parallel': { type: 'string' },
     preload: { type: 'string' },
     json: { type: 'string' },
+    endpoint: { type: 'string' },
+    bucket: { type: 'string' },
+    region: { type: 'string' },
   },
 );
+
+function usage(msg: string): never {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
+}
 
 function positive(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) {
-    process.stderr.write(`bench: --${name} must be a positive integer, not ${JSON.stringify(v)}.\n`);
-    process.exit(2);
-  }
+  if (!Number.isInteger(n) || n < 1) usage(`--${name} must be a positive integer, not ${JSON.stringify(v)}.`);
   return n;
 }
 
@@ -81,6 +93,15 @@ const chunkMiB = positive('chunk', values.chunk);
 const parallel = positive('parallel', values.parallel);
 const maxParallel = positive('max-parallel', values['max-parallel']);
 const preload = positive('preload', values.preload);
+
+/** Where the objects go: s3rver started here (default), or the server at --endpoint. */
+const external = values.endpoint;
+if (external === undefined && (values.bucket !== undefined || values.region !== undefined)) usage('--bucket and --region go with --endpoint.');
+if (external !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(external)) usage(`--endpoint must be an http(s) URL like http://127.0.0.1:9000, not ${JSON.stringify(external)}.`);
+const credentials = external === undefined ? S3RVER_CREDENTIALS : { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? '', secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? '' };
+if (!credentials.accessKeyId || !credentials.secretAccessKey) usage('--endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment.');
+const BUCKET = values.bucket ?? 'bench';
+const REGION = values.region ?? 'us-east-1';
 
 /** The transfer keys drover's CLI reads from its environment (docs/backups.md), only those given. */
 const transferEnv: Record<string, string> = {
@@ -97,6 +118,7 @@ const t = {
 };
 
 const log = (line = ''): void => void process.stdout.write(`${line}\n`);
+const cpu = (seconds: number): string => (Number.isNaN(seconds) ? 'n/a' : `${seconds.toFixed(2)} s`);
 
 /** cutime + cstime of this process: the CPU of the children it has waited for, in ticks. */
 async function childrenTicks(): Promise<number> {
@@ -156,32 +178,41 @@ async function main(): Promise<void> {
     }
 
     const s3dir = join(root, 's3');
-    await mkdir(s3dir);
-    const s3 = await startS3rverProc(s3dir, BUCKET);
-    cleanup.add('stop s3rver', () => s3.stop());
+    let s3: { endpoint: string; pid?: number };
+    if (external === undefined) {
+      await mkdir(s3dir);
+      const proc = await startS3rverProc(s3dir, BUCKET);
+      cleanup.add('stop s3rver', () => proc.stop());
+      s3 = proc;
+    } else {
+      s3 = { endpoint: external.replace(/\/$/, '') };
+    }
+    /** The server's CPU ticks, when it is our s3rver (NaN for a server elsewhere). */
+    const serverTicks = async (): Promise<number> => (s3.pid === undefined ? Number.NaN : ((await cpuTicks(s3.pid)) ?? Number.NaN));
     const droverEnv = {
       DROVER_ETCD: etcdEndpoint,
       DROVER_PREFIX: PREFIX,
       DROVER_S3_ENDPOINT: s3.endpoint,
       DROVER_S3_BUCKET: BUCKET,
       DROVER_S3_PATH_STYLE: '1',
-      DROVER_S3_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
-      DROVER_S3_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+      DROVER_S3_REGION: REGION,
+      DROVER_S3_ACCESS_KEY_ID: credentials.accessKeyId,
+      DROVER_S3_SECRET_ACCESS_KEY: credentials.secretAccessKey,
       ...transferEnv,
     };
     // awscli uses path-style addressing with --endpoint-url; no config file or profile is read.
-    const awsEnv = { PATH: process.env.PATH, HOME: root, AWS_CONFIG_FILE: '/dev/null', AWS_DEFAULT_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey };
+    const awsEnv = { PATH: process.env.PATH, HOME: root, AWS_CONFIG_FILE: '/dev/null', AWS_DEFAULT_REGION: REGION, AWS_ACCESS_KEY_ID: credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey };
     /** Runs one contender, returning wall time and the CPU of the client and of s3rver. */
     const measure = async (what: string, fn: () => Promise<void>): Promise<Sample> => {
       const c0 = await childrenTicks();
-      const s0 = (await cpuTicks(s3.pid)) ?? Number.NaN;
+      const s0 = await serverTicks();
       const t0 = performance.now();
       await fn();
       const seconds = (performance.now() - t0) / 1000;
-      const s1 = (await cpuTicks(s3.pid)) ?? Number.NaN;
+      const s1 = await serverTicks();
       const c1 = await childrenTicks();
       const sample = { seconds, clientCpu: (c1 - c0) / hz, serverCpu: (s1 - s0) / hz };
-      log(`  ${what.padEnd(12)} ${sample.seconds.toFixed(2).padStart(7)} s ${(sizeMiB / sample.seconds).toFixed(1).padStart(8)} MiB/s   client CPU ${sample.clientCpu.toFixed(2)} s, s3rver CPU ${sample.serverCpu.toFixed(2)} s`);
+      log(`  ${what.padEnd(12)} ${sample.seconds.toFixed(2).padStart(7)} s ${(sizeMiB / sample.seconds).toFixed(1).padStart(8)} MiB/s   client CPU ${sample.clientCpu.toFixed(2)} s, server CPU ${cpu(sample.serverCpu)}`);
       return sample;
     };
     const must = async (p: Promise<{ code: number; stderr: string }>, what: string): Promise<string> => {
@@ -209,7 +240,7 @@ async function main(): Promise<void> {
     const info = await machineInfo('qemu-system-x86_64', fileURLToPath(new URL('../../', import.meta.url)));
     log(`machine: ${info.cpuModel}, ${info.cores} cores, ${info.ramMiB} MiB, ${info.kernel}, node ${info.node}, drover ${info.drover}`);
     log(`size ${sizeMiB} MiB, ${runs} runs; drover: chunk ${t.chunk} MiB, parallel ${t.parallel}..${t.maxParallel}, preload ${t.preload}; ${(await runQuiet('aws', ['--version'])).code === 0 ? 'awscli defaults' : 'awscli missing'}`);
-    log(`s3rver pid ${s3.pid} at ${s3.endpoint}, data in ${s3dir}; cache: warm for everyone (read once first, nothing dropped)`);
+    log(`${s3.pid === undefined ? `S3 server at ${s3.endpoint} (--endpoint), bucket ${BUCKET}` : `s3rver pid ${s3.pid} at ${s3.endpoint}, data in ${s3dir}`}; cache: warm for everyone (read once first, nothing dropped)`);
     const dd = await measure('dd direct', () => must(runQuiet('dd', [`if=${file}`, 'of=/dev/null', 'bs=4M', 'iflag=direct']), 'dd').then(() => undefined));
     await cat(); // warm the cache
     log();
@@ -223,10 +254,10 @@ async function main(): Promise<void> {
       push('floor', await measure('floor (cat)', () => cat().then(() => undefined)));
       let id = '';
       const droverUp = async (): Promise<void> => push('drover up', await measure('drover up', async () => void (id = (await drover(['vm', 'backup', vm])).trim())));
-      const awsUp = async (): Promise<void> => push('aws up', await measure('aws up', async () => void (await aws(['s3', 'cp', '--only-show-errors', file, `s3://${BUCKET}/aws/disk.raw`]))));
+      const awsUp = async (): Promise<void> => push('aws up', await measure('aws up', async () => void (await aws(['s3', 'cp', '--only-show-errors', file, `s3://${BUCKET}/bench-backup/aws/disk.raw`]))));
       const droverDown = async (): Promise<void> => push('drover down', await measure('drover down', async () => void (await drover(['vm', 'restore', vm, id]))));
       const awsDown = async (): Promise<void> => {
-        push('aws down', await measure('aws down', async () => void (await aws(['s3', 'cp', '--only-show-errors', `s3://${BUCKET}/aws/disk.raw`, awsCopy]))));
+        push('aws down', await measure('aws down', async () => void (await aws(['s3', 'cp', '--only-show-errors', `s3://${BUCKET}/bench-backup/aws/disk.raw`, awsCopy]))));
         // drover's restore ends with an fsync of the disk before it renames it into place; awscli's does not.
         push('aws fsync', await measure('fsync (aws)', async () => void (await must(runQuiet('sync', [awsCopy]), 'sync'))));
       };
@@ -238,7 +269,7 @@ async function main(): Promise<void> {
       const [mine, theirs] = await Promise.all([sha256File(file), sha256File(awsCopy)]);
       if (mine !== sha256 || theirs !== sha256) throw new Error(`a restored copy differs from the original (drover ${mine === sha256}, aws ${theirs === sha256})`);
       await drover(['backup', 'delete', id]);
-      await aws(['s3', 'rm', '--only-show-errors', `s3://${BUCKET}/aws/disk.raw`]);
+      await aws(['s3', 'rm', '--only-show-errors', `s3://${BUCKET}/bench-backup/aws/disk.raw`]);
       await rm(awsCopy);
     }
 
@@ -252,7 +283,7 @@ async function main(): Promise<void> {
     log(`medians of ${runs} runs (${sizeMiB} MiB)`);
     log(
       table([
-        ['', 'seconds', 'MiB/s', 'client CPU s', 's3rver CPU s', 'vs aws', 'vs floor'],
+        ['', 'seconds', 'MiB/s', 'client CPU s', 'server CPU s', 'vs aws', 'vs floor'],
         ['disk device, uncached (dd iflag=direct), context', dd.seconds.toFixed(2), rate(dd).toFixed(1), '', '', '', ''],
         ...(['floor', 'drover up', 'aws up', 'drover down', 'aws down'] as const).map((c) => {
           const s = median(c);
@@ -262,7 +293,7 @@ async function main(): Promise<void> {
             s.seconds.toFixed(2),
             rate(s).toFixed(1),
             s.clientCpu.toFixed(2),
-            c === 'floor' ? '' : s.serverCpu.toFixed(2),
+            c === 'floor' ? '' : cpu(s.serverCpu).replace(/ s$/, ''),
             other ? `${(other.seconds / s.seconds).toFixed(2)}x` : '',
             c === 'floor' ? '' : `${((floor.seconds / s.seconds) * 100).toFixed(1)}%`,
           ];
