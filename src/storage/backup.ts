@@ -17,7 +17,7 @@
  * a stopped VM, or a point-in-time copy of a running one's disks.
  */
 import { randomBytes } from 'node:crypto';
-import { access } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -210,7 +210,9 @@ async function deleteObject(target: Pick<BackupTarget, 'client' | 'bucket'>, key
 /**
  * Downloads every disk of `manifest` to `paths[i]` (one per disk, in
  * order), each checked against the manifest's sha256 before it is renamed
- * into place. An existing file is replaced only with `overwrite`.
+ * into place. An existing file is replaced only with `overwrite`; without
+ * it, a restore that fails part way also removes the disks it had already
+ * written (they did not exist before it), so it can simply be run again.
  */
 export async function restoreBackup(target: BackupTarget, manifest: BackupManifest, paths: readonly string[], overwrite = false): Promise<void> {
   if (paths.length !== manifest.disks.length) {
@@ -222,13 +224,20 @@ export async function restoreBackup(target: BackupTarget, manifest: BackupManife
     }
   }
   const t = target.transfer;
-  for (const [i, disk] of manifest.disks.entries()) {
-    const dest = paths[i] ?? `disk-${i}`;
-    await downloadFileMultipart({
-      client: target.client, bucket: target.bucket, key: disk.key, dest, sha256: disk.sha256,
-      chunkSize: t.s3_download_chunk_size, parallel: t.parallel_downloads, maxParallel: t.max_parallel_downloads, preload: t.preload,
-      ...(target.partTimeoutMs !== undefined ? { chunkTimeoutMs: target.partTimeoutMs } : {}),
-      onProgress: (done, total) => target.onProgress?.(`disk ${i}`, done, total),
-    });
+  const written: string[] = [];
+  try {
+    for (const [i, disk] of manifest.disks.entries()) {
+      const dest = paths[i] ?? `disk-${i}`;
+      await downloadFileMultipart({
+        client: target.client, bucket: target.bucket, key: disk.key, dest, sha256: disk.sha256,
+        chunkSize: t.s3_download_chunk_size, parallel: t.parallel_downloads, maxParallel: t.max_parallel_downloads, preload: t.preload,
+        ...(target.partTimeoutMs !== undefined ? { chunkTimeoutMs: target.partTimeoutMs } : {}),
+        onProgress: (done, total) => target.onProgress?.(`disk ${i}`, done, total),
+      });
+      written.push(dest);
+    }
+  } catch (err) {
+    if (!overwrite) for (const p of written) await rm(p, { force: true });
+    throw err;
   }
 }

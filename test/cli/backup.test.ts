@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -96,6 +96,41 @@ describe('drover vm backup / restore, backup list / delete (real etcd, s3rver, a
     const d = await c.drover(['backup', 'delete', id], { env });
     assert.equal(d.code, 0, d.stderr);
     assert.deepEqual(stdoutJson<BackupManifest[]>(await c.drover(['backup', 'list', '--json'], { env })), []);
+  });
+
+  it('a restore --as that fails on its second disk leaves no disk and no folder, and never touches a file that was there', async () => {
+    const b = await c.drover(['vm', 'backup', 'web-1'], { env });
+    assert.equal(b.code, 0, b.stderr);
+    const id = b.stdout.trim();
+    const [m] = stdoutJson<BackupManifest[]>(await c.drover(['backup', 'list', 'web-1', '--json'], { env })).filter((x) => x.id === id);
+    assert.ok(m);
+    // Disk 1's object is replaced by other bytes of the same size: disk 0 restores, disk 1 fails its sha256.
+    const other = join(dir, 'other-bytes');
+    await writeFile(other, randomBytes(m.disks[1]!.size));
+    assert.equal((await s3.aws(['s3', 'cp', '--only-show-errors', other, `s3://${s3.bucket}/${m.disks[1]!.key}`])).code, 0);
+
+    const nested = join(dir, 'restores', 'deep');
+    const r = await c.drover(['vm', 'restore', 'web-1', id, '--as', 'web-3', '--dir', nested], { env });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /sha256/i);
+    await assert.rejects(stat(join(dir, 'restores')), { code: 'ENOENT' }, 'the directories the restore created are gone');
+    assert.notEqual((await c.drover(['vm', 'get', 'web-3'])).code, 0, 'no record for the failed VM');
+
+    // A folder that exists, with a file of the user's at disk-1 and another beside it.
+    const mine = join(dir, 'web-4');
+    await mkdir(mine);
+    await writeFile(join(mine, 'notes'), 'keep me');
+    const refused = await c.drover(['vm', 'restore', 'web-1', id, '--as', 'web-4', '--dir', dir], { env });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /sha256/i);
+    assert.deepEqual((await readdir(mine)).sort(), ['notes'], 'disk-0 removed again, the user\'s file kept, the folder kept');
+    await writeFile(join(mine, 'disk-1'), 'theirs');
+    const conflict = await c.drover(['vm', 'restore', 'web-1', id, '--as', 'web-4', '--dir', dir], { env });
+    assert.notEqual(conflict.code, 0);
+    assert.match(conflict.stderr, /already exists/);
+    assert.equal(await readFile(join(mine, 'disk-1'), 'utf8'), 'theirs', 'an existing file is never removed');
+    assert.deepEqual((await readdir(mine)).sort(), ['disk-1', 'notes']);
+    assert.equal((await c.drover(['backup', 'delete', id], { env })).code, 0);
   });
 
   it('backs up a stopped VM\'s image disk flattened; restores it in place and --as at the overlay path, without the image', async () => {

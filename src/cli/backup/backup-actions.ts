@@ -11,9 +11,9 @@
  * too), uploaded, then the copies and the snapshot are deleted.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { DroverError } from '../../lib/errors.js';
 import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupDiskInput, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
 import { ensureImageDisksDir } from '../../storage/prepare-disks.js';
@@ -237,14 +237,21 @@ async function restoreAs(
   const disks = vmDisks(vm);
   if (disks.length !== m.disks.length) throw new DroverError('CONFLICT', `VM ${m.vm.name} now has ${disks.length} disks, the backup ${m.disks.length}.`);
   const folder = dir !== undefined ? join(resolve(dir), as) : undefined;
-  if (folder !== undefined) await mkdir(folder, { recursive: true });
-  if (files.some((d) => d.image !== undefined)) await ensureImageDisksDir(join(where.stateDir!, 'vms'), uuid);
+  // The first directory mkdir created, if it created any (it may already exist, with the user's files).
+  const created = folder !== undefined ? await mkdir(folder, { recursive: true }) : undefined;
   const paths = files.map((d) => (d.image !== undefined || folder === undefined ? d.file : join(folder, `disk-${d.index}`)));
   try {
-    await restoreBackup(target, m, paths);
+    if (files.some((d) => d.image !== undefined)) await ensureImageDisksDir(join(where.stateDir!, 'vms'), uuid);
+    await restoreBackup(target, m, paths); // on failure it removes the disks it wrote, never a file that was there
   } catch (err) {
     // The new VM's folder in the state dir is ours alone (a fresh uuid): leave nothing there.
     if (files.some((d) => d.image !== undefined)) await rm(join(where.stateDir!, 'vms', uuid), { recursive: true, force: true });
+    // And the directories this restore created under --dir, if they are empty again (rmdir removes nothing else).
+    if (folder !== undefined && created !== undefined) {
+      for (let d = folder; ; d = dirname(d)) {
+        if (!(await rmdir(d).then(() => true, () => false)) || d === created || d === dirname(d)) break;
+      }
+    }
     throw err;
   }
   target.close();
