@@ -22,7 +22,8 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'S3_ERROR'
   | 'CHECKSUM_MISMATCH'
-  | 'IMAGE_ERROR';
+  | 'IMAGE_ERROR'
+  | 'IO_ERROR';
 
 export class DroverError extends Error {
   override readonly name: string = 'DroverError';

@@ -6,9 +6,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { DroverError } from '../../src/lib/errors.js';
 import { createS3Client } from '../../src/storage/s3/client.js';
 import { mayUnsignPayload, uploadFileMultipart, UNSIGNED_PAYLOAD } from '../../src/storage/s3/multipart-upload.js';
@@ -18,6 +20,7 @@ import { startTestS3, type TestS3 } from '../helpers/s3-server.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const KiB = 1024;
+const run = promisify(execFile);
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 describe('ParallelismGovernor', () => {
@@ -122,6 +125,48 @@ describe('S3 multipart transfers (s3rver, awscli)', () => {
       assert.equal(r.chunks, Math.ceil(data.length / chunkSize));
       assert.ok((await readFile(dest)).equals(data), `chunk size ${chunkSize}`);
     }
+  });
+
+  it('a disk that fills up fails the download with one sentence and leaves nothing, whether the chunk that does not fit goes direct or buffered', async () => {
+    // A tmpfs smaller than the object: some chunk is written short (the kernel takes what fits),
+    // which Node reports without an error; a file with a hole must never be renamed into place.
+    const mnt = join(dir, 'small-fs');
+    await mkdir(mnt);
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=3000k', 'tmpfs', mnt]);
+    try {
+      for (const chunkSize of [128 * KiB, 100 * KiB + 7]) {
+        const dest = join(mnt, `full-${chunkSize}.raw`);
+        await assert.rejects(
+          downloadFileMultipart({
+            client: s3.client, bucket: s3.bucket, key: 'mp/by-aws', dest, sha256: sha256(data),
+            chunkSize, parallel: 3, maxParallel: 3, preload: 4,
+          }),
+          (err: unknown) => err instanceof DroverError && err.code === 'IO_ERROR' && /^Writing .*full-.*\.partial at byte \d+ failed: no space left on the device \(ENOSPC\)\.$/.test(err.message),
+        );
+        assert.deepEqual(await readdir(mnt), [], `chunk size ${chunkSize}: no file, no partial file`);
+      }
+    } finally {
+      await run('umount', [mnt]);
+    }
+  });
+
+  it('restores right where the address space is limited and WebAssembly memory is refused (plain shared buffers, written buffered)', async () => {
+    // V8 reserves ~10 GiB of address space per wasm memory: under a 16 GB RLIMIT_AS the first
+    // pool buffer may be page-aligned WebAssembly memory, the others cannot be.
+    const script = join(dir, 'limited-restore.mjs');
+    const dest = join(dir, 'limited.raw');
+    const lib = new URL('../../src/storage/s3/', import.meta.url).href;
+    await writeFile(script, [
+      `import { createS3Client } from '${lib}client.js';`,
+      `import { downloadFileMultipart } from '${lib}multipart-download.js';`,
+      `const [endpoint, bucket, dest, sha256] = process.argv.slice(2);`,
+      `const client = createS3Client({ endpoint, bucket, region: 'us-east-1', path_style: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });`,
+      `const r = await downloadFileMultipart({ client, bucket, key: 'mp/by-aws', dest, sha256, chunkSize: 128 * 1024, parallel: 3, maxParallel: 3, preload: 4 });`,
+      `process.stdout.write(JSON.stringify(r));`,
+    ].join('\n'));
+    const r = await run('prlimit', [`--as=${16e9}`, process.execPath, script, s3.endpoint, s3.bucket, dest, sha256(data)]);
+    assert.equal((JSON.parse(r.stdout) as { size: number }).size, data.length);
+    assert.ok((await readFile(dest)).equals(data));
   });
 
   it('refuses a download whose sha256 differs and leaves no file behind', async () => {

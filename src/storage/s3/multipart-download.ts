@@ -26,6 +26,7 @@
  */
 import { constants } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DroverError } from '../../lib/errors.js';
 import { translateS3Error } from './client.js';
@@ -65,27 +66,38 @@ export async function downloadFileMultipart(opts: MultipartDownloadOptions): Pro
   const size = head.ContentLength ?? 0;
   const etag = head.ETag;
   const partial = `${opts.dest}.partial`;
-  const fh = await open(partial, 'w');
-  const direct = await openDirect(partial);
   const hash = new WorkerSha256();
+  let file: PartialFile | undefined;
   try {
-    const result = await fetchChunks(opts, { fh, direct }, hash, size, etag, where, attempts, timeout);
-    await direct?.close(); // closed here only: no write is in flight any more
+    const fh = await open(partial, 'w');
+    file = { path: partial, fh, direct: null };
+    file.direct = await openDirect(partial);
+    const result = await fetchChunks(opts, file, hash, size, etag, where, attempts, timeout);
+    await file.direct?.close(); // closed here only: no write is in flight any more
     await fh.sync();
     await fh.close();
     if (result.sha256 !== opts.sha256) {
       throw new DroverError('CHECKSUM_MISMATCH', `S3 ${where} has sha256 ${result.sha256}, not the expected ${opts.sha256}; it was not used.`);
     }
     await rename(partial, opts.dest);
+    await syncDir(dirname(opts.dest));
     return { size, chunks: result.chunks, maxInFlight: result.maxInFlight };
   } catch (err) {
-    await direct?.close().catch(() => undefined);
-    await fh.close().catch(() => undefined);
-    await rm(partial, { force: true });
+    await file?.direct?.close().catch(() => undefined);
+    await file?.fh.close().catch(() => undefined);
+    await rm(partial, { force: true }).catch(() => undefined); // the first error is the one to report
     throw err;
   } finally {
     await hash.close();
   }
+}
+
+/** Makes a rename in `dir` durable, where the filesystem lets a directory be fsynced (not all do; the file itself is already synced). */
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r').catch(() => null);
+  if (d === null) return;
+  await d.sync().catch(() => undefined);
+  await d.close().catch(() => undefined);
 }
 
 type FileHandle = Awaited<ReturnType<typeof open>>;
@@ -102,6 +114,7 @@ type FileHandle = Awaited<ReturnType<typeof open>>;
  * whichever descriptor wrote it.
  */
 interface PartialFile {
+  path: string;
   fh: FileHandle;
   direct: FileHandle | null;
 }
@@ -127,23 +140,51 @@ async function openDirect(file: string): Promise<FileHandle | null> {
  */
 function alignedSharedBuffer(bytes: number): Buffer {
   const pages = Math.max(1, Math.ceil(bytes / 65_536));
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  let memory: WebAssembly.Memory;
+  try {
+    memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  } catch {
+    // V8 reserves ~10 GiB of address space per wasm memory (guard regions), which
+    // a limit on it (ulimit -v, systemd LimitAS=) can refuse: a plain
+    // SharedArrayBuffer then, not known to be aligned, so its chunks are written buffered.
+    return Buffer.from(new SharedArrayBuffer(bytes), 0, bytes);
+  }
+  PAGE_ALIGNED.add(memory.buffer);
   return Buffer.from(memory.buffer, 0, bytes);
 }
 
-/** Writes `chunk` at `position`: through O_DIRECT when it can, else buffered (and O_DIRECT is given up after an EINVAL). */
+/** The buffers alignedSharedBuffer got from WebAssembly memory: they start on a page boundary. */
+const PAGE_ALIGNED = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Writes all of `chunk` at `position`: through O_DIRECT when it can, else
+ * buffered (and O_DIRECT is given up after an EINVAL). A short write (Node
+ * reports one, without an error, when the kernel's retry of it fails: a full
+ * disk, a file size limit) is continued buffered, so its error surfaces; the
+ * sha256 is of the bytes received, so a file with a hole must never get this far.
+ */
 async function writeChunk(file: PartialFile, chunk: Buffer, position: number): Promise<void> {
   const direct = file.direct;
-  if (direct !== null && position % DIRECT_ALIGN === 0 && chunk.length % DIRECT_ALIGN === 0 && chunk.byteOffset % DIRECT_ALIGN === 0) {
-    try {
-      await direct.write(chunk, 0, chunk.length, position);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-      file.direct = null; // other writes may still be using it; downloadFileMultipart closes it
+  let at = 0;
+  try {
+    if (direct !== null && position % DIRECT_ALIGN === 0 && chunk.length % DIRECT_ALIGN === 0 && chunk.byteOffset % DIRECT_ALIGN === 0 && PAGE_ALIGNED.has(chunk.buffer)) {
+      try {
+        at = (await direct.write(chunk, 0, chunk.length, position)).bytesWritten;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        file.direct = null; // other writes may still be using it; downloadFileMultipart closes it
+      }
     }
+    while (at < chunk.length) {
+      const { bytesWritten } = await file.fh.write(chunk, at, chunk.length - at, position + at);
+      if (bytesWritten === 0) throw Object.assign(new Error('the write made no progress'), { code: 'EIO' });
+      at += bytesWritten;
+    }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOSPC' ? 'no space left on the device' : e.code === 'EFBIG' ? 'the file would exceed the size limit' : e.message.replace(/^[A-Z]+: /, '');
+    throw new DroverError('IO_ERROR', `Writing ${file.path} at byte ${position + at} failed: ${why} (${e.code ?? 'error'}).`, false, { cause: err });
   }
-  await file.fh.write(chunk, 0, chunk.length, position);
 }
 
 /** Bytes written between two early fdatasyncs of the partial file. */
