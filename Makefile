@@ -34,7 +34,7 @@ test: build guest lint
 	node --test --test-concurrency=2 --test-timeout=300000 $(TESTS)
 
 test-unit: build
-	node --test $(shell find dist/test/unit -name '*.test.js' | sort)
+	node --test $(shell { find dist/test/unit -name '*.test.js'; find dist/test/cli -name '*.unit.test.js'; } | sort)
 
 bench: build guest
 	node dist/bench/start-latency.js

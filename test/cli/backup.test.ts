@@ -193,6 +193,31 @@ describe('drover vm backup / restore, backup list / delete (real etcd, s3rver, a
     assert.match(elsewhere.stderr, /^drover: Disk 0 of VM img-1 \(image base:1\) has no overlay at .*\.\n$/);
   });
 
+  it('flattens a stopped VM\'s path disk that is a qcow2 on a backing file: the backup restores without it', async () => {
+    const base = join(dir, 'base.raw');
+    const overlay = join(dir, 'on-base.qcow2');
+    const baseBytes = randomBytes(2 * MiB);
+    await writeFile(base, baseBytes);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', overlay]);
+    const vmId = randomUUID();
+    await c.putVm(vmRecord(vmId, 'layered', { status: 'STOP', spec: { vcpus: 1, memory: 128, disks: [{ path: overlay }] } }));
+    const b = await c.drover(['vm', 'backup', 'layered'], { env });
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stderr, /flattening disk 0 \(a qcow2 on .*base\.raw\)/);
+    const id = b.stdout.trim();
+    const as = await c.drover(['vm', 'restore', 'layered', id, '--as', 'layered-2', '--dir', dir], { env });
+    assert.equal(as.code, 0, as.stderr);
+    const restored = join(dir, 'layered-2', 'disk-0');
+    const info = JSON.parse((await run('qemu-img', ['info', '--output=json', restored])).stdout) as { format: string; 'backing-filename'?: string };
+    assert.equal(info.format, 'qcow2');
+    assert.equal(info['backing-filename'], undefined, 'no backing file');
+    await rm(base); // the restored disk needs it no more: it reads as the base's bytes on its own
+    const flat = join(dir, 'layered-flat.raw');
+    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', restored, flat]);
+    assert.ok((await readFile(flat)).equals(baseBytes));
+    assert.equal((await c.drover(['backup', 'delete', id], { env })).code, 0);
+  });
+
   it('refuses a running VM and a missing bucket with one sentence', async () => {
     const running = randomUUID();
     await c.putVm(vmRecord(running, 'busy', { status: 'RUNNING', spec: { vcpus: 1, memory: 256, disks: [{ path: raw }] } }));

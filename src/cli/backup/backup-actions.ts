@@ -124,17 +124,23 @@ async function withCopies<T>(disks: readonly VmDiskFile[], copy: (d: VmDiskFile,
 const longQemuImg = (): QemuImg => new QemuImg({ timeoutMs: 24 * 3600_000 });
 
 /**
- * A stopped VM: path disks are uploaded as they are; image disks are
- * flattened first (qemu-img convert reads through the overlay's backing
- * image), so the backup does not need the image to exist when restored.
+ * A stopped VM: path disks are uploaded as they are, unless one is a qcow2
+ * that names a backing file (or an external data file); those and image
+ * disks are flattened first (qemu-img convert reads through the backing
+ * chain), so a backup never needs another file to exist when restored.
  */
 async function backupStopped(ctx: CliContext, vm: { uuid: string; name: string }, disks: readonly VmDiskFile[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
   const qemuImg = longQemuImg();
   return withCopies(
     disks,
     async (d, dest) => {
-      if (d.image === undefined) return false;
-      printProgress(ctx.io, `VM ${vm.name}: flattening disk ${d.index} (image ${d.image})`);
+      if (d.image === undefined) {
+        const info = await qemuImg.info(d.file, { shared: true });
+        if (info.format !== 'qcow2' || (info.backingFile === undefined && info.dataFile === undefined)) return false;
+        printProgress(ctx.io, `VM ${vm.name}: flattening disk ${d.index} (a qcow2 on ${info.backingFile ?? info.dataFile})`);
+      } else {
+        printProgress(ctx.io, `VM ${vm.name}: flattening disk ${d.index} (image ${d.image})`);
+      }
       await qemuImg.flatten(d.file, dest);
       return true;
     },
