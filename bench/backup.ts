@@ -52,7 +52,7 @@ import { startBenchEtcd } from './lib/bench-etcd.js';
 import { Cleanup } from './lib/cleanup.js';
 import { clockTicksPerSecond, cpuTicks, machineInfo } from './lib/procfs.js';
 import { startS3rverProc } from './lib/s3rver-process.js';
-import { benchOptions } from './lib/options.js';
+import { benchOptions, usageError } from './lib/options.js';
 import { table } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
@@ -75,15 +75,10 @@ const values = benchOptions(
   },
 );
 
-function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\n`);
-  process.exit(2);
-}
-
 function positive(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) usage(`--${name} must be a positive integer, not ${JSON.stringify(v)}.`);
+  if (!Number.isInteger(n) || n < 1) usageError(`--${name} must be a positive integer, not ${JSON.stringify(v)}.`);
   return n;
 }
 
@@ -96,10 +91,10 @@ const preload = positive('preload', values.preload);
 
 /** Where the objects go: s3rver started here (default), or the server at --endpoint. */
 const external = values.endpoint;
-if (external === undefined && (values.bucket !== undefined || values.region !== undefined)) usage('--bucket and --region go with --endpoint.');
-if (external !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(external)) usage(`--endpoint must be an http(s) URL like http://127.0.0.1:9000, not ${JSON.stringify(external)}.`);
+if (external === undefined && (values.bucket !== undefined || values.region !== undefined)) usageError('--bucket and --region go with --endpoint.');
+if (external !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(external)) usageError(`--endpoint must be an http(s) URL like http://127.0.0.1:9000, not ${JSON.stringify(external)}.`);
 const credentials = external === undefined ? S3RVER_CREDENTIALS : { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? '', secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? '' };
-if (!credentials.accessKeyId || !credentials.secretAccessKey) usage('--endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment.');
+if (!credentials.accessKeyId || !credentials.secretAccessKey) usageError('--endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment.');
 const BUCKET = values.bucket ?? 'bench';
 const REGION = values.region ?? 'us-east-1';
 
@@ -118,7 +113,8 @@ const t = {
 };
 
 const log = (line = ''): void => void process.stdout.write(`${line}\n`);
-const cpu = (seconds: number): string => (Number.isNaN(seconds) ? 'n/a' : `${seconds.toFixed(2)} s`);
+/** CPU seconds for display; n/a for a server this bench cannot see (--endpoint). */
+const cpu = (seconds: number, unit = ' s'): string => (Number.isNaN(seconds) ? 'n/a' : `${seconds.toFixed(2)}${unit}`);
 
 /** cutime + cstime of this process: the CPU of the children it has waited for, in ticks. */
 async function childrenTicks(): Promise<number> {
@@ -293,7 +289,7 @@ async function main(): Promise<void> {
             s.seconds.toFixed(2),
             rate(s).toFixed(1),
             s.clientCpu.toFixed(2),
-            c === 'floor' ? '' : cpu(s.serverCpu).replace(/ s$/, ''),
+            c === 'floor' ? '' : cpu(s.serverCpu, ''),
             other ? `${(other.seconds / s.seconds).toFixed(2)}x` : '',
             c === 'floor' ? '' : `${((floor.seconds / s.seconds) * 100).toFixed(1)}%`,
           ];

@@ -46,7 +46,7 @@ import { Cleanup } from './lib/cleanup.js';
 import { makeHaltDisk } from './lib/halt-disk.js';
 import { clockTicksPerSecond, cpuBusyPct, cpuTicks, machineInfo, qemuPidsMentioning, rssKiB } from './lib/procfs.js';
 import { startProcFloor } from './lib/proc-floor.js';
-import { benchOptions } from './lib/options.js';
+import { benchOptions, usageError } from './lib/options.js';
 import { table } from './lib/stats.js';
 import { StatusWatch } from './lib/status-watch.js';
 
@@ -72,23 +72,18 @@ const values = benchOptions(
   },
 );
 
-function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\n`);
-  process.exit(2);
-}
-
 const counts = (values.counts ?? '').split(',').map(Number);
-if (counts.length === 0 || counts.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= (counts[i - 1] as number)))) usage('--counts must be rising positive integers, e.g. 10,50,100.');
+if (counts.length === 0 || counts.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= (counts[i - 1] as number)))) usageError('--counts must be rising positive integers, e.g. 10,50,100.');
 const intervalS = Number(values.interval);
 const windowS = Number(values.window);
 const batch = Number(values.batch);
 const minAvailableMiB = Number(values['min-available']);
-if (!(intervalS >= 1)) usage('--interval must be at least 1 second.');
-if (!(windowS >= 2 * intervalS)) usage('--window must hold at least two intervals.');
-if (!Number.isInteger(batch) || batch < 1) usage('--batch must be a positive integer.');
-if (!(minAvailableMiB >= 0)) usage('--min-available must be a number of MiB.');
+if (!(intervalS >= 1)) usageError('--interval must be at least 1 second.');
+if (!(windowS >= 2 * intervalS)) usageError('--window must hold at least two intervals.');
+if (!Number.isInteger(batch) || batch < 1) usageError('--batch must be a positive integer.');
+if (!(minAvailableMiB >= 0)) usageError('--min-available must be a number of MiB.');
 const guestKind = values.guest;
-if (guestKind !== 'linux' && guestKind !== 'halt') usage('--guest must be linux or halt.');
+if (guestKind !== 'linux' && guestKind !== 'halt') usageError('--guest must be linux or halt.');
 
 const log = (line = ''): void => void process.stdout.write(`${line}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

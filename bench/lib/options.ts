@@ -14,8 +14,7 @@ export function benchOptions<const O extends Options>(usage: string, options: O,
   try {
     ({ values } = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }));
   } catch (err) {
-    process.stderr.write(`bench: ${(err as Error).message}\nusage: ${usage}\n`);
-    process.exit(2);
+    usageError(`${(err as Error).message}\nusage: ${usage}`);
   }
   if (values['help'] === true) {
     process.stdout.write(`usage: ${usage}\n`);
@@ -23,4 +22,10 @@ export function benchOptions<const O extends Options>(usage: string, options: O,
   }
   delete values['help'];
   return values as Values<O>;
+}
+
+/** A bad option value: one sentence on stderr, exit 2. */
+export function usageError(msg: string): never {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
 }
