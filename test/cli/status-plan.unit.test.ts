@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyPlan, planStatusChange, type StatusPlan, type VmAction } from '../../src/cli/vm/status-plan.js';
+import { applyPlan, planStatusChange, type StatusPlan, type VmAction } from '../../src/vm-ops/status-plan.js';
 
 type Row = [VmAction, string, boolean, StatusPlan['kind'], string?];
 

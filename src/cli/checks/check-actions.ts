@@ -4,7 +4,7 @@ import { DroverError } from '../../lib/errors.js';
 import type { CliContext } from '../context.js';
 import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
 import { withStore } from '../store-session.js';
-import { resolveVm } from '../vm/resolve-vm.js';
+import { resolveVm } from '../../vm-ops/resolve-vm.js';
 import { rawObject } from '../../store/vm-repository.js';
 import { checkHeartbeat, DEFAULT_STATE_DIR } from './check-heartbeat.js';
 import { evaluateHost } from './check-host.js';

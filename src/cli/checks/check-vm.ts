@@ -20,7 +20,7 @@ import { isStale, summaryAgeSeconds } from '../../store/stats-repository.js';
 import { rawObject, type StoredVm } from '../../store/vm-repository.js';
 import { formatElapsed, formatFixed, formatSize } from '../output/units.js';
 import { ENDED_STATUSES } from '../scan/scan-rows.js';
-import { vmLabel } from '../vm/vm-view.js';
+import { vmLabel } from '../../vm-ops/vm-view.js';
 import type { CheckResult, PerfDatum, PluginState } from './plugin-output.js';
 
 const RUNNING: ReadonlySet<string> = new Set(['RUNNING', 'MIGRATING', 'REQUESTED_MIGRATE']);

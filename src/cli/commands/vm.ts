@@ -6,7 +6,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { DEFAULT_VM_COLUMNS } from '../output/columns.js';
 import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
-import type { VmAction } from '../vm/status-plan.js';
+import type { VmAction } from '../../vm-ops/status-plan.js';
 import type { ChangeFlags, ListFlags, MigrateFlags } from '../vm/vm-actions.js';
 import type { EventsFlags } from '../vm/vm-events.js';
 import { waitOption } from '../wait-option.js';

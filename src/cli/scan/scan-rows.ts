@@ -17,7 +17,7 @@ import type { StoredVm } from '../../store/vm-repository.js';
 import { SCAN_FIELD_ALIASES } from '../output/columns.js';
 import { formatCell, matchesFilters, type FieldFilter } from '../output/fields.js';
 import { formatElapsed, formatFixed, formatRate, formatSize } from '../output/units.js';
-import { vmObject } from '../vm/vm-view.js';
+import { vmObject } from '../../vm-ops/vm-view.js';
 
 export interface ScanRow {
   uuid: string;

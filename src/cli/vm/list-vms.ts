@@ -2,7 +2,7 @@
 import type { StoredVm } from '../../store/vm-repository.js';
 import { VM_FIELD_ALIASES } from '../output/columns.js';
 import { formatCell, getField, matchesFilters, pickFields, type FieldFilter, type JsonObject } from '../output/fields.js';
-import { vmName, vmObject } from './vm-view.js';
+import { vmName, vmObject } from '../../vm-ops/vm-view.js';
 
 export function vmField(field: string): string {
   return VM_FIELD_ALIASES[field] ?? field;

@@ -13,9 +13,9 @@ import type { StoredHost } from '../../store/host-repository.js';
 import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
 import { changesOnly } from '../output/progress.js';
 import type { StoreSession } from '../store-session.js';
-import { resolveVm } from './resolve-vm.js';
-import { vmLabel } from './vm-view.js';
-import { followRecord } from './wait-for-goal.js';
+import { resolveVm } from '../../vm-ops/resolve-vm.js';
+import { vmLabel } from '../../vm-ops/vm-view.js';
+import { followRecord } from '../../vm-ops/wait-for-goal.js';
 
 export type MigrationPlan =
   | { kind: 'live' }

@@ -12,11 +12,11 @@ import { formatTable } from '../output/table.js';
 import { readJsonInput } from '../read-input.js';
 import { withStore } from '../store-session.js';
 import { waitSeconds } from '../wait-option.js';
-import { changeStatus } from './change-status.js';
-import { createVm } from './create-vm.js';
+import { changeStatus } from '../../vm-ops/change-status.js';
+import { createVm } from '../../vm-ops/create-vm.js';
 import { selectVms, vmJson, vmRows } from './list-vms.js';
-import { resolveVm } from './resolve-vm.js';
-import type { VmAction } from './status-plan.js';
+import { resolveVm } from '../../vm-ops/resolve-vm.js';
+import type { VmAction } from '../../vm-ops/status-plan.js';
 import { formatVmLog, readVmLog } from './vm-log.js';
 import { migrateVm } from './migrate-vm.js';
 

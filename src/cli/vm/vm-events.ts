@@ -13,9 +13,9 @@ import type { CliContext } from '../context.js';
 import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
 import { catchInterrupt, type Interrupt } from '../interrupt.js';
 import { withStore, type StoreSession } from '../store-session.js';
-import { selectVm } from './resolve-vm.js';
+import { selectVm } from '../../vm-ops/resolve-vm.js';
 import { eventLine } from './vm-log.js';
-import { vmName } from './vm-view.js';
+import { vmName } from '../../vm-ops/vm-view.js';
 
 export const EVENT_LEVELS: readonly EventLevel[] = ['info', 'warn', 'error'];
 

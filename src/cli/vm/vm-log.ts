@@ -2,8 +2,8 @@
 import type { StoredEvent } from '../../store/event-log.js';
 import { rawObject } from '../../store/vm-repository.js';
 import type { StoreSession } from '../store-session.js';
-import { resolveVm } from './resolve-vm.js';
-import { vmLabel } from './vm-view.js';
+import { resolveVm } from '../../vm-ops/resolve-vm.js';
+import { vmLabel } from '../../vm-ops/vm-view.js';
 
 export interface VmLog {
   uuid: string;

@@ -10,7 +10,7 @@
  * `force_stop` is a drover extension (docs/cli.md): set by `stop -F`, removed
  * by a plain stop so that an old forced request does not linger.
  */
-import type { RequestStatus } from '../../contract/status.js';
+import type { RequestStatus } from '../contract/status.js';
 
 export type VmAction = 'start' | 'stop' | 'restart' | 'delete';
 

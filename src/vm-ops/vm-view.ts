@@ -3,7 +3,7 @@
  * shown (a listing must not break on one bad record), so everything here
  * works from the raw JSON object and falls back gracefully.
  */
-import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
+import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 
 /** The record's raw object with `uuid` forced to the key's uuid (what users address it by). */
 export function vmObject(vm: StoredVm): JsonObject {

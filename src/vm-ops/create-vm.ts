@@ -1,13 +1,13 @@
 /** `drover vm create`: validate, refuse a taken name, create only if absent. */
 import { randomUUID } from 'node:crypto';
-import { DroverError } from '../../lib/errors.js';
-import { ImageRepository } from '../../store/image-repository.js';
-import type { JsonObject } from '../../store/vm-repository.js';
-import type { StoreSession } from '../store-session.js';
+import { DroverError } from '../lib/errors.js';
+import { ImageRepository } from '../store/image-repository.js';
+import type { JsonObject } from '../store/vm-repository.js';
+import type { VmStore } from './vm-store.js';
 import { prepareVmRecord, refuseDeletingImages } from './prepare-vm.js';
 import { vmName } from './vm-view.js';
 
-export async function createVm(store: StoreSession, input: unknown): Promise<JsonObject> {
+export async function createVm(store: VmStore, input: unknown): Promise<JsonObject> {
   const record = prepareVmRecord(input, randomUUID);
   await refuseDeletingImages(record, () => new ImageRepository(store.kv, store.keys).listValid());
   const uuid = String(record.uuid);

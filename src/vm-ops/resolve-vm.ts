@@ -3,8 +3,8 @@
  * four characters, or an exact name. A word that is both a name and another
  * VM's uuid prefix is ambiguous rather than silently picking one.
  */
-import { DroverError } from '../../lib/errors.js';
-import type { StoredVm, VmRepository } from '../../store/vm-repository.js';
+import { DroverError } from '../lib/errors.js';
+import type { StoredVm, VmRepository } from '../store/vm-repository.js';
 import { vmLabel, vmName } from './vm-view.js';
 
 export const MIN_PREFIX = 4;

@@ -4,9 +4,9 @@
  * read) means no change in between is missed, and a stale RUNNING from
  * before a restart is never mistaken for the new one.
  */
-import { DroverError } from '../../lib/errors.js';
-import type { KvStore, WatchHandle } from '../../store/kv-store.js';
-import { rawObject, type JsonObject } from '../../store/vm-repository.js';
+import { DroverError } from '../lib/errors.js';
+import type { KvStore, WatchHandle } from '../store/kv-store.js';
+import { rawObject, type JsonObject } from '../store/vm-repository.js';
 import type { WaitGoal } from './status-plan.js';
 
 const FAILED = new Set(['ERROR', 'KILLED']);

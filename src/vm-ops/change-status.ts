@@ -2,10 +2,10 @@
  * `vm start|stop|restart|delete`: one compare-and-swap update through
  * VmRepository.update (unknown fields preserved), then optionally `--wait`.
  */
-import { DroverError } from '../../lib/errors.js';
-import type { JsonObject, StoredVm } from '../../store/vm-repository.js';
-import { rawObject } from '../../store/vm-repository.js';
-import type { StoreSession } from '../store-session.js';
+import { DroverError } from '../lib/errors.js';
+import type { JsonObject, StoredVm } from '../store/vm-repository.js';
+import { rawObject } from '../store/vm-repository.js';
+import type { VmStore } from './vm-store.js';
 import { resolveVm } from './resolve-vm.js';
 import { ACTION_GOALS, applyPlan, planStatusChange, type StatusPlan, type VmAction } from './status-plan.js';
 import { vmLabel } from './vm-view.js';
@@ -28,7 +28,7 @@ export interface ChangeResult {
   record: JsonObject | null;
 }
 
-export async function changeStatus(store: StoreSession, req: ChangeRequest): Promise<ChangeResult> {
+export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<ChangeResult> {
   const found = await resolveVm(store.vms, req.ref);
   const label = vmLabel(found);
   let plan: StatusPlan | null = null;

@@ -4,10 +4,10 @@
  * REQUESTED_NEW. Fields we do not know are kept as given. The result is
  * checked with the contract's schema; nothing is written when it fails.
  */
-import { deletingImageRef, type ImageRecord } from '../../contract/image-record.js';
-import { vmRecordSchema, describeIssues } from '../../contract/vm-record.js';
-import { DroverError } from '../../lib/errors.js';
-import type { JsonObject } from '../../store/vm-repository.js';
+import { deletingImageRef, type ImageRecord } from '../contract/image-record.js';
+import { vmRecordSchema, describeIssues } from '../contract/vm-record.js';
+import { DroverError } from '../lib/errors.js';
+import type { JsonObject } from '../store/vm-repository.js';
 
 const SPEC_DEFAULTS: Readonly<JsonObject> = { vcpus: 1, vnc: 'unix', restart: 'always' };
 
