@@ -6,6 +6,7 @@
  * client's three attempts (about 6 s). Watches (`--wait`) have no deadline.
  */
 import { keySpace, type KeySpace } from '../contract/keys.js';
+import { AuthRepository } from '../store/auth-repository.js';
 import { createEtcdClient } from '../store/etcd-client.js';
 import { EventLog } from '../store/event-log.js';
 import { HostRepository } from '../store/host-repository.js';
@@ -25,6 +26,8 @@ export interface StoreSession {
   readonly hosts: HostRepository;
   /** Per-host stats summaries, `P/stats/<name>`. */
   readonly stats: StatsRepository;
+  /** Users and tokens under P/auth/ (`drover user|token`). */
+  readonly auth: AuthRepository;
 }
 
 export async function withStore<T>(opts: GlobalOptions, run: (s: StoreSession) => Promise<T>): Promise<T> {
@@ -38,6 +41,7 @@ export async function withStore<T>(opts: GlobalOptions, run: (s: StoreSession) =
     events: new EventLog(kv, keys),
     hosts: new HostRepository(kv, keys),
     stats: new StatsRepository(kv, keys),
+    auth: new AuthRepository(kv, keys),
   };
   try {
     return await run(session);

@@ -30,6 +30,22 @@ export interface KeySpace {
   stats(name: string): string;
   /** The last segment of a key below `under` (e.g. the uuid of a VM key). */
   idOf(key: string, under: string): string;
+  /** Users, token hashes, sessions (CONTRACT.md section 7; docs/security.md): only the API and `drover user|token` read it. */
+  readonly auth: AuthKeys;
+}
+
+export interface AuthKeys {
+  readonly prefix: string;
+  readonly userPrefix: string;
+  readonly tokenPrefix: string;
+  readonly sessionPrefix: string;
+  user(name: string): string;
+  token(id: string): string;
+  session(id: string): string;
+  /** A one-time login link's token (`drover up`), deleted when used. */
+  link(id: string): string;
+  /** Failed-login counters, under a lease as long as the throttle window. */
+  throttle(id: string): string;
 }
 
 export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
@@ -59,6 +75,24 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
     stats: (name: string) => statsPrefix + name,
     config: (name: string) => `${p}/config/${name}`,
     idOf: (key: string, under: string) => key.slice(under.length),
+    auth: authKeys(`${p}/auth/`),
+  });
+}
+
+function authKeys(prefix: string): AuthKeys {
+  const userPrefix = `${prefix}user/`;
+  const tokenPrefix = `${prefix}token/`;
+  const sessionPrefix = `${prefix}session/`;
+  return Object.freeze({
+    prefix,
+    userPrefix,
+    tokenPrefix,
+    sessionPrefix,
+    user: (name: string) => userPrefix + name,
+    token: (id: string) => tokenPrefix + id,
+    session: (id: string) => sessionPrefix + id,
+    link: (id: string) => `${prefix}link/${id}`,
+    throttle: (id: string) => `${prefix}throttle/${id}`,
   });
 }
 

@@ -23,7 +23,13 @@ export type ErrorCode =
   | 'S3_ERROR'
   | 'CHECKSUM_MISMATCH'
   | 'IMAGE_ERROR'
-  | 'IO_ERROR';
+  | 'IO_ERROR'
+  /** No valid credentials (HTTP 401). */
+  | 'UNAUTHORIZED'
+  /** Valid credentials without the privilege, or a field the role may not set (HTTP 403). */
+  | 'FORBIDDEN'
+  /** Too many failed logins (HTTP 429). */
+  | 'THROTTLED';
 
 export class DroverError extends Error {
   override readonly name: string = 'DroverError';

@@ -147,6 +147,17 @@ export class KvStore {
     });
   }
 
+  /**
+   * A lease that is not kept alive: keys put under it vanish `ttlSeconds`
+   * after the grant (web sessions, login links, login throttles).
+   */
+  grantLease(ttlSeconds: number): Promise<string> {
+    return translate('lease grant', async () => {
+      const res = await this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlSeconds)), ID: 0 });
+      return String(res.ID);
+    });
+  }
+
   deleteIf(key: string, expected: string): Promise<boolean> {
     return translate(`delete of ${key}`, async () => {
       const res = await this.client.if(key, 'Mod', '==', expected).then(this.client.delete().key(key)).commit();

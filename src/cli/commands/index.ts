@@ -11,6 +11,7 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
+import { registerAuthCommands } from './auth.js';
 import { registerBackupCommands } from './backup.js';
 import { registerCheckCommands } from './checks.js';
 import { registerHostCommands } from './host.js';
@@ -32,6 +33,7 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerImageCommands,
   registerBackupCommands,
   registerCheckCommands,
+  registerAuthCommands,
   registerAgentCommand,
   registerSchedulerCommand,
   registerUpCommand,

@@ -6,6 +6,7 @@
  * until Ctrl-C. `--json` prints one JSON object per line (NDJSON).
  */
 import type { EventLevel } from '../../contract/event.js';
+import { parseDuration } from '../../lib/duration.js';
 import { DroverError } from '../../lib/errors.js';
 import type { StoredEvent } from '../../store/event-log.js';
 import type { StoredVm } from '../../store/vm-repository.js';
@@ -26,12 +27,10 @@ export interface EventsFlags extends GlobalFlags {
   since?: string;
 }
 
-const UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
-
 /** `--since`: an ISO time, or an age like `90s`, `10m`, `2h`, `1d` before `now`. */
 export function parseSince(text: string, now: Date): Date {
-  const rel = /^(\d+(?:\.\d+)?)([smhd])$/.exec(text.trim());
-  if (rel) return new Date(now.getTime() - Number(rel[1]) * UNITS[rel[2]!]! * 1000);
+  const age = parseDuration(text);
+  if (age !== null) return new Date(now.getTime() - age * 1000);
   const t = Date.parse(text);
   if (Number.isNaN(t)) throw new DroverError('USAGE', `Option --since ${JSON.stringify(text)} must be an ISO time (2026-11-22T09:00:00Z) or an age like 10m, 2h or 1d.`);
   return new Date(t);

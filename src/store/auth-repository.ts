@@ -1,0 +1,147 @@
+/**
+ * The records under `P/auth/` (contract/auth-records.ts): users, API tokens,
+ * web sessions, one-time login links and failed-login counters. Every read
+ * goes to etcd, never to a cache, so a revoked token or a deleted user is
+ * refused on the next request by every API process.
+ */
+import {
+  loginLinkSchema,
+  parseAuthRecord,
+  sessionRecordSchema,
+  tokenRecordSchema,
+  userRecordSchema,
+  type LoginLink,
+  type SessionRecord,
+  type TokenRecord,
+  type UserRecord,
+} from '../contract/auth-records.js';
+import type { KeySpace } from '../contract/keys.js';
+import type { KvStore } from './kv-store.js';
+
+export class AuthRepository {
+  constructor(
+    private readonly kv: KvStore,
+    private readonly keys: KeySpace,
+  ) {}
+
+  async getUser(name: string): Promise<UserRecord | null> {
+    const e = await this.kv.get(this.keys.auth.user(name));
+    return e ? parseAuthRecord(userRecordSchema, e.raw) : null;
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    const { entries } = await this.kv.list(this.keys.auth.userPrefix);
+    return entries.flatMap((e) => parseAuthRecord(userRecordSchema, e.raw) ?? []);
+  }
+
+  /** false when the name is taken. */
+  createUser(user: UserRecord): Promise<boolean> {
+    return this.kv.putIf(this.keys.auth.user(user.name), JSON.stringify(user), 'absent');
+  }
+
+  /** Replaces a user's record (role, password) only if it is still at the revision read. */
+  async updateUser(name: string, change: (u: UserRecord) => UserRecord): Promise<UserRecord | null> {
+    for (let i = 0; i < 5; i++) {
+      const e = await this.kv.get(this.keys.auth.user(name));
+      const cur = e ? parseAuthRecord(userRecordSchema, e.raw) : null;
+      if (!e || !cur) return null;
+      const next = change(cur);
+      if (await this.kv.putIf(e.key, JSON.stringify(next), e.modRevision)) return next;
+    }
+    return null;
+  }
+
+  /** Deletes the user with its tokens and sessions; false when there was no such user. */
+  async deleteUser(name: string): Promise<boolean> {
+    const e = await this.kv.get(this.keys.auth.user(name));
+    if (!e) return false;
+    // The user goes first: from that moment every token and session of it is refused.
+    await this.kv.delete(e.key);
+    for (const t of await this.listTokens(name)) await this.kv.delete(this.keys.auth.token(t.id));
+    for (const s of await this.listSessions(name)) await this.kv.delete(this.keys.auth.session(s.id));
+    return true;
+  }
+
+  async getToken(id: string): Promise<TokenRecord | null> {
+    const e = await this.kv.get(this.keys.auth.token(id));
+    return e ? parseAuthRecord(tokenRecordSchema, e.raw) : null;
+  }
+
+  async listTokens(user?: string): Promise<TokenRecord[]> {
+    const { entries } = await this.kv.list(this.keys.auth.tokenPrefix);
+    return entries.flatMap((e) => parseAuthRecord(tokenRecordSchema, e.raw) ?? []).filter((t) => user === undefined || t.user === user);
+  }
+
+  createToken(token: TokenRecord): Promise<boolean> {
+    return this.kv.putIf(this.keys.auth.token(token.id), JSON.stringify(token), 'absent');
+  }
+
+  /** Deletes a token and the web sessions opened with it; false when there was none. */
+  async revokeToken(id: string): Promise<boolean> {
+    const e = await this.kv.get(this.keys.auth.token(id));
+    if (!e) return false;
+    await this.kv.delete(e.key);
+    for (const s of await this.listSessions()) if (s.token_id === id) await this.kv.delete(this.keys.auth.session(s.id));
+    return true;
+  }
+
+  async getSession(id: string): Promise<SessionRecord | null> {
+    const e = await this.kv.get(this.keys.auth.session(id));
+    return e ? parseAuthRecord(sessionRecordSchema, e.raw) : null;
+  }
+
+  async listSessions(user?: string): Promise<SessionRecord[]> {
+    const { entries } = await this.kv.list(this.keys.auth.sessionPrefix);
+    return entries.flatMap((e) => parseAuthRecord(sessionRecordSchema, e.raw) ?? []).filter((s) => user === undefined || s.user === user);
+  }
+
+  /** A session key lives under its own lease, so etcd removes it when it expires. */
+  async createSession(session: SessionRecord, ttlSeconds: number): Promise<void> {
+    const lease = await this.kv.grantLease(ttlSeconds);
+    await this.kv.putIf(this.keys.auth.session(session.id), JSON.stringify(session), 'absent', lease);
+  }
+
+  deleteSession(id: string): Promise<void> {
+    return this.kv.delete(this.keys.auth.session(id));
+  }
+
+  async createLink(link: LoginLink, ttlSeconds: number): Promise<void> {
+    const lease = await this.kv.grantLease(ttlSeconds);
+    await this.kv.putIf(this.keys.auth.link(link.id), JSON.stringify(link), 'absent', lease);
+  }
+
+  /**
+   * Takes a login link for use: reads it and deletes it with a
+   * compare-and-swap, so of two requests presenting it, exactly one gets it.
+   */
+  async takeLink(id: string): Promise<LoginLink | null> {
+    const e = await this.kv.get(this.keys.auth.link(id));
+    if (!e) return null;
+    if (!(await this.kv.deleteIf(e.key, e.modRevision))) return null;
+    return parseAuthRecord(loginLinkSchema, e.raw);
+  }
+
+  /** The failed logins counted under `id` within the current window. */
+  async failures(id: string): Promise<number> {
+    const e = await this.kv.get(this.keys.auth.throttle(id));
+    const n = e ? Number((JSON.parse(e.raw) as { failures?: unknown }).failures) : 0;
+    return Number.isFinite(n) ? n : 0;
+  }
+
+  /** Counts one more failure; the first one opens a window of `windowSeconds` (its lease). */
+  async addFailure(id: string, windowSeconds: number): Promise<number> {
+    const key = this.keys.auth.throttle(id);
+    for (let i = 0; i < 10; i++) {
+      const e = await this.kv.get(key);
+      if (!e) {
+        const lease = await this.kv.grantLease(windowSeconds);
+        if (await this.kv.putIf(key, JSON.stringify({ failures: 1 }), 'absent', lease)) return 1;
+        continue;
+      }
+      const n = Number((JSON.parse(e.raw) as { failures?: unknown }).failures) + 1;
+      // The same lease: the window does not slide with each failure.
+      if (await this.kv.putIf(key, JSON.stringify({ failures: n }), e.modRevision, e.lease)) return n;
+    }
+    return Number.POSITIVE_INFINITY;
+  }
+}
