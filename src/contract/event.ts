@@ -36,7 +36,16 @@ export type EventCode =
   | 'pool.wallclock'
   | 'pool.backoff'
   | 'pool.error'
-  | 'agent.resync';
+  | 'agent.resync'
+  /** A VM created, changed, deleted or acted on through the API (`requestor` says who). */
+  | 'vm.requested'
+  | 'auth.login'
+  | 'auth.login_failed'
+  | 'auth.logout'
+  | 'user.added'
+  | 'user.deleted'
+  | 'token.created'
+  | 'token.revoked';
 
 export interface DroverEvent {
   ts: string;
@@ -45,6 +54,16 @@ export interface DroverEvent {
   level: EventLevel;
   event: EventCode;
   message: string;
+  /** drover extension, on what the API writes: the user who asked. */
+  requestor?: string;
+  /** The id of the API token used (never the token). */
+  token_id?: string;
+  /** The VM's owner when the event was written (for owner-scoped event streams). */
+  owner?: string;
+  /** The etcd revision of the VM record the request wrote (vms/{id}/history). */
+  revision?: string;
+  /** The top-level record fields the request changed. */
+  fields?: string[];
 }
 
 /**

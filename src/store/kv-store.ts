@@ -74,6 +74,24 @@ export class KvStore {
     });
   }
 
+  /**
+   * The key as it was at `revision` (etcd's MVCC history), or null when it
+   * did not exist then; throws ETCD_UNAVAILABLE (not retryable) when etcd
+   * has compacted that revision away.
+   */
+  getAt(key: string, revision: string): Promise<KvEntry | null> {
+    return translate(`read of ${key} at revision ${revision}`, async () => {
+      try {
+        const res = await this.client.get(key).revision(revision).exec();
+        const kv = res.kvs[0];
+        return kv ? toEntry(kv) : null;
+      } catch (err) {
+        if (/compacted/i.test(errorMessage(err))) throw new DroverError('NOT_FOUND', `Revision ${revision} of ${key} was compacted.`, false, { cause: err });
+        throw err;
+      }
+    });
+  }
+
   list(prefix: string, opts: { limit?: number } = {}): Promise<KvList> {
     return translate(`list of ${prefix}`, async () => {
       let q = this.client.getAll().prefix(prefix).sort('Key', 'Ascend');

@@ -90,7 +90,8 @@ export class VmRepository {
         if (await this.deleteIf(current)) return null;
         continue;
       }
-      if (await this.replace(current, next)) return this.get(uuid);
+      const written = await this.replaceAndGet(current, next);
+      if (written) return written;
     }
     throw new DroverError('CONFLICT', `VM ${uuid} kept changing under ${maxAttempts} attempts to update it; try again.`, true);
   }

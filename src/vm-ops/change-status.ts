@@ -18,6 +18,10 @@ export interface ChangeRequest {
   /** Seconds to wait for the goal, or null for no wait. */
   waitSeconds: number | null;
   onProgress(line: string): void;
+  /** What --wait waits for; the action's goal (ACTION_GOALS) by default. */
+  goal?: string;
+  /** Called with the newest record before each write attempt; throws to refuse (the API's owner check). */
+  authorize?(record: JsonObject): void;
 }
 
 export interface ChangeResult {
@@ -26,6 +30,8 @@ export interface ChangeResult {
   plan: Exclude<StatusPlan, { kind: 'refuse' }>;
   /** The record after the change (or after the wait); null once deleted. */
   record: JsonObject | null;
+  /** The etcd revision of our write; null when nothing was written. */
+  revision: string | null;
 }
 
 export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<ChangeResult> {
@@ -37,6 +43,7 @@ export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<
     seen = current;
     const obj = rawObject(current.raw);
     if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
+    req.authorize?.(obj);
     plan = planStatusChange(req.action, obj, { force: req.force });
     return plan.kind === 'write' ? applyPlan(obj, plan) : null;
   });
@@ -44,7 +51,9 @@ export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<
   if (decided === null) throw new DroverError('NOT_FOUND', `VM ${label} no longer exists.`);
   if (decided.kind === 'refuse') throw new DroverError('CONFLICT', `VM ${label} ${decided.reason}.`);
   let record = rawObject((written ?? seen).raw);
-  if (req.waitSeconds !== null && !(decided.kind === 'noop' && decided.done)) {
+  const goal = req.goal ?? ACTION_GOALS[req.action];
+  const already = decided.kind === 'noop' && (req.goal === undefined ? decided.done : record?.status === goal);
+  if (req.waitSeconds !== null && !already) {
     // Watch from the revision our write was based on (or the one we read for
     // a no-op): our own write, and everything after it, is then replayed.
     // update() re-reads after writing, so its result may already be newer.
@@ -55,10 +64,10 @@ export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<
       label,
       afterRevision: seen.modRevision,
       initialStatus,
-      goal: ACTION_GOALS[req.action],
+      goal,
       timeoutMs: req.waitSeconds * 1000,
       onStatus: (status) => req.onProgress(`VM ${label}: ${status}`),
     });
   }
-  return { uuid: found.uuid, label, plan: decided, record };
+  return { uuid: found.uuid, label, plan: decided, record, revision: written?.modRevision ?? null };
 }

@@ -68,7 +68,8 @@ export interface WaitRequest {
   afterRevision: string;
   /** The status at `afterRevision`; only changes from it are reported. */
   initialStatus: string;
-  goal: WaitGoal;
+  /** A status, or 'deleted'. */
+  goal: WaitGoal | string;
   timeoutMs: number;
   /** Called with each new status seen. */
   onStatus(status: string): void;

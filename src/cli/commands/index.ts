@@ -11,6 +11,7 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { registerAgentCommand } from './agent.js';
+import { registerApiCommand } from './api.js';
 import { registerAuthCommands } from './auth.js';
 import { registerBackupCommands } from './backup.js';
 import { registerCheckCommands } from './checks.js';
@@ -36,6 +37,7 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerAuthCommands,
   registerAgentCommand,
   registerSchedulerCommand,
+  registerApiCommand,
   registerUpCommand,
   registerWatchdogCommand,
 ];

@@ -1,0 +1,45 @@
+/**
+ * What of the event stream a caller may see. Every role but `user` sees
+ * everything; a `user` sees the events and record changes of its own VMs
+ * only. Ownership is followed through the stream itself (VM puts arrive in
+ * revision order with the events), starting from a list read when the
+ * stream opens, so a VM handed to someone else stops showing at once.
+ */
+import type { Principal } from '../auth/authenticate.js';
+import { seesAllVms } from '../auth/privileges.js';
+import type { StoredEvent } from '../store/event-log.js';
+import { ownerOf } from './vm-access.js';
+import type { StoredVm } from '../store/vm-repository.js';
+
+export class EventVisibility {
+  private readonly owners = new Map<string, string | undefined>();
+  private readonly all: boolean;
+
+  constructor(
+    private readonly principal: Principal,
+    vms: readonly StoredVm[],
+  ) {
+    this.all = seesAllVms(principal.role);
+    for (const vm of vms) this.owners.set(vm.uuid, ownerOf(vm));
+  }
+
+  /** A VM record was written: whether the caller sees that write. */
+  vmPut(uuid: string, owner: string | undefined): boolean {
+    const before = this.owners.get(uuid);
+    this.owners.set(uuid, owner);
+    // The write that hands one's VM to someone else is still shown, so the caller sees it go.
+    return this.all || owner === this.principal.user || before === this.principal.user;
+  }
+
+  vmDeleted(uuid: string): boolean {
+    const owner = this.owners.get(uuid);
+    this.owners.delete(uuid);
+    return this.all || owner === this.principal.user;
+  }
+
+  event(ev: StoredEvent): boolean {
+    if (this.all) return true;
+    if (ev.owner !== undefined) return ev.owner === this.principal.user;
+    return ev.vm !== undefined && this.owners.get(ev.vm) === this.principal.user;
+  }
+}

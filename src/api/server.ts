@@ -1,0 +1,61 @@
+/**
+ * The HTTP API (docs/api.md): Fastify with zod-typed routes, one module per
+ * resource under routes/, authentication in one hook (auth-hook.ts), the
+ * privilege each route needs declared on the route and in the OpenAPI
+ * document served at /api/v1/openapi.json. It imports the contract, the
+ * store, the auth rules and the VM operations; never the agent.
+ */
+import fastifyCookie from '@fastify/cookie';
+import fastifySwagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, validatorCompiler } from 'fastify-type-provider-zod';
+import { registerAuthHook } from './auth-hook.js';
+import type { ApiDeps } from './context.js';
+import { handleError } from './errors.js';
+import { open } from './route-options.js';
+import { registerEventRoutes } from './routes/events.js';
+import { registerHealthRoute } from './routes/health.js';
+import { registerHostRoutes } from './routes/hosts.js';
+import { registerLoginRoutes } from './routes/login.js';
+import { registerRootPage } from './routes/root-page.js';
+import { registerUserRoutes } from './routes/users.js';
+import { registerVmActionRoutes } from './routes/vm-actions.js';
+import { registerVmRoutes } from './routes/vms.js';
+
+/** Bodies are small JSON documents; anything larger is refused with 413. */
+export const BODY_LIMIT = 256 * 1024;
+
+export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; key: Buffer } } = {}): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, ...(opts.https ? { https: opts.https } : {}) }) as unknown as FastifyInstance;
+  app.setValidatorCompiler(validatorCompiler);
+  // Responses are JSON.stringify'd (schemas.ts `documents`): records are shown as stored.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  // A JSON merge patch is JSON.
+  app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  app.setErrorHandler(handleError(deps.logger));
+  await app.register(fastifyCookie);
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'drover API', version: 'v1', description: 'The VM fleet manager\'s HTTP API (docs/api.md). Every route but login, this document and /healthz needs credentials; each route names the privilege it needs (x-drover-privilege).' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'An API token: drover token create, or POST /api/v1/tokens.' },
+          session: { type: 'apiKey', in: 'cookie', name: 'drover_session', description: 'The web session from POST /api/v1/login; state-changing calls also need X-CSRF-Token.' },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+  registerAuthHook(app, deps);
+  app.get('/api/v1/openapi.json', { ...open({ summary: 'This OpenAPI document', tags: ['system'] }), schema: { hide: true } }, async () => app.swagger());
+  registerHealthRoute(app, deps);
+  registerLoginRoutes(app, deps);
+  registerVmRoutes(app, deps);
+  registerVmActionRoutes(app, deps);
+  registerEventRoutes(app, deps);
+  registerHostRoutes(app, deps);
+  registerUserRoutes(app, deps);
+  registerRootPage(app);
+  return app;
+}
