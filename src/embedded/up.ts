@@ -17,6 +17,9 @@ import { KvStore } from '../store/kv-store.js';
 import { rawObject, VmRepository } from '../store/vm-repository.js';
 import { setDefaultImageStore } from '../storage/image-store-config.js';
 import { EtcdProcess } from './etcd-process.js';
+import { startApi, type RunningApi } from '../api/run-api.js';
+import { addUser, createLoginLink, LINK_TTL_SECONDS } from '../auth/accounts.js';
+import { AuthRepository } from '../store/auth-repository.js';
 
 export interface UpOptions {
   stateDir: string;
@@ -24,6 +27,10 @@ export interface UpOptions {
   name?: string;
   accel: 'kvm' | 'tcg' | 'auto';
   prefix: string;
+  /** Where the API listens (`off`: no API). */
+  apiListen: string;
+  /** Directories users may boot kernels from (the demo guest's). */
+  bootDirs: readonly string[];
   /** Kernel and initrd for the demo VM; no demo VM when absent. */
   demo?: { kernel: string; initrd: string };
   logger: Logger;
@@ -33,6 +40,8 @@ export interface UpOptions {
 export interface RunningUp {
   endpoint: string;
   agent: RunningAgent;
+  /** The API's URL, or null when it is off. */
+  apiUrl: string | null;
   /** Stops the agent and etcd; with stopVms, stops this host's VMs first. */
   stop(opts: { stopVms: boolean }): Promise<void>;
 }
@@ -73,17 +82,51 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
   } catch (err) {
     logger.warn({ err: errorMessage(err) }, 'could not start the demo VM');
   }
+  let api: RunningApi | null = null;
+  if (opts.apiListen !== 'off') {
+    try {
+      api = await startApi({ endpoints: [etcd.endpoint], prefix: opts.prefix, listen: opts.apiListen, bootDirs: opts.bootDirs, logger });
+      await printFirstLogin(new AuthRepository(new KvStore(client), keySpace(opts.prefix)), api.url, print);
+    } catch (err) {
+      print(`the API did not start: ${errorMessage(err)}`);
+    }
+  }
 
   return {
     endpoint: etcd.endpoint,
     agent,
+    apiUrl: api?.url ?? null,
     stop: async ({ stopVms }) => {
+      await api?.stop();
       if (stopVms) await stopHostVms(repo, name, print).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not stop every VM'));
       client.close();
       await agent.stop();
       await etcd.stop();
     },
   };
+}
+
+/**
+ * The first start creates the `admin` user (no password: never a fixed
+ * default) and every start prints a one-time login link for it, the token
+ * in the URL fragment so it never reaches a server log (Jupyter's way).
+ */
+async function printFirstLogin(auth: AuthRepository, url: string, print: (l: string) => void): Promise<void> {
+  const now = new Date();
+  if ((await auth.listUsers()).length === 0) {
+    await addUser(auth, { name: 'admin', role: 'admin', createdBy: 'drover up', now });
+    print('created the user admin (role admin, no password)');
+  }
+  if (!(await auth.getUser('admin'))) {
+    print(`API: ${url} (sign in as one of your users; drover token create --user NAME makes a token)`);
+    return;
+  }
+  const link = await createLoginLink(auth, 'admin', now);
+  print('');
+  print(`Dashboard and API: ${url}`);
+  print(`  one-time login (admin, valid ${LINK_TTL_SECONDS / 60} min, works once): ${url}/#login=${link}`);
+  print('  a permanent API token:   bin/drover token create --user admin');
+  print(`  then:                    curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/vms`);
 }
 
 async function ensureDemoVm(repo: VmRepository, host: string, boot: { kernel: string; initrd: string }, print: (l: string) => void): Promise<void> {

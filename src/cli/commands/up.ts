@@ -16,6 +16,7 @@ interface UpFlags {
   demo?: boolean;
   stopVms?: boolean;
   logLevel: string;
+  apiListen?: string;
 }
 
 const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -42,6 +43,7 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
     .option('--prefix <prefix>', 'key prefix in etcd (env DROVER_PREFIX)')
     .option('--demo', 'create and boot a demo VM named "demo" from build/guest')
     .option('--stop-vms', 'on Ctrl-C, stop this host\'s VMs before exiting')
+    .option('--api-listen <host:port>', 'where the API and sign-in page listen, or off (env DROVER_API_LISTEN, default 127.0.0.1:7070)')
     .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
     .addHelpText('after', HELP)
     .action(async (flags: UpFlags) => {
@@ -61,6 +63,8 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
         name: flags.name,
         accel,
         prefix: normalizePrefix(flags.prefix ?? ctx.env.DROVER_PREFIX ?? DEFAULT_PREFIX),
+        apiListen: flags.apiListen ?? ctx.env.DROVER_API_LISTEN ?? '127.0.0.1:7070',
+        bootDirs: [resolve(REPO_ROOT, 'build/guest')],
         demo: flags.demo ? { kernel: resolve(REPO_ROOT, 'build/guest/vmlinuz'), initrd: resolve(REPO_ROOT, 'build/guest/initrd.gz') } : undefined,
         logger,
         print,

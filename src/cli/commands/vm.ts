@@ -5,7 +5,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { DEFAULT_VM_COLUMNS } from '../output/columns.js';
-import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
+import { addApiOptions, addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { VmAction } from '../../vm-ops/status-plan.js';
 import type { ChangeFlags, ListFlags, MigrateFlags } from '../vm/vm-actions.js';
 import type { EventsFlags } from '../vm/vm-events.js';
@@ -27,27 +27,27 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .description('create, list, inspect, start, stop, restart and delete VMs')
     .addHelpText('after', examples('drover vm create -f web-1.json', 'drover vm list status=RUNNING', 'drover vm stop web-1 --wait'));
 
-  addGlobalOptions(
+  addApiOptions(addGlobalOptions(
     vm
       .command('create')
       .description('create a VM from a JSON record (fills uuid, spec defaults and status REQUESTED_NEW); prints its uuid')
       .requiredOption('-f, --file <file>', 'the JSON VM record, or - for stdin'),
-  )
+  ))
     .addHelpText('after', examples('drover vm create -f web-1.json', 'drover vm create -f - < web-1.json', 'drover vm create -f web-1.json --json'))
     .action(async (flags: GlobalFlags & { file: string }) => (await actions()).createAction(ctx, flags));
 
-  addGlobalOptions(
+  addApiOptions(addGlobalOptions(
     vm
       .command('list')
       .description('list VMs as a table sorted by name; each FILTER is field=value, and all must match')
       .argument('[filters...]', 'field=value, e.g. status=RUNNING host=hv1 spec.vcpus=2 (host= matches no host)')
       .option('-o, --output <fields>', `columns, comma-separated: any field or dotted path (default ${DEFAULT_VM_COLUMNS.join(',')})`)
       .option('-H, --no-header', 'omit the header line'),
-  )
+  ))
     .addHelpText('after', examples('drover vm list', 'drover vm list -H -o uuid status=STOP', 'drover vm list -o name,spec.memory,runtime.pid host=hv1', 'drover vm list --json'))
     .action(async (filters: string[], flags: ListFlags) => (await actions()).listAction(ctx, filters, flags));
 
-  addGlobalOptions(vm.command('get').description('print one VM record as pretty JSON').argument('<vm>', VM_ARG))
+  addApiOptions(addGlobalOptions(vm.command('get').description('print one VM record as pretty JSON').argument('<vm>', VM_ARG)))
     .addHelpText('after', examples('drover vm get web-1', 'drover vm get 2b0c'))
     .action(async (ref: string, flags: GlobalFlags) => (await actions()).getAction(ctx, ref, flags));
 
@@ -109,7 +109,7 @@ function registerStatusChanges(vm: Command, ctx: CliContext): void {
   for (const { action, description, goal } of CHANGES) {
     const cmd = vm.command(action).description(description).argument('<vm>', VM_ARG).addOption(waitOption(goal));
     if (action === 'stop') cmd.option('-F, --force', 'skip the graceful power-down (sets force_stop: true)');
-    addGlobalOptions(cmd)
+    addApiOptions(addGlobalOptions(cmd))
       .addHelpText('after', examples(`drover vm ${action} web-1`, `drover vm ${action} 2b0c --wait`, `drover vm ${action} web-1 --wait=30 --json`))
       .action(async (ref: string, flags: ChangeFlags) => (await actions()).changeAction(ctx, action, ref, flags));
   }

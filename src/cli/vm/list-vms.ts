@@ -2,15 +2,20 @@
 import type { StoredVm } from '../../store/vm-repository.js';
 import { VM_FIELD_ALIASES } from '../output/columns.js';
 import { formatCell, getField, matchesFilters, pickFields, type FieldFilter, type JsonObject } from '../output/fields.js';
-import { vmName, vmObject } from '../../vm-ops/vm-view.js';
+import { vmObject } from '../../vm-ops/vm-view.js';
 
 export function vmField(field: string): string {
   return VM_FIELD_ALIASES[field] ?? field;
 }
 
 export function selectVms(vms: readonly StoredVm[], filters: readonly FieldFilter[]): JsonObject[] {
-  return vms
-    .map((vm) => ({ name: vmName(vm) ?? '', obj: vmObject(vm) }))
+  return selectObjects(vms.map(vmObject), filters);
+}
+
+/** Filters and sorts records by name (then uuid): the same order through etcd or the API. */
+export function selectObjects(objects: readonly JsonObject[], filters: readonly FieldFilter[]): JsonObject[] {
+  return objects
+    .map((obj) => ({ name: typeof obj.name === 'string' ? obj.name : '', obj }))
     .filter((v) => matchesFilters(v.obj, filters, vmField))
     .sort((a, b) => (a.name === b.name ? String(a.obj.uuid).localeCompare(String(b.obj.uuid)) : a.name < b.name ? -1 : 1))
     .map((v) => v.obj);

@@ -14,7 +14,8 @@ import { withStore } from '../store-session.js';
 import { waitSeconds } from '../wait-option.js';
 import { changeStatus } from '../../vm-ops/change-status.js';
 import { createVm } from '../../vm-ops/create-vm.js';
-import { selectVms, vmJson, vmRows } from './list-vms.js';
+import { selectObjects, selectVms, vmJson, vmRows } from './list-vms.js';
+import { changeThroughApi, createThroughApi, getThroughApi, listThroughApi } from './vm-through-api.js';
 import { resolveVm } from '../../vm-ops/resolve-vm.js';
 import type { VmAction } from '../../vm-ops/status-plan.js';
 import { formatVmLog, readVmLog } from './vm-log.js';
@@ -33,7 +34,7 @@ export interface ChangeFlags extends GlobalFlags {
 export async function createAction(ctx: CliContext, flags: GlobalFlags & { file: string }): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const input = await readJsonInput(ctx.io, flags.file);
-  const record = await withStore(opts, (store) => createVm(store, input));
+  const record = opts.api ? await createThroughApi(opts.api, input) : await withStore(opts, (store) => createVm(store, input));
   if (opts.json) printJson(ctx.io, record);
   else printLine(ctx.io, String(record.uuid));
 }
@@ -42,8 +43,9 @@ export async function listAction(ctx: CliContext, filterWords: readonly string[]
   const opts = resolveGlobalOptions(flags, ctx.env);
   const filters = parseFilters(filterWords);
   const columns = flags.output !== undefined ? parseColumns(flags.output) : null;
-  const { vms } = await withStore(opts, (store) => store.vms.list());
-  const objects = selectVms(vms, filters);
+  const objects = opts.api
+    ? selectObjects(await listThroughApi(opts.api), filters)
+    : selectVms((await withStore(opts, (store) => store.vms.list())).vms, filters);
   if (opts.json) return printJson(ctx.io, vmJson(objects, columns));
   const cols = columns ?? DEFAULT_VM_COLUMNS;
   ctx.io.stdout.write(formatTable(cols, vmRows(objects, cols), { header: flags.header }));
@@ -51,6 +53,7 @@ export async function listAction(ctx: CliContext, filterWords: readonly string[]
 
 export async function getAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
+  if (opts.api) return printJson(ctx.io, await getThroughApi(opts.api, ref));
   const found = await withStore(opts, (store) => resolveVm(store.vms, ref));
   try {
     printJson(ctx.io, JSON.parse(found.raw));
@@ -65,9 +68,11 @@ const REACHED: Readonly<Record<VmAction, string>> = { start: 'is running', stop:
 export async function changeAction(ctx: CliContext, action: VmAction, ref: string, flags: ChangeFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const wait = waitSeconds(flags.wait);
-  const result = await withStore(opts, (store) =>
-    changeStatus(store, { action, ref, force: flags.force === true, waitSeconds: wait, onProgress: (line) => printProgress(ctx.io, line) }),
-  );
+  const result = opts.api
+    ? await changeThroughApi(opts.api, action, ref, flags.force === true, wait)
+    : await withStore(opts, (store) =>
+        changeStatus(store, { action, ref, force: flags.force === true, waitSeconds: wait, onProgress: (line) => printProgress(ctx.io, line) }),
+      );
   if (opts.json) return printJson(ctx.io, result.record ?? { uuid: result.uuid, deleted: true });
   const { plan, label } = result;
   if (wait !== null) return printLine(ctx.io, `VM ${label} ${REACHED[action]}.`);
