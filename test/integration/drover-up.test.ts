@@ -23,7 +23,8 @@ describe('drover up', () => {
   it('starts etcd and the agent, boots the demo VM, says where to look, and stops cleanly on Ctrl-C', async () => {
     dir = await mkdtemp(join(tmpdir(), 'drover-up-'));
     const port = await freePort();
-    const child = spawn(DROVER_BIN, ['up', '--state-dir', dir, '--etcd-port', String(port), '--accel', 'tcg', '--demo', '--stop-vms', '--name', 'laptop'], {
+    const apiPort = await freePort();
+    const child = spawn(DROVER_BIN, ['up', '--state-dir', dir, '--etcd-port', String(port), '--api-listen', `127.0.0.1:${apiPort}`, '--accel', 'tcg', '--demo', '--stop-vms', '--name', 'laptop'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -36,6 +37,19 @@ describe('drover up', () => {
         throw new Error(`${(err as Error).message}; drover up printed:\n${out.split('\n').slice(-40).join('\n')}`);
       });
       assert.match(out, /demo VM is RUNNING/);
+      // The one-time login link signs in once, as admin, and never again.
+      const link = new RegExp(`http://127\\.0\\.0\\.1:${apiPort}/#login=(drl_[A-Za-z0-9_-]+)`).exec(out);
+      assert.ok(link, `a login link is printed:\n${out}`);
+      const login = () => fetch(`http://127.0.0.1:${apiPort}/api/v1/login`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: link[1] }) });
+      const first = await login();
+      assert.equal(first.status, 200);
+      assert.equal(((await first.json()) as { user: string }).user, 'admin');
+      const cookie = first.headers.get('set-cookie') ?? '';
+      assert.match(cookie, /HttpOnly/i);
+      const vmsWithCookie = await fetch(`http://127.0.0.1:${apiPort}/api/v1/vms`, { headers: { cookie: cookie.split(';')[0] as string } });
+      assert.equal(vmsWithCookie.status, 200);
+      assert.equal(((await vmsWithCookie.json()) as { items: Array<{ name: string }> }).items[0]?.name, 'demo');
+      assert.equal((await login()).status, 401, 'the link works once');
       assert.match(out, /bin\/drover vm list/);
       assert.match(out, /serial console/);
       const { stdout } = await run(DROVER_BIN, ['vm', 'list', '--json', '--etcd', `http://127.0.0.1:${port}`]);
