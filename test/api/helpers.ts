@@ -52,7 +52,7 @@ async function request(url: string, token: string | null, method: string, path: 
   }
   const res = await fetch(`${url}${path}`, { method, headers: h, body: payload });
   const text = await res.text();
-  let parsed: Answer['body'] = {};
+  let parsed: Answer['body'];
   try {
     parsed = text ? (JSON.parse(text) as Answer['body']) : {};
   } catch {
