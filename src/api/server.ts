@@ -13,14 +13,17 @@ import { registerAuthHook } from './auth-hook.js';
 import type { ApiDeps } from './context.js';
 import { handleError } from './errors.js';
 import { open } from './route-options.js';
+import { registerCatalogRoutes } from './routes/catalog.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerHealthRoute } from './routes/health.js';
 import { registerHostRoutes } from './routes/hosts.js';
 import { registerLoginRoutes } from './routes/login.js';
 import { registerRootPage } from './routes/root-page.js';
+import { registerStatsRoutes } from './routes/stats.js';
 import { registerUserRoutes } from './routes/users.js';
 import { registerVmActionRoutes } from './routes/vm-actions.js';
 import { registerVmRoutes } from './routes/vms.js';
+import { registerVmSnapshotRoutes } from './routes/vm-snapshots.js';
 
 /** Bodies are small JSON documents; anything larger is refused with 413. */
 export const BODY_LIMIT = 256 * 1024;
@@ -53,8 +56,11 @@ export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; ke
   registerLoginRoutes(app, deps);
   registerVmRoutes(app, deps);
   registerVmActionRoutes(app, deps);
+  registerVmSnapshotRoutes(app, deps);
   registerEventRoutes(app, deps);
   registerHostRoutes(app, deps);
+  registerStatsRoutes(app, deps);
+  registerCatalogRoutes(app, deps);
   registerUserRoutes(app, deps);
   registerRootPage(app);
   return app;

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyMigration, describeMigration, planMigration, targetProblem } from '../../src/cli/vm/migrate-vm.js';
+import { applyMigration, describeMigration, planMigration, targetProblem } from '../../src/vm-ops/migrate-vm.js';
 import type { StoredHost } from '../../src/store/host-repository.js';
 
 describe('vm migrate: the plan from the record', () => {

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { planSnapshotRequest } from '../../src/cli/vm/snapshot-plan.js';
+import { planSnapshotRequest } from '../../src/vm-ops/snapshot-plan.js';
 import type { SnapshotOp } from '../../src/contract/snapshot.js';
 
 const now = new Date('2026-11-22T09:00:00Z');

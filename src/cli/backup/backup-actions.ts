@@ -28,7 +28,7 @@ import { ProgressBar, formatBytes } from '../output/progress.js';
 import { formatTable } from '../output/table.js';
 import { withStore } from '../store-session.js';
 import { resolveVm } from '../../vm-ops/resolve-vm.js';
-import { requestSnapshot } from '../vm/snapshot-vm.js';
+import { requestSnapshot } from '../../vm-ops/snapshot-vm.js';
 import { requireOverlays, stateDirOption, vmDiskFiles, vmDisks, type VmDiskFile } from './backup-disks.js';
 import { resolveS3Settings, resolveTransferSettings, type S3Flags } from './s3-options.js';
 

@@ -16,7 +16,7 @@ import { ClusterView } from '../../scheduler/cluster-view.js';
 import { placeVm, type PlacementPolicy } from '../../scheduler/place-vm.js';
 import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
 import type { StoreSession } from '../store-session.js';
-import { applyMigration, followMigration, planMigration } from '../vm/migrate-vm.js';
+import { applyMigration, followMigration, planMigration } from '../../vm-ops/migrate-vm.js';
 import { vmLabel } from '../../vm-ops/vm-view.js';
 
 /** The scheduler's defaults, from its config schema; the CLI does not read the scheduler's config file. */

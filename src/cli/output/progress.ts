@@ -10,14 +10,7 @@
  * follows a transfer that speeds up or slows down.
  */
 
-/** Wraps a line printer so that a line equal to the previous one is not printed again. */
-export function changesOnly(print: (line: string) => void): (line: string) => void {
-  let last: string | undefined;
-  return (line) => {
-    if (line !== last) print(line);
-    last = line;
-  };
-}
+export { changesOnly } from '../../lib/changes-only.js';
 
 export interface ProgressSnapshot {
   label: string;

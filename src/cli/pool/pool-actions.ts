@@ -16,7 +16,7 @@ import { printJson, printLine } from '../output/print.js';
 import { formatTable } from '../output/table.js';
 import { readJsonInput } from '../read-input.js';
 import { withStore, type StoreSession } from '../store-session.js';
-import { preparePoolRecord } from './prepare-pool.js';
+import { preparePoolRecord } from '../../vm-ops/prepare-pool.js';
 
 export interface CreateFlags extends GlobalFlags {
   file: string;

@@ -9,7 +9,7 @@ import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
 import { printJson, printLine, printProgress } from '../output/print.js';
 import { formatTable } from '../output/table.js';
 import { withStore } from '../store-session.js';
-import { listSnapshots, requestSnapshot } from './snapshot-vm.js';
+import { listSnapshots, requestSnapshot } from '../../vm-ops/snapshot-vm.js';
 
 export interface SnapshotFlags extends GlobalFlags {
   /** true/number: --wait; false: --no-wait; undefined: the default (wait). */

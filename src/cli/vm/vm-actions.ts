@@ -19,7 +19,7 @@ import { changeThroughApi, createThroughApi, getThroughApi, listThroughApi } fro
 import { resolveVm } from '../../vm-ops/resolve-vm.js';
 import type { VmAction } from '../../vm-ops/status-plan.js';
 import { formatVmLog, readVmLog } from './vm-log.js';
-import { migrateVm } from './migrate-vm.js';
+import { migrateVm } from '../../vm-ops/migrate-vm.js';
 
 export interface ListFlags extends GlobalFlags {
   output?: string;

@@ -8,14 +8,14 @@
  * is moved cold (only `host` changes). `--wait` follows the record,
  * printing progress, until the migration completes or fails.
  */
-import { DroverError } from '../../lib/errors.js';
-import type { StoredHost } from '../../store/host-repository.js';
-import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
-import { changesOnly } from '../output/progress.js';
-import type { StoreSession } from '../store-session.js';
-import { resolveVm } from '../../vm-ops/resolve-vm.js';
-import { vmLabel } from '../../vm-ops/vm-view.js';
-import { followRecord } from '../../vm-ops/wait-for-goal.js';
+import { DroverError } from '../lib/errors.js';
+import type { HostRepository, StoredHost } from '../store/host-repository.js';
+import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
+import { changesOnly } from '../lib/changes-only.js';
+import type { VmStore } from './vm-store.js';
+import { resolveVm } from './resolve-vm.js';
+import { vmLabel } from './vm-view.js';
+import { followRecord } from './wait-for-goal.js';
 
 export type MigrationPlan =
   | { kind: 'live' }
@@ -70,6 +70,8 @@ export interface MigrateRequest {
   /** Seconds to wait for the end of a live migration, or null for no wait. */
   waitSeconds: number | null;
   onProgress(line: string): void;
+  /** Called with the newest record before each write attempt; throws to refuse (the API's owner check). */
+  authorize?(record: JsonObject): void;
 }
 
 export interface MigrateResult {
@@ -77,9 +79,11 @@ export interface MigrateResult {
   label: string;
   plan: Exclude<MigrationPlan, { kind: 'refuse' }>;
   record: JsonObject | null;
+  /** The etcd revision written; null when nothing was. */
+  revision: string | null;
 }
 
-export async function migrateVm(store: StoreSession, req: MigrateRequest): Promise<MigrateResult> {
+export async function migrateVm(store: VmStore & { readonly hosts: HostRepository }, req: MigrateRequest): Promise<MigrateResult> {
   const found = await resolveVm(store.vms, req.ref);
   const label = vmLabel(found);
   const memory = Number((rawObject(found.raw)?.spec as JsonObject | undefined)?.memory ?? 0);
@@ -92,6 +96,7 @@ export async function migrateVm(store: StoreSession, req: MigrateRequest): Promi
     seen = current;
     const obj = rawObject(current.raw);
     if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
+    req.authorize?.(obj);
     plan = planMigration(obj, req.to);
     return plan.kind === 'live' || plan.kind === 'cold' ? applyMigration(obj, plan, req.to, new Date()) : null;
   });
@@ -103,7 +108,7 @@ export async function migrateVm(store: StoreSession, req: MigrateRequest): Promi
     req.onProgress(`VM ${label}: migration to ${req.to} requested`);
     record = await followMigration(store, { key: seen.key, label, to: req.to, afterRevision: seen.modRevision, timeoutMs: req.waitSeconds * 1000, onProgress: req.onProgress });
   }
-  return { uuid: found.uuid, label, plan: decided, record };
+  return { uuid: found.uuid, label, plan: decided, record, revision: written?.modRevision ?? null };
 }
 
 export interface FollowMigration {
@@ -116,7 +121,7 @@ export interface FollowMigration {
 }
 
 /** Follows a live migration until the record has moved to `to` (resolves) or says it failed (rejects). */
-export function followMigration(store: StoreSession, req: FollowMigration): Promise<JsonObject> {
+export function followMigration(store: VmStore, req: FollowMigration): Promise<JsonObject> {
   let state = 'requested';
   const say = changesOnly((line) => req.onProgress(line));
   return followRecord<JsonObject>(store.kv, {

@@ -6,15 +6,15 @@
  * a running VM is followed until the VM runs again.
  */
 import { randomBytes } from 'node:crypto';
-import { describeSnapshotOp, type SnapshotOp } from '../../contract/snapshot.js';
-import { DroverError } from '../../lib/errors.js';
-import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
-import { changesOnly } from '../output/progress.js';
-import type { StoreSession } from '../store-session.js';
-import { resolveVm } from '../../vm-ops/resolve-vm.js';
+import { describeSnapshotOp, type SnapshotOp } from '../contract/snapshot.js';
+import { DroverError } from '../lib/errors.js';
+import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
+import { changesOnly } from '../lib/changes-only.js';
+import type { VmStore } from './vm-store.js';
+import { resolveVm } from './resolve-vm.js';
 import { planSnapshotRequest, type SnapshotPlan } from './snapshot-plan.js';
-import { vmLabel } from '../../vm-ops/vm-view.js';
-import { followRecord } from '../../vm-ops/wait-for-goal.js';
+import { vmLabel } from './vm-view.js';
+import { followRecord } from './wait-for-goal.js';
 
 export interface SnapshotCommand {
   op: SnapshotOp;
@@ -23,6 +23,8 @@ export interface SnapshotCommand {
   /** Seconds to wait for the outcome, or null to return once the request is written. */
   waitSeconds: number | null;
   onProgress(line: string): void;
+  /** Called with the newest record before each write attempt; throws to refuse (the API's owner check). */
+  authorize?(record: JsonObject): void;
 }
 
 export interface SnapshotResult {
@@ -32,9 +34,11 @@ export interface SnapshotResult {
   request: JsonObject;
   /** The record after the wait (or as written). */
   record: JsonObject;
+  /** The etcd revision of the request's write. */
+  revision: string;
 }
 
-export async function requestSnapshot(store: StoreSession, cmd: SnapshotCommand): Promise<SnapshotResult> {
+export async function requestSnapshot(store: VmStore, cmd: SnapshotCommand): Promise<SnapshotResult> {
   const found = await resolveVm(store.vms, cmd.ref);
   const label = vmLabel(found);
   const id = randomBytes(6).toString('hex');
@@ -44,6 +48,7 @@ export async function requestSnapshot(store: StoreSession, cmd: SnapshotCommand)
     seen = current;
     const obj = rawObject(current.raw);
     if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
+    cmd.authorize?.(obj);
     plan = planSnapshotRequest(obj, { op: cmd.op, name: cmd.name, id, now: new Date(), label });
     return plan.kind === 'write' ? { ...obj, snapshot_request: plan.request } : null;
   });
@@ -55,7 +60,7 @@ export async function requestSnapshot(store: StoreSession, cmd: SnapshotCommand)
     cmd.onProgress(`VM ${label}: snapshot ${describeSnapshotOp(cmd.op, cmd.name)} requested`);
     record = await followSnapshot(store, { key: seen.key, label, id, op: cmd.op, name: cmd.name, afterRevision: seen.modRevision, timeoutMs: cmd.waitSeconds * 1000, onProgress: cmd.onProgress });
   }
-  return { uuid: found.uuid, label, request: (record.snapshot_request as JsonObject | undefined) ?? decided.request, record };
+  return { uuid: found.uuid, label, request: (record.snapshot_request as JsonObject | undefined) ?? decided.request, record, revision: written.modRevision };
 }
 
 interface Follow {
@@ -70,7 +75,7 @@ interface Follow {
 }
 
 /** Follows the request until the agent says done (and a rolled-back running VM runs again) or failed. */
-function followSnapshot(store: StoreSession, f: Follow): Promise<JsonObject> {
+function followSnapshot(store: VmStore, f: Follow): Promise<JsonObject> {
   const what = `snapshot ${describeSnapshotOp(f.op, f.name)}`;
   let state = 'requested';
   const say = changesOnly((line) => f.onProgress(`VM ${f.label}: ${line}`));
@@ -116,7 +121,7 @@ export interface SnapshotListing {
   request: JsonObject | null;
 }
 
-export async function listSnapshots(store: StoreSession, ref: string): Promise<SnapshotListing> {
+export async function listSnapshots(store: VmStore, ref: string): Promise<SnapshotListing> {
   const found = await resolveVm(store.vms, ref);
   const obj = rawObject(found.raw) ?? {};
   const snapshots = Array.isArray(obj.snapshots) ? (obj.snapshots as JsonObject[]).filter((s) => typeof s === 'object' && s !== null) : [];

@@ -5,10 +5,10 @@
  * `status` (the scheduler's). Fields we do not know are kept. Checked with
  * the contract's schema; nothing is written when it fails.
  */
-import { DEFAULT_BACKOFF_SECONDS, DEFAULT_FIZZLE_SECONDS, POOL_SPEC_DEFAULTS, poolRecordSchema } from '../../contract/pool-record.js';
-import { describeIssues } from '../../contract/vm-record.js';
-import { DroverError } from '../../lib/errors.js';
-import type { JsonObject } from '../../store/vm-repository.js';
+import { DEFAULT_BACKOFF_SECONDS, DEFAULT_FIZZLE_SECONDS, POOL_SPEC_DEFAULTS, poolRecordSchema } from '../contract/pool-record.js';
+import { describeIssues } from '../contract/vm-record.js';
+import { DroverError } from '../lib/errors.js';
+import type { JsonObject } from '../store/vm-repository.js';
 
 function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

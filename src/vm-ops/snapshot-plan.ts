@@ -6,9 +6,9 @@
  * `snapshots`, a request already under way); the agent checks again against
  * the disks themselves, which only it can read.
  */
-import { rawDiskProblem, snapshotNameProblem, type SnapshotOp } from '../../contract/snapshot.js';
-import type { ErrorCode } from '../../lib/errors.js';
-import type { JsonObject } from '../../store/vm-repository.js';
+import { rawDiskProblem, snapshotNameProblem, type SnapshotOp } from '../contract/snapshot.js';
+import type { ErrorCode } from '../lib/errors.js';
+import type { JsonObject } from '../store/vm-repository.js';
 
 export type SnapshotPlan = { kind: 'write'; request: JsonObject } | { kind: 'refuse'; code: ErrorCode; reason: string };
 
