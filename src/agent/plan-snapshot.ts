@@ -22,7 +22,7 @@ import {
   type SnapshotRequest,
 } from '../contract/snapshot.js';
 import type { VmRecord } from '../contract/vm-record.js';
-import type { EventSpec, RecordPatch } from './plan-vm.js';
+import type { EventSpec, RecordPatch } from './plan-step.js';
 
 export type SnapshotStep =
   /** Check the request against what the disks hold, then accept it (`running`) or fail it. */

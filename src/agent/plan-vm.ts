@@ -6,33 +6,15 @@
  * whatever event woke the worker. Unit-tested with tables in
  * test/unit/plan-vm.test.ts; the state machine is drawn in ARCHITECTURE.md.
  */
-import type { EventCode, EventLevel } from '../contract/event.js';
+import type { EventCode } from '../contract/event.js';
 import type { VmStatus } from '../contract/status.js';
-import type { SnapshotRequest } from '../contract/snapshot.js';
-import type { Migration, VmRecord } from '../contract/vm-record.js';
+import type { VmRecord } from '../contract/vm-record.js';
 import type { VmExit, VmObservation } from '../hypervisor/hypervisor.js';
 import type { StoredVm } from '../store/vm-repository.js';
 import { planSnapshotWork, rollbackUnderWay, type SnapshotStep } from './plan-snapshot.js';
+import type { EventSpec, RecordPatch } from './plan-step.js';
 
-export interface EventSpec {
-  level: EventLevel;
-  event: EventCode;
-  message: string;
-  /** Also send it by e-mail. */
-  email: boolean;
-}
-
-/** Fields the agent writes into the record. `null` removes a field. */
-export interface RecordPatch {
-  status: VmStatus;
-  error?: string;
-  runtime?: null;
-  force_stop?: null;
-  /** Fields merged into the record's `migration`. */
-  migration?: Partial<Migration>;
-  /** Fields merged into the record's `snapshot_request` (docs/snapshots.md). */
-  snapshot_request?: Partial<SnapshotRequest>;
-}
+export type { EventSpec, RecordPatch } from './plan-step.js';
 
 export type StartCause = 'request' | 'restart' | 'crash' | 'poweroff' | 'missing';
 

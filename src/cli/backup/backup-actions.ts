@@ -22,7 +22,7 @@ import { createS3Client } from '../../storage/s3/client.js';
 import { VmRepository, rawObject, type StoredVm } from '../../store/vm-repository.js';
 import type { CliContext } from '../context.js';
 import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
-import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from '../commands/vm-snapshot.js';
+import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from '../vm/snapshot-wait.js';
 import { printJson, printLine, printProgress } from '../output/print.js';
 import { ProgressBar, formatBytes } from '../output/progress.js';
 import { formatTable } from '../output/table.js';

@@ -7,10 +7,10 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { SnapshotFlags } from '../vm/snapshot-actions.js';
+import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from '../vm/snapshot-wait.js';
 
 const VM_ARG = 'full uuid, unique uuid prefix (4+ characters) or name';
 const NAME_ARG = 'snapshot name: 1 to 64 letters, digits and "-_.:", not all digits';
-export const DEFAULT_SNAPSHOT_WAIT_SECONDS = 300;
 
 const actions = () => import('../vm/snapshot-actions.js');
 

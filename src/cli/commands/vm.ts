@@ -76,7 +76,7 @@ A live migration needs every disk on storage both hosts share (config shared_sto
     .addHelpText('after', examples('drover vm log web-1', 'drover vm log web-1 --json'))
     .action(async (ref: string, flags: GlobalFlags) => (await actions()).logAction(ctx, ref, flags));
 
-  addGlobalOptions(
+  addApiOptions(addGlobalOptions(
     vm
       .command('events')
       .description('show the cluster event log (P/log/) oldest first; with -f, keep printing new events until Ctrl-C')
@@ -88,7 +88,7 @@ A live migration needs every disk on storage both hosts share (config shared_sto
         return Number(v);
       })
       .option('--since <time>', 'only events at or after an ISO time, or this long ago (90s, 10m, 2h, 1d)'),
-  )
+  ))
     .addHelpText(
       'after',
       `${examples('drover vm events', 'drover vm events -f', 'drover vm events web-1 --level warn', 'drover vm events -f -n 0 --json', 'drover vm events --since 1h')}

@@ -3,7 +3,7 @@
  * (loaded on demand by commands/vm-snapshot.ts).
  */
 import { describeSnapshotOp, type SnapshotOp } from '../../contract/snapshot.js';
-import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from '../commands/vm-snapshot.js';
+import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from './snapshot-wait.js';
 import type { CliContext } from '../context.js';
 import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
 import { printJson, printLine, printProgress } from '../output/print.js';

@@ -16,9 +16,8 @@ import { catchInterrupt, type Interrupt } from '../interrupt.js';
 import { withStore, type StoreSession } from '../store-session.js';
 import { selectVm } from '../../vm-ops/resolve-vm.js';
 import { eventLine } from './vm-log.js';
+import { levelRank, matchesEvent, type EventFilter } from './event-filter.js';
 import { vmName } from '../../vm-ops/vm-view.js';
-
-export const EVENT_LEVELS: readonly EventLevel[] = ['info', 'warn', 'error'];
 
 export interface EventsFlags extends GlobalFlags {
   follow?: boolean;
@@ -36,11 +35,6 @@ export function parseSince(text: string, now: Date): Date {
   return new Date(t);
 }
 
-/** An event's level as a rank; an unknown level counts as info. */
-function levelRank(level: unknown): number {
-  return Math.max(0, EVENT_LEVELS.indexOf(level as EventLevel));
-}
-
 const FULL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The VM's uuid: a full uuid is taken as it is (a deleted VM's events stay in the log), else resolved. */
@@ -48,17 +42,6 @@ function vmUuid(vms: readonly StoredVm[], ref: string): string {
   return FULL_UUID.test(ref.trim()) ? ref.trim().toLowerCase() : selectVm(vms, ref).uuid;
 }
 
-export interface EventFilter {
-  vm?: string;
-  minLevel: number;
-  since: Date | null;
-}
-
-export function matchesEvent(e: StoredEvent, f: EventFilter): boolean {
-  if (f.vm !== undefined && e.vm !== f.vm) return false;
-  if (levelRank(e.level) < f.minLevel) return false;
-  return f.since === null || Date.parse(String(e.ts)) >= f.since.getTime();
-}
 
 export async function eventsAction(ctx: CliContext, ref: string | undefined, flags: EventsFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
@@ -66,7 +49,16 @@ export async function eventsAction(ctx: CliContext, ref: string | undefined, fla
   // Ctrl-C is ours from the start, so one pressed while the log is still being read also exits 0.
   const interrupt = flags.follow === true ? catchInterrupt() : null;
   try {
-    await withStore(opts, (store) => showEvents(ctx, store, ref, flags, { since, json: opts.json, interrupt }));
+    if (opts.api) {
+      const { showEventsThroughApi } = await import('./vm-events-api.js');
+      await showEventsThroughApi(opts.api, {
+        ref,
+        filter: { minLevel: levelRank(flags.level ?? 'info'), since },
+        lines: flags.lines,
+        interrupt,
+        print: (e, label) => void ctx.io.stdout.write(opts.json ? `${JSON.stringify(e)}\n` : `${eventLine(e, ref === undefined ? (label ?? '-') : undefined)}\n`),
+      });
+    } else await withStore(opts, (store) => showEvents(ctx, store, ref, flags, { since, json: opts.json, interrupt }));
   } finally {
     interrupt?.dispose();
   }
