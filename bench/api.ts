@@ -149,7 +149,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < N_STARTS * 2; i++) {
       const uuid = randomUUID();
       const disk = await makeHaltDisk(root, uuid);
-      const rec: Json = { name: `start-${i}`, host: HOST, spec: { vcpus: 1, memory: 64, disks: [{ path: disk, format: 'raw' }], vnc: 'none' } };
+      const rec: Json = { name: `start-${i}`, host: HOST, spec: { vcpus: 1, memory: 64, disks: [{ path: disk, format: 'raw' }], vnc: 'none', stop_timeout: 0 } };
       const t0 = performance.now();
       if (i % 2 === 0) {
         const res = await fetch(`${base}/vms`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...rec, uuid }) });

@@ -13,6 +13,7 @@ import type { KvStore } from '../store/kv-store.js';
 import type { VmRepository } from '../store/vm-repository.js';
 import type { LoginPolicy, Principal } from '../auth/authenticate.js';
 import type { Privilege } from '../auth/privileges.js';
+import type { VmIndex } from './vm-index.js';
 
 export interface ApiStore {
   readonly keys: KeySpace;
@@ -39,6 +40,8 @@ export interface ApiSettings {
 
 export interface ApiDeps {
   readonly store: ApiStore;
+  /** Every VM record, kept by an etcd watch (vm-index.ts): what lists are served from. */
+  readonly vmIndex: VmIndex;
   readonly settings: ApiSettings;
   readonly logger: Logger;
   readonly now: () => Date;

@@ -3,10 +3,10 @@
  * may see (pure: the route hands in what VmAccess read).
  */
 import { DroverError } from '../lib/errors.js';
-import type { JsonObject, StoredVm } from '../store/vm-repository.js';
-import { vmObject } from '../vm-ops/vm-view.js';
+import type { JsonObject } from '../store/vm-repository.js';
 import type { z } from 'zod';
 import type { vmListQuery } from './schemas.js';
+import type { IndexedVm } from './vm-index.js';
 
 export type ListQuery = z.infer<typeof vmListQuery>;
 
@@ -52,14 +52,14 @@ function compare(a: Key, b: Key): number {
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0;
 }
 
-export function pageVms(vms: readonly StoredVm[], q: ListQuery): VmPage {
+/** `vms` come sorted by name, then uuid (VmIndex.all): sorting by name costs nothing. */
+export function pageVms(vms: readonly IndexedVm[], q: ListQuery): VmPage {
   const desc = q.sort.startsWith('-');
   const field = desc ? q.sort.slice(1) : q.sort;
-  const rows = vms
-    .map(vmObject)
-    .filter((o) => matches(o, q))
-    .map((obj) => ({ obj, key: [text(obj[field]), String(obj.uuid)] as Key }));
-  rows.sort((a, b) => (desc ? -compare(a.key, b.key) : compare(a.key, b.key)));
+  const rows: { obj: JsonObject; key: Key }[] = [];
+  for (const v of vms) if (matches(v.obj, q)) rows.push({ obj: v.obj, key: [text(v.obj[field]), v.vm.uuid] });
+  if (field !== 'name') rows.sort((a, b) => compare(a.key, b.key));
+  if (desc) rows.reverse();
   let start = 0;
   if (q.cursor !== undefined) {
     const after = decodeCursor(q.cursor);

@@ -16,6 +16,7 @@ import { KvStore } from '../store/kv-store.js';
 import { VmRepository } from '../store/vm-repository.js';
 import type { ApiDeps, ApiSettings } from './context.js';
 import { buildApi } from './server.js';
+import { VmIndex } from './vm-index.js';
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:7070';
 
@@ -58,8 +59,16 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const client = createEtcdClient(opts.endpoints);
   const keys = keySpace(opts.prefix);
   const kv = new KvStore(client);
+  const vmIndex = new VmIndex(kv, keys, opts.logger);
+  try {
+    await vmIndex.start();
+  } catch (err) {
+    client.close();
+    throw err;
+  }
   const deps: ApiDeps = {
     store: { keys, kv, vms: new VmRepository(kv, keys), events: new EventLog(kv, keys), hosts: new HostRepository(kv, keys), auth: new AuthRepository(kv, keys) },
+    vmIndex,
     settings: {
       bootDirs: opts.bootDirs ?? [],
       tls: https !== undefined,
@@ -76,6 +85,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   try {
     await app.listen({ host, port });
   } catch (err) {
+    await vmIndex.stop();
     client.close();
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EACCES' ? 'permission denied' : errorMessage(err);
@@ -91,6 +101,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     deps,
     stop: async () => {
       await app.close();
+      await vmIndex.stop();
       client.close();
     },
   };

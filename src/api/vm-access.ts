@@ -10,6 +10,7 @@ import { DroverError } from '../lib/errors.js';
 import { rawObject, type StoredVm } from '../store/vm-repository.js';
 import { selectVm } from '../vm-ops/resolve-vm.js';
 import type { ApiStore } from './context.js';
+import type { IndexedVm, VmIndex } from './vm-index.js';
 
 const FULL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -38,9 +39,18 @@ export function ownerGuard(principal: Principal, ref: string): (record: Record<s
 }
 
 export class VmAccess {
-  constructor(private readonly store: ApiStore) {}
+  constructor(
+    private readonly store: ApiStore,
+    private readonly index: VmIndex,
+  ) {}
 
-  /** Every VM the principal may see. */
+  /** Every VM the principal may see, sorted by name, from the watch-fed index (vm-index.ts). */
+  visible(principal: Principal): readonly IndexedVm[] {
+    const all = this.index.all();
+    return seesAllVms(principal.role) ? all : all.filter((v) => v.owner === principal.user);
+  }
+
+  /** Every VM the principal may see, read from etcd itself. */
   async list(principal: Principal): Promise<{ vms: StoredVm[]; revision: string }> {
     const { vms, revision } = await this.store.vms.list();
     return { vms: seesAllVms(principal.role) ? vms : vms.filter((v) => ownerOf(v) === principal.user), revision };
@@ -57,9 +67,15 @@ export class VmAccess {
       if (vm && canSee(principal, ownerOf(vm))) return vm;
       throw vmNotFound(ref);
     }
-    const { vms } = await this.list(principal);
     try {
-      return selectVm(vms, word);
+      // The index first; a name it does not know yet (just created through
+      // another API process) is looked up in etcd before a 404.
+      try {
+        return selectVm(this.visible(principal).map((v) => v.vm), word);
+      } catch (err) {
+        if (!(err instanceof DroverError && err.code === 'NOT_FOUND')) throw err;
+        return selectVm((await this.list(principal)).vms, word);
+      }
     } catch (err) {
       // selectVm's own sentences name other VMs' uuids when ambiguous; among
       // the caller's own VMs that reveals nothing it could not list itself.

@@ -123,7 +123,7 @@ async function printFirstLogin(auth: AuthRepository, url: string, print: (l: str
   }
   const link = await createLoginLink(auth, 'admin', now);
   print('');
-  print(`Dashboard and API: ${url}`);
+  print(`Web sign-in and API: ${url}`);
   print(`  one-time login (admin, valid ${LINK_TTL_SECONDS / 60} min, works once): ${url}/#login=${link}`);
   print('  a permanent API token:   bin/drover token create --user admin');
   print(`  then:                    curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/vms`);

@@ -39,7 +39,7 @@ function toLogEvent(raw: string, id: string): StoredEvent | null {
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const access = new VmAccess(deps.store);
+  const access = new VmAccess(deps.store, deps.vmIndex);
   const doc = needs('VM.Audit', {
     summary: 'Events: JSON list, or a server-sent event stream (Accept: text/event-stream)',
     description: 'Stream messages: `event: log` (an event record, CONTRACT.md section 5) and `event: vm` ({uuid, record, revision}; record null when deleted); `id` is the etcd revision.',

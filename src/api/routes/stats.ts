@@ -19,7 +19,7 @@ const series = z.object({ points: z.array(z.looseObject({ at: z.string() })), tr
 
 export function registerStatsRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const access = new VmAccess(deps.store);
+  const access = new VmAccess(deps.store, deps.vmIndex);
 
   const hostDoc = needs('Host.Audit', { summary: "A host's recent figures, one point per stats interval (load, memory, storage, VM count)", tags: ['hosts'] });
   r.get('/api/v1/hosts/:name/stats', {

@@ -24,7 +24,7 @@ const ACTIONS: readonly { action: Exclude<VmAction, 'delete'>; privilege: Privil
 ];
 
 export function registerVmActionRoutes(app: FastifyInstance, deps: ApiDeps): void {
-  const access = new VmAccess(deps.store);
+  const access = new VmAccess(deps.store, deps.vmIndex);
   const r = app.withTypeProvider<ZodTypeProvider>();
   for (const { action, privilege, summary } of ACTIONS) {
     const doc = needs(privilege, { summary, tags: ['vms'] });
@@ -50,6 +50,7 @@ export function registerVmActionRoutes(app: FastifyInstance, deps: ApiDeps): voi
           onProgress: () => undefined,
           authorize: ownerGuard(principal, req.params.id),
         });
+        await deps.vmIndex.caughtUp(result.revision);
         if (result.plan.kind === 'write') {
           const owner = typeof result.record?.owner === 'string' ? result.record.owner : undefined;
           await audit(deps, principal, {

@@ -31,7 +31,7 @@ const snapshotParams = vmIdParams.extend({ name: snapshotName });
 const snapshotAnswer = z.object({ uuid: z.string(), request: z.looseObject({}), snapshots: z.array(z.looseObject({})) });
 
 export function registerVmSnapshotRoutes(app: FastifyInstance, deps: ApiDeps): void {
-  const access = new VmAccess(deps.store);
+  const access = new VmAccess(deps.store, deps.vmIndex);
   const r = app.withTypeProvider<ZodTypeProvider>();
 
   const listDoc = needs('VM.Audit', { summary: "A VM's snapshots and its last snapshot request", tags: TAGS });
@@ -56,6 +56,7 @@ export function registerVmSnapshotRoutes(app: FastifyInstance, deps: ApiDeps): v
       onProgress: () => undefined,
       authorize: ownerGuard(principal, req.params.id),
     });
+    await deps.vmIndex.caughtUp(result.revision);
     await audit(deps, principal, { event: 'vm.requested', vm: vm.uuid, owner: typeof result.record.owner === 'string' ? result.record.owner : undefined, revision: result.revision, fields: ['snapshot_request'], message: `${principal.user} asked to ${op} snapshot ${name} of VM ${result.label}.` });
     return { uuid: vm.uuid, request: result.request, snapshots: Array.isArray(result.record.snapshots) ? result.record.snapshots : [] };
   };
@@ -95,6 +96,7 @@ export function registerVmSnapshotRoutes(app: FastifyInstance, deps: ApiDeps): v
         onProgress: () => undefined,
         authorize: ownerGuard(principal, req.params.id),
       });
+      await deps.vmIndex.caughtUp(result.revision);
       if (result.revision) {
         await audit(deps, principal, { event: 'vm.requested', vm: vm.uuid, owner: typeof result.record?.owner === 'string' ? result.record.owner : undefined, revision: result.revision, fields: ['migration'], message: `${principal.user} asked to move VM ${result.label} to ${req.body.to} (${result.plan.kind}).` });
       }

@@ -51,17 +51,14 @@ function changedFields(before: JsonObject, after: JsonObject): string[] {
 }
 
 export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
-  const access = new VmAccess(deps.store);
+  const access = new VmAccess(deps.store, deps.vmIndex);
   const r = app.withTypeProvider<ZodTypeProvider>();
 
   const listDoc = needs('VM.Audit', { summary: 'List VMs', description: 'Filters, sort and cursor paging. A `user` sees only its own VMs.', tags: TAGS });
   r.get('/api/v1/vms', {
     ...listDoc,
     schema: { ...listDoc.schema, querystring: vmListQuery, response: { 200: documents(vmListSchema), 400: documents(errorSchema), 401: documents(errorSchema) } },
-    handler: async (req) => {
-      const { vms } = await access.list(principalOf(req));
-      return pageVms(vms, req.query);
-    },
+    handler: async (req) => pageVms(access.visible(principalOf(req)), req.query),
   });
 
   const getDoc = needs('VM.Audit', { summary: 'Get one VM', description: 'By uuid or name. The ETag is the record\'s etcd mod revision (for If-Match).', tags: TAGS });
@@ -98,6 +95,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const stored = await deps.store.vms.get(uuid);
       const revision = stored?.modRevision;
       await audit(deps, principal, { event: 'vm.requested', vm: uuid, owner: String(created.owner ?? ''), revision, fields: Object.keys(created).sort(), message: `${principal.user} created VM ${String(created.name)}.` });
+      await deps.vmIndex.caughtUp(revision);
       void reply.header('Location', `/api/v1/vms/${uuid}`);
       if (req.query.wait && stored) {
         const done = await waitFor(deps, stored, req.query.wait, req.query.timeout);
@@ -139,6 +137,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
           if (expected !== undefined) return reply.code(412).send({ error: `VM ${vmLabel(current)} changed while it was being written; read it again.`, field: 'If-Match' });
           continue;
         }
+        await deps.vmIndex.caughtUp(written.modRevision);
         const fields = changedFields(before, next);
         await audit(deps, principal, { event: 'vm.requested', vm: current.uuid, owner: String(next.owner ?? ''), revision: written.modRevision, fields, message: `${principal.user} changed ${fields.join(', ') || 'nothing'} of VM ${vmLabel(current)}.` });
         return sendVm(reply, 200, vmObject(written), written.modRevision);
@@ -164,6 +163,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
         onProgress: () => undefined,
         authorize: ownerGuard(principal, req.params.id),
       });
+      await deps.vmIndex.caughtUp(result.revision);
       if (result.revision) await audit(deps, principal, { event: 'vm.requested', vm: vm.uuid, owner: String(rawObject(vm.raw)?.owner ?? ''), revision: result.revision, fields: ['status'], message: `${principal.user} asked to delete VM ${result.label}.` });
       if (result.record === null) return reply.code(200).send({ uuid: vm.uuid, deleted: true as const });
       return sendVm(reply, 202, result.record, result.revision ?? undefined);
