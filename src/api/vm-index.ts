@@ -122,6 +122,12 @@ export class VmIndex {
     return this.byName;
   }
 
+  /** The uuid of a VM with this name, if any (no sort: a scan). */
+  uuidNamed(name: string): string | undefined {
+    for (const v of this.vms.values()) if (v.name === name) return v.vm.uuid;
+    return undefined;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     for (const w of this.waiters) w.done();

@@ -176,6 +176,20 @@ describe('API VMs (real etcd, real HTTP)', () => {
       assert.ok(requested.every((e) => e.vm === uuid && e.requestor && e.token_id));
     }));
 
+  it('lists follow records written straight into etcd (the watch-fed index), including deletions', () =>
+    world(async (w, t) => {
+      const uuid = '5a5a0000-0000-4000-8000-000000000001';
+      await w.kv.put(w.keys.vm(uuid), JSON.stringify({ uuid, name: 'direct-1', owner: 'alice', status: 'STOP', spec: { memory: 64, disks: [{ image: 'debian-12' }] } }));
+      const names = async () => (await w.call(t.alice, 'GET', '/api/v1/vms')).body.items?.map((v) => v.name);
+      const until = async (want: unknown[]) => {
+        for (let i = 0; i < 50 && JSON.stringify(await names()) !== JSON.stringify(want); i++) await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(await names(), want);
+      };
+      await until(['direct-1']);
+      await w.kv.delete(w.keys.vm(uuid));
+      await until([]);
+    }));
+
   it('the event stream is resumable by revision and shows a user only its own VMs', () =>
     world(async (w, t) => {
       const listed = await w.call(t.alice, 'GET', '/api/v1/events');

@@ -11,7 +11,7 @@ import { validateVmRecord } from '../../contract/vm-record.js';
 import { DroverError } from '../../lib/errors.js';
 import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
 import { changeStatus } from '../../vm-ops/change-status.js';
-import { createVm } from '../../vm-ops/create-vm.js';
+import { createVmAt } from '../../vm-ops/create-vm.js';
 import { prepareVmRecord } from '../../vm-ops/prepare-vm.js';
 import { vmLabel, vmObject } from '../../vm-ops/vm-view.js';
 import { waitForGoal } from '../../vm-ops/wait-for-goal.js';
@@ -86,18 +86,18 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       refuseSystemFields(null, body);
       refuseAdminFields(principal, null, body, await bootDirsOf(deps));
       const record = prepareVmRecord(body, randomUUID);
-      const created = await createVm(deps.store, record).catch((err: unknown) => {
+      const findName = async (name: string) => deps.vmIndex.uuidNamed(name);
+      const { record: created, revision } = await createVmAt(deps.store, record, { findName }).catch((err: unknown) => {
         // The name check must not reveal another user's VM (its uuid) to a scoped caller.
         if (err instanceof DroverError && err.code === 'CONFLICT' && principal.role === 'user') throw new DroverError('CONFLICT', `The name ${String(record.name)} is already taken.`);
         throw err;
       });
       const uuid = String(created.uuid);
-      const stored = await deps.store.vms.get(uuid);
-      const revision = stored?.modRevision;
       await audit(deps, principal, { event: 'vm.requested', vm: uuid, owner: String(created.owner ?? ''), revision, fields: Object.keys(created).sort(), message: `${principal.user} created VM ${String(created.name)}.` });
       await deps.vmIndex.caughtUp(revision);
       void reply.header('Location', `/api/v1/vms/${uuid}`);
-      if (req.query.wait && stored) {
+      if (req.query.wait) {
+        const stored: StoredVm = { uuid, key: deps.store.keys.vm(uuid), raw: JSON.stringify(created), modRevision: revision, parsed: { ok: true, value: created as never } };
         const done = await waitFor(deps, stored, req.query.wait, req.query.timeout);
         return sendVm(reply, 201, done ?? created);
       }
