@@ -22,7 +22,7 @@ import { FieldError } from '../errors.js';
 import { mergePatch, pageVms } from '../list-vms.js';
 import { needs } from '../route-options.js';
 import { documents, errorSchema, vmCreateSchema, vmIdParams, vmListQuery, vmListSchema, vmSchema, waitQuery } from '../schemas.js';
-import { bootDirsOf } from '../boot-dirs.js';
+import { bootDirsFor } from '../boot-dirs.js';
 import { ownerGuard, VmAccess } from '../vm-access.js';
 
 const TAGS = ['vms'];
@@ -84,7 +84,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const body = { ...(req.body as JsonObject) };
       if (body.owner === undefined) body.owner = principal.user;
       refuseSystemFields(null, body);
-      refuseAdminFields(principal, null, body, await bootDirsOf(deps));
+      refuseAdminFields(principal, null, body, await bootDirsFor(deps, principal));
       const record = prepareVmRecord(body, randomUUID);
       const findName = async (name: string) => deps.vmIndex.uuidNamed(name);
       const { record: created, revision } = await createVmAt(deps.store, record, { findName }).catch((err: unknown) => {
@@ -93,8 +93,10 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
         throw err;
       });
       const uuid = String(created.uuid);
-      await audit(deps, principal, { event: 'vm.requested', vm: uuid, owner: String(created.owner ?? ''), revision, fields: Object.keys(created).sort(), message: `${principal.user} created VM ${String(created.name)}.` });
-      await deps.vmIndex.caughtUp(revision);
+      await Promise.all([
+        deps.vmIndex.caughtUp(revision),
+        audit(deps, principal, { event: 'vm.requested', vm: uuid, owner: String(created.owner ?? ''), revision, fields: Object.keys(created).sort(), message: `${principal.user} created VM ${String(created.name)}.` }),
+      ]);
       void reply.header('Location', `/api/v1/vms/${uuid}`);
       if (req.query.wait) {
         const stored: StoredVm = { uuid, key: deps.store.keys.vm(uuid), raw: JSON.stringify(created), modRevision: revision, parsed: { ok: true, value: created as never } };
@@ -117,7 +119,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const principal = principalOf(req);
       const expected = ifMatch(req.headers['if-match']);
       const found = await access.get(principal, req.params.id);
-      const bootDirs = await bootDirsOf(deps);
+      const bootDirs = await bootDirsFor(deps, principal);
       for (let attempt = 0; attempt < 10; attempt++) {
         const current: StoredVm | null = attempt === 0 ? found : await deps.store.vms.get(found.uuid);
         if (!current) throw new DroverError('NOT_FOUND', `No VM matches ${JSON.stringify(req.params.id)}.`);
