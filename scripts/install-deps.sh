@@ -18,6 +18,7 @@ packages=(
   awscli               # tests and the backup benchmark cross-check what drover put into S3
   prometheus           # promtool: the observability test checks /metrics with Prometheus' own parser
   python3-dirq         # the accounting test reads apel-outgoing/ with the queue library ssmsend uses
+  openssl              # the API test makes a throwaway certificate to check HTTPS
 )
 missing=()
 for p in "${packages[@]}"; do

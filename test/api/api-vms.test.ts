@@ -122,7 +122,7 @@ describe('API VMs (real etcd, real HTTP)', () => {
       assert.equal((await w.call(t.alice, 'GET', '/api/v1/vms?limit=0')).status, 400);
     }));
 
-  it('PATCH is a merge patch; If-Match with a stale ETag is 412 and writes nothing', () =>
+  it('PATCH is a merge patch; If-Match with a stale ETag is 409 and writes nothing', () =>
     world(async (w, t) => {
       const created = await w.call(t.alice, 'POST', '/api/v1/vms', userVm('p1', { x_label: 'keep' }));
       const etag = created.headers.get('etag') as string;
@@ -132,7 +132,7 @@ describe('API VMs (real etcd, real HTTP)', () => {
       assert.equal((first.body.spec as { memory: number; disks: unknown[] }).disks.length, 1, 'merged, not replaced');
       assert.equal('x_label' in first.body, false, 'null removes');
       const stale = await w.call(t.alice, 'PATCH', '/api/v1/vms/p1', { spec: { memory: 256 } }, { 'if-match': etag });
-      assert.equal(stale.status, 412);
+      assert.equal(stale.status, 409);
       assert.equal(((await w.call(t.alice, 'GET', '/api/v1/vms/p1')).body.spec as { memory: number }).memory, 128);
     }));
 

@@ -109,12 +109,12 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
 
   const patchDoc = needs('VM.Config', {
     summary: 'Change a VM',
-    description: 'A JSON merge patch (RFC 7396) of the record: null removes a field, objects merge. `If-Match` with the ETag makes it conditional (412 when the record moved). Status changes go through the actions.',
+    description: 'A JSON merge patch (RFC 7396) of the record: null removes a field, objects merge. `If-Match` with the ETag makes it conditional (409 when the record moved). Status changes go through the actions.',
     tags: TAGS,
   });
   r.patch('/api/v1/vms/:id', {
     ...patchDoc,
-    schema: { ...patchDoc.schema, params: vmIdParams, body: z.looseObject({}).describe('A JSON merge patch of the VM record.'), response: { 200: documents(vmSchema), 400: documents(errorSchema), 403: documents(errorSchema), 404: documents(errorSchema), 409: documents(errorSchema), 412: documents(errorSchema) } },
+    schema: { ...patchDoc.schema, params: vmIdParams, body: z.looseObject({}).describe('A JSON merge patch of the VM record.'), response: { 200: documents(vmSchema), 400: documents(errorSchema), 403: documents(errorSchema), 404: documents(errorSchema), 409: documents(errorSchema) } },
     handler: async (req, reply) => {
       const principal = principalOf(req);
       const expected = ifMatch(req.headers['if-match']);
@@ -124,7 +124,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
         const current: StoredVm | null = attempt === 0 ? found : await deps.store.vms.get(found.uuid);
         if (!current) throw new DroverError('NOT_FOUND', `No VM matches ${JSON.stringify(req.params.id)}.`);
         if (expected !== undefined && current.modRevision !== expected) {
-          return reply.code(412).send({ error: `VM ${vmLabel(current)} changed since revision ${expected} (it is at ${current.modRevision}); read it again.`, field: 'If-Match' });
+          return reply.code(409).send({ error: `VM ${vmLabel(current)} changed since revision ${expected} (it is at ${current.modRevision}); read it again.`, field: 'If-Match' });
         }
         const before = rawObject(current.raw);
         if (!before) throw new DroverError('INVALID_SPEC', `The record of VM ${vmLabel(current)} is not a JSON object; an admin must fix it.`);
@@ -136,7 +136,7 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
         if (!valid.ok) throw new FieldError('body', valid.error);
         const written = await deps.store.vms.replaceAndGet(current, next);
         if (!written) {
-          if (expected !== undefined) return reply.code(412).send({ error: `VM ${vmLabel(current)} changed while it was being written; read it again.`, field: 'If-Match' });
+          if (expected !== undefined) return reply.code(409).send({ error: `VM ${vmLabel(current)} changed while it was being written; read it again.`, field: 'If-Match' });
           continue;
         }
         await deps.vmIndex.caughtUp(written.modRevision);
