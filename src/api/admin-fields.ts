@@ -1,8 +1,11 @@
 /**
  * Fields only an admin (Sys.Admin) may set, because they reach outside the
- * caller's own VM: `owner` other than oneself, `host`, `path` and `rbd`
- * disks (host files, cluster storage), and kernel or initrd files outside
- * the allowed boot directories. Anyone else who sends one gets 403 naming
+ * caller's own VM: `owner` other than oneself, `host` and the placement
+ * hints that amount to it (`spec.nodes`, `spec.autostart_node`,
+ * `spec.drpnodes`), `pool` (joining or leaving a pool changes what the
+ * scheduler keeps running), `path` and `rbd` disks (host files, cluster
+ * storage), NICs on a host bridge (only `user` networking otherwise), and
+ * kernel or initrd files outside the allowed boot directories. Anyone else who sends one gets 403 naming
  * the field; nothing is dropped silently and nothing is written. A field
  * that stays as it was (a PATCH of `memory` on a VM an admin gave a path
  * disk) is not a change and is not refused.
@@ -34,13 +37,24 @@ function under(path: string, dirs: readonly string[]): boolean {
 /** Refuses what the principal may not set in `next` (compared with `before`, null for a new VM). */
 export function refuseAdminFields(principal: Principal, before: JsonObject | null, next: JsonObject, bootDirs: readonly string[]): void {
   if (hasPrivilege(principal.role, 'Sys.Admin')) return;
+  // A chosen uuid could probe for others' VMs (a conflict says it exists) or revive a deleted VM's events.
+  if (before === null && next.uuid !== undefined) throw forbidden('uuid', 'drover chooses a new VM\'s uuid');
   if (next.owner !== undefined && next.owner !== principal.user && next.owner !== before?.owner) {
     throw forbidden('owner', `a VM you create or change is owned by you (${principal.user})`);
   }
   const host = next.host;
   if (host !== undefined && host !== '' && host !== before?.host) throw forbidden('host', 'the scheduler chooses the host');
+  if (!isDeepStrictEqual(next.pool, before?.pool)) throw forbidden('pool', 'pools are run by the scheduler');
   const spec = isObject(next.spec) ? next.spec : {};
   const oldSpec = before && isObject(before.spec) ? before.spec : {};
+  for (const hint of ['nodes', 'autostart_node', 'drpnodes'] as const) {
+    if (!isDeepStrictEqual(spec[hint], oldSpec[hint])) throw forbidden(`spec.${hint}`, 'the scheduler chooses the host');
+  }
+  const oldNics = Array.isArray(oldSpec.nics) ? oldSpec.nics : [];
+  for (const [i, nic] of (Array.isArray(spec.nics) ? spec.nics : []).entries()) {
+    if (!isObject(nic) || nic.network === 'user' || oldNics.some((n) => isDeepStrictEqual(n, nic))) continue;
+    throw forbidden(`spec.nics.${i}.network`, 'a host bridge is the host\'s network; use "user"');
+  }
   const oldDisks = Array.isArray(oldSpec.disks) ? oldSpec.disks : [];
   for (const [i, disk] of (Array.isArray(spec.disks) ? spec.disks : []).entries()) {
     if (!isObject(disk)) continue;

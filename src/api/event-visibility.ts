@@ -23,12 +23,10 @@ export class EventVisibility {
     for (const vm of vms) this.owners.set(vm.uuid, ownerOf(vm));
   }
 
-  /** A VM record was written: whether the caller sees that write. */
+  /** A VM record was written: whether the caller sees that write (not once it belongs to someone else). */
   vmPut(uuid: string, owner: string | undefined): boolean {
-    const before = this.owners.get(uuid);
     this.owners.set(uuid, owner);
-    // The write that hands one's VM to someone else is still shown, so the caller sees it go.
-    return this.all || owner === this.principal.user || before === this.principal.user;
+    return this.all || owner === this.principal.user;
   }
 
   vmDeleted(uuid: string): boolean {

@@ -11,7 +11,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, validatorCompiler } from 'fastify-type-provider-zod';
 import { registerAuthHook } from './auth-hook.js';
 import type { ApiDeps } from './context.js';
-import { handleError } from './errors.js';
+import { FieldError, handleError } from './errors.js';
 import { open } from './route-options.js';
 import { registerCatalogRoutes } from './routes/catalog.js';
 import { registerEventRoutes } from './routes/events.js';
@@ -28,6 +28,19 @@ import { registerVmSnapshotRoutes } from './routes/vm-snapshots.js';
 /** Bodies are small JSON documents; anything larger is refused with 413. */
 export const BODY_LIMIT = 256 * 1024;
 
+/** No record needs more; a deeper body could overflow a recursive merge or JSON.stringify later. */
+export const MAX_BODY_DEPTH = 32;
+
+function refuseDeepBodies(body: unknown): void {
+  let level: unknown[] = [body];
+  for (let depth = 0; level.length > 0; depth++) {
+    if (depth > MAX_BODY_DEPTH) throw new FieldError('body', `The body is nested more than ${MAX_BODY_DEPTH} levels deep.`);
+    const next: unknown[] = [];
+    for (const v of level) if (typeof v === 'object' && v !== null) next.push(...Object.values(v as Record<string, unknown>));
+    level = next;
+  }
+}
+
 export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; key: Buffer } } = {}): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, ...(opts.https ? { https: opts.https } : {}) }) as unknown as FastifyInstance;
   app.setValidatorCompiler(validatorCompiler);
@@ -36,6 +49,7 @@ export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; ke
   // A JSON merge patch is JSON.
   app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
   app.setErrorHandler(handleError(deps.logger));
+  app.addHook('preValidation', async (req) => refuseDeepBodies(req.body));
   await app.register(fastifyCookie);
   await app.register(fastifySwagger, {
     openapi: {

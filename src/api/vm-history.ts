@@ -55,7 +55,12 @@ export function diffRecords(before: JsonObject | null, after: JsonObject | null)
   return out;
 }
 
-export async function readVmHistory(kv: KvStore, vm: StoredVm, events: readonly StoredEvent[], limit: number): Promise<VmHistory> {
+/**
+ * `shown` says which versions the caller may see: a `user` sees only the
+ * versions that were its own, not those from before the VM was handed to
+ * it (nor their requestors); the first of its versions then counts as new.
+ */
+export async function readVmHistory(kv: KvStore, vm: StoredVm, events: readonly StoredEvent[], limit: number, shown: (record: JsonObject | null) => boolean = () => true): Promise<VmHistory> {
   const versions: { revision: string; obj: JsonObject | null }[] = [{ revision: vm.modRevision, obj: rawObject(vm.raw) }];
   const first = await kv.get(vm.key);
   const created = first?.createRevision ?? vm.modRevision;
@@ -84,12 +89,13 @@ export async function readVmHistory(kv: KvStore, vm: StoredVm, events: readonly 
   const entries: HistoryEntry[] = [];
   for (let i = Math.min(versions.length, limit) - 1; i >= 0; i--) {
     const v = versions[i] as { revision: string; obj: JsonObject | null };
-    const prev = versions[i + 1]?.obj ?? null;
+    if (!shown(v.obj)) continue;
+    const prev = versions[i + 1];
     const ev = byRevision.get(v.revision);
     entries.push({
       revision: v.revision,
       status: v.obj?.status,
-      changes: diffRecords(i + 1 < versions.length ? prev : null, v.obj),
+      changes: diffRecords(prev && shown(prev.obj) ? prev.obj : null, v.obj),
       ...(ev?.requestor ? { requestor: ev.requestor } : {}),
       ...(ev?.token_id ? { token_id: ev.token_id } : {}),
       ...(ev ? { at: ev.ts, message: ev.message } : {}),

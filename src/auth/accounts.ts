@@ -97,8 +97,13 @@ export interface CreateToken {
   /** Seconds from now; no expiry when absent. */
   expiresIn?: number;
   description?: string;
+  /** The token the request was made with: the new one expires no later and is revoked with it. */
+  parent?: TokenRecord;
   now: Date;
 }
+
+/** The longest a token may live: ten years. */
+export const MAX_TOKEN_SECONDS = 10 * 365 * 86400;
 
 export interface CreatedToken extends TokenView {
   /** The secret: shown once, never stored. */
@@ -112,7 +117,12 @@ export async function createToken(auth: AuthRepository, req: CreateToken): Promi
   if (!roleWithin(role, user.role)) {
     throw new DroverError('FORBIDDEN', `A token of user ${user.name} (role ${user.role}) cannot have the role ${role}: a token's role may not exceed its user's.`);
   }
-  if (req.expiresIn !== undefined && !(req.expiresIn > 0)) throw new DroverError('USAGE', 'The expiry must be a positive duration such as 30d.');
+  if (req.expiresIn !== undefined && !(req.expiresIn > 0 && req.expiresIn <= MAX_TOKEN_SECONDS)) {
+    throw new DroverError('USAGE', 'The expiry must be a duration from 1s to 10 years, such as 30d.');
+  }
+  let expiresAt = req.expiresIn !== undefined ? new Date(req.now.getTime() + req.expiresIn * 1000).toISOString() : undefined;
+  const cap = req.parent?.expires_at;
+  if (cap !== undefined && (expiresAt === undefined || Date.parse(expiresAt) > Date.parse(cap))) expiresAt = cap;
   const secret = newSecret(SECRET_KINDS.token);
   const record: TokenRecord = {
     id: secret.id,
@@ -120,8 +130,9 @@ export async function createToken(auth: AuthRepository, req: CreateToken): Promi
     role,
     secret_sha256: secret.sha256,
     created_at: req.now.toISOString(),
-    ...(req.expiresIn !== undefined ? { expires_at: new Date(req.now.getTime() + req.expiresIn * 1000).toISOString() } : {}),
+    ...(expiresAt !== undefined ? { expires_at: expiresAt } : {}),
     ...(req.description ? { description: req.description } : {}),
+    ...(req.parent ? { parent_id: req.parent.id } : {}),
   };
   if (!(await auth.createToken(record))) throw new DroverError('CONFLICT', 'A token id collided; try again.', true);
   return { ...tokenView(record, req.now), token: secret.text };

@@ -7,6 +7,7 @@
 import type { Role } from '../contract/auth-records.js';
 import { DroverError } from '../lib/errors.js';
 import type { AuthRepository } from '../store/auth-repository.js';
+import { CheckLimiter } from './check-limiter.js';
 import { effectiveRole } from './privileges.js';
 import { decoyHash, newSecret, parseSecret, randomText, SECRET_KINDS, secretMatches, sha256Hex, verifyPassword } from './secrets.js';
 
@@ -32,8 +33,9 @@ export async function authenticateToken(auth: AuthRepository, text: string, now:
   const token = await auth.getToken(parsed.id);
   if (!token || !secretMatches(parsed.secret, token.secret_sha256) || expired(token.expires_at, now)) return null;
   const user = await auth.getUser(token.user);
-  if (!user) return null;
-  return { user: user.name, role: effectiveRole(token.role, user.role), tokenId: token.id, via: 'token' };
+  const role = user ? effectiveRole(token.role, user.role) : null;
+  if (!user || !role) return null;
+  return { user: user.name, role, tokenId: token.id, via: 'token' };
 }
 
 /** The principal of a session cookie (`drs_...`); the session's token, if any, must still be valid too. */
@@ -43,12 +45,11 @@ export async function authenticateSession(auth: AuthRepository, text: string, no
   const session = await auth.getSession(parsed.id);
   if (!session || !secretMatches(parsed.secret, session.secret_sha256) || expired(session.expires_at, now)) return null;
   const user = await auth.getUser(session.user);
-  if (!user) return null;
-  let role = effectiveRole(session.role, user.role);
+  const role = user ? effectiveRole(session.role, user.role) : null;
+  if (!user || !role) return null;
   if (session.token_id !== undefined) {
     const token = await auth.getToken(session.token_id);
-    if (!token || expired(token.expires_at, now)) return null;
-    role = effectiveRole(token.role, role);
+    if (!token || expired(token.expires_at, now) || !effectiveRole(token.role, user.role)) return null;
   }
   return { user: user.name, role, via: 'session', csrf: session.csrf, sessionId: session.id, ...(session.token_id ? { tokenId: session.token_id } : {}) };
 }
@@ -74,7 +75,9 @@ export interface OpenedSession {
   expiresAt: string;
 }
 
-export type LoginOutcome = { ok: true; session: OpenedSession } | { ok: false; reason: 'wrong' | 'throttled'; user?: string; retryAfterSeconds?: number };
+export type LoginOutcome =
+  | { ok: true; session: OpenedSession }
+  | { ok: false; reason: 'wrong' | 'throttled'; user?: string; retryAfterSeconds?: number; firstRefusal?: boolean };
 
 /** Throttle keys: sha256 so neither a user name nor an address appears in a key. */
 function throttleIds(user: string | undefined, address: string): string[] {
@@ -99,22 +102,29 @@ async function principalForLogin(auth: AuthRepository, creds: LoginCredentials, 
   return ok && user?.password ? { user: user.name, role: user.role, via: 'session' } : null;
 }
 
+const checks = new CheckLimiter(2, 32);
+
 /**
- * Checks the credentials and opens a web session. Failures are counted per
- * user name and per address in etcd (shared by every API process); past
- * `maxFailures` in the window, logins are refused without being checked.
+ * Checks the credentials and opens a web session. Every attempt is counted
+ * per user name and per address in etcd (shared by every API process)
+ * BEFORE it is checked, and uncounted once it succeeds: a burst of parallel
+ * guesses cannot all pass the limit. Past `maxFailures` in the window,
+ * logins are refused without being checked; `firstRefusal` marks the one
+ * attempt that crossed the limit (the API logs that one, not every refusal).
  */
 export async function login(auth: AuthRepository, creds: LoginCredentials, address: string, now: Date, policy: LoginPolicy = DEFAULT_LOGIN_POLICY): Promise<LoginOutcome> {
   const userName = 'user' in creds ? creds.user : undefined;
   const ids = throttleIds(userName, address);
-  const counts = await Promise.all(ids.map((id) => auth.failures(id)));
-  if (counts.some((n) => n >= policy.maxFailures)) return { ok: false, reason: 'throttled', user: userName, retryAfterSeconds: policy.windowSeconds };
-  const principal = await principalForLogin(auth, creds, now);
-  if (!principal) {
-    await Promise.all(ids.map((id) => auth.addFailure(id, policy.windowSeconds)));
+  const counts = await Promise.all(ids.map((id) => auth.addFailure(id, policy.windowSeconds)));
+  if (counts.some((n) => n > policy.maxFailures)) {
+    return { ok: false, reason: 'throttled', user: userName, retryAfterSeconds: policy.windowSeconds, firstRefusal: counts.some((n) => n === policy.maxFailures + 1) };
+  }
+  const principal = await checks.run(() => principalForLogin(auth, creds, now));
+  if (principal === null) {
     await new Promise((r) => setTimeout(r, policy.failureDelayMs));
     return { ok: false, reason: 'wrong', user: userName };
   }
+  await Promise.all(ids.map((id) => auth.removeFailure(id)));
   const secret = newSecret(SECRET_KINDS.session);
   const csrf = randomText();
   const expiresAt = new Date(now.getTime() + policy.sessionTtlSeconds * 1000).toISOString();

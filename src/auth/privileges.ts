@@ -48,11 +48,15 @@ export function roleWithin(role: Role, limit: Role): boolean {
   return seesAllVms(role) ? seesAllVms(limit) : true;
 }
 
-/** The role that applies when a token of `tokenRole` is used by a user now holding `userRole`. */
-export function effectiveRole(tokenRole: Role, userRole: Role): Role {
-  if (roleWithin(tokenRole, userRole)) return tokenRole;
-  // The user was demoted since the token was made: the token falls to the user's role.
-  return userRole;
+/**
+ * The role that applies when a token (or session) of `tokenRole` is used by
+ * a user now holding `userRole`; null when the user's role changed so that
+ * the token's is no longer within it. Falling back to the user's new role
+ * could widen what the token may do (an auditor token of a user demoted to
+ * `user` would gain VM.PowerMgmt), so such a token is refused instead.
+ */
+export function effectiveRole(tokenRole: Role, userRole: Role): Role | null {
+  return roleWithin(tokenRole, userRole) ? tokenRole : null;
 }
 
 /** Whether the role sees every VM (not only its own). */

@@ -24,6 +24,12 @@ const CODES: Readonly<Record<number, ErrorCode>> = {
   504: 'TIMEOUT',
 };
 
+/** `path` under the API's URL, keeping a path prefix it may have (https://host/drover + /api/v1/vms). */
+export function apiUrl(target: ApiTarget, path: string): URL {
+  const base = target.url.endsWith('/') ? target.url.slice(0, -1) : target.url;
+  return new URL(`${base}${path}`);
+}
+
 export interface ApiAnswer<T> {
   status: number;
   data: T;
@@ -32,8 +38,10 @@ export interface ApiAnswer<T> {
 export async function apiRequest<T>(target: ApiTarget, method: string, path: string, body?: unknown, accept = 'application/json'): Promise<ApiAnswer<T>> {
   let res: Response;
   try {
-    res = await fetch(new URL(path, target.url), {
+    res = await fetch(apiUrl(target, path), {
       method,
+      // A redirect could carry the token somewhere else: refused.
+      redirect: 'error',
       headers: { Authorization: `Bearer ${target.token}`, Accept: accept, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });

@@ -47,6 +47,8 @@ export const tokenRecordSchema = z.looseObject({
   created_at: z.string(),
   expires_at: z.string().optional(),
   description: z.string().max(200).optional(),
+  /** The token this one was made with (POST /api/v1/tokens): revoking that one revokes this one too. */
+  parent_id: z.string().regex(SECRET_ID_RE).optional(),
 });
 export type TokenRecord = z.infer<typeof tokenRecordSchema>;
 

@@ -76,12 +76,26 @@ export class AuthRepository {
     return this.kv.putIf(this.keys.auth.token(token.id), JSON.stringify(token), 'absent');
   }
 
-  /** Deletes a token and the web sessions opened with it; false when there was none. */
+  /**
+   * Deletes a token, the tokens made with it (and theirs), and the web
+   * sessions opened with any of them; false when there was no such token.
+   */
   async revokeToken(id: string): Promise<boolean> {
     const e = await this.kv.get(this.keys.auth.token(id));
     if (!e) return false;
-    await this.kv.delete(e.key);
-    for (const s of await this.listSessions()) if (s.token_id === id) await this.kv.delete(this.keys.auth.session(s.id));
+    const all = await this.listTokens();
+    const doomed = new Set([id]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const t of all) {
+        if (t.parent_id !== undefined && doomed.has(t.parent_id) && !doomed.has(t.id)) {
+          doomed.add(t.id);
+          grew = true;
+        }
+      }
+    }
+    for (const t of doomed) await this.kv.delete(this.keys.auth.token(t));
+    for (const s of await this.listSessions()) if (s.token_id !== undefined && doomed.has(s.token_id)) await this.kv.delete(this.keys.auth.session(s.id));
     return true;
   }
 
@@ -121,14 +135,7 @@ export class AuthRepository {
     return parseAuthRecord(loginLinkSchema, e.raw);
   }
 
-  /** The failed logins counted under `id` within the current window. */
-  async failures(id: string): Promise<number> {
-    const e = await this.kv.get(this.keys.auth.throttle(id));
-    const n = e ? Number((JSON.parse(e.raw) as { failures?: unknown }).failures) : 0;
-    return Number.isFinite(n) ? n : 0;
-  }
-
-  /** Counts one more failure; the first one opens a window of `windowSeconds` (its lease). */
+  /** Counts one more login attempt; the first one opens a window of `windowSeconds` (its lease). */
   async addFailure(id: string, windowSeconds: number): Promise<number> {
     const key = this.keys.auth.throttle(id);
     for (let i = 0; i < 10; i++) {
@@ -142,6 +149,18 @@ export class AuthRepository {
       // The same lease: the window does not slide with each failure.
       if (await this.kv.putIf(key, JSON.stringify({ failures: n }), e.modRevision, e.lease)) return n;
     }
+    // Contended past ten tries: count it as over the limit (fail closed).
     return Number.POSITIVE_INFINITY;
+  }
+
+  /** Takes back one counted attempt (it succeeded). */
+  async removeFailure(id: string): Promise<void> {
+    const key = this.keys.auth.throttle(id);
+    for (let i = 0; i < 10; i++) {
+      const e = await this.kv.get(key);
+      if (!e) return;
+      const n = Number((JSON.parse(e.raw) as { failures?: unknown }).failures) - 1;
+      if (n <= 0 ? await this.kv.deleteIf(key, e.modRevision) : await this.kv.putIf(key, JSON.stringify({ failures: n }), e.modRevision, e.lease)) return;
+    }
   }
 }

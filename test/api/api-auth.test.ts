@@ -130,6 +130,46 @@ describe('API authentication (real etcd, real HTTP)', () => {
       { login: { maxFailures: 3, windowSeconds: 60, failureDelayMs: 50, sessionTtlSeconds: 3600 } },
     ));
 
+  it('parallel guesses cannot all pass the limit: every attempt is counted before it is checked', () =>
+    world(
+      async (w) => {
+        await w.user('alice', 'user', { password: 'correct horse' });
+        const answers = await Promise.all(Array.from({ length: 12 }, () => w.call(null, 'POST', '/api/v1/login', { user: 'alice', password: 'guess guess' })));
+        const statuses = answers.map((a) => a.status).sort();
+        // At most 3 are checked (fewer when the two counters, per user and per address, interleave); the rest are refused unchecked.
+        const checked = statuses.filter((s) => s === 401).length;
+        assert.ok(checked >= 1 && checked <= 3, statuses.join(','));
+        assert.equal(statuses.filter((s) => s === 429).length, 12 - checked);
+        // One event per checked failure and one for the first refusal of each counter, not one per refusal.
+        const logged = (await w.eventsOf('auth.login_failed')).length;
+        assert.ok(logged >= checked + 1 && logged <= checked + 2, `${logged} events for ${checked} checked`);
+      },
+      { login: { maxFailures: 3, windowSeconds: 60, failureDelayMs: 10, sessionTtlSeconds: 3600 } },
+    ));
+
+  it("a demoted user's tokens stop working; a token made with a token expires no later and is revoked with it", () =>
+    world(async (w) => {
+      const aud = await w.user('carol', 'auditor');
+      assert.equal((await w.call(aud, 'GET', '/api/v1/hosts')).status, 200);
+      await w.auth.updateUser('carol', (u) => ({ ...u, role: 'user' }));
+      assert.equal((await w.call(aud, 'GET', '/api/v1/vms')).status, 401, 'an auditor token of a user is refused, not widened to VM.PowerMgmt');
+      const parent = await createToken(w.auth, { user: 'carol', expiresIn: 3600, now: new Date() });
+      const child = await w.call(parent.token, 'POST', '/api/v1/tokens', {});
+      assert.equal(child.status, 201);
+      assert.equal(child.body.expires_at, parent.expires_at, 'capped at the parent\'s expiry');
+      const grandchild = await w.call(String(child.body.token), 'POST', '/api/v1/tokens', { expires: '10m' });
+      assert.equal(grandchild.status, 201);
+      assert.equal((await w.call(String(grandchild.body.token), 'GET', '/api/v1/vms')).status, 200);
+      await w.auth.revokeToken(parent.id);
+      assert.equal((await w.call(String(child.body.token), 'GET', '/api/v1/vms')).status, 401);
+      assert.equal((await w.call(String(grandchild.body.token), 'GET', '/api/v1/vms')).status, 401);
+      const tooLong = await w.call(null, 'POST', '/api/v1/tokens', { expires: '99999999999d' });
+      assert.equal(tooLong.status, 401);
+      const own = await w.user('dave', 'user');
+      const bad = await w.call(own, 'POST', '/api/v1/tokens', { expires: '99999999999d' });
+      assert.equal(bad.status, 400);
+    }));
+
   it("a one-time login link signs in once; an API token can open a session too and its revocation ends it", () =>
     world(async (w) => {
       const token = await w.user('root', 'admin');

@@ -68,6 +68,11 @@ describe('API VMs (real etcd, real HTTP)', () => {
         [{ name: 'x4', spec: { memory: 64, disks: [{ rbd: 'rbd/vm1' }] } }, 'spec.disks.0.rbd'],
         [{ name: 'x5', spec: { memory: 64, boot: { kernel: '/boot/vmlinuz' } } }, 'spec.boot.kernel'],
         [{ name: 'x6', spec: { memory: 64, boot: { kernel: '/srv/boot/vmlinuz', initrd: '/root/initrd' } } }, 'spec.boot.initrd'],
+        [userVm('x7', { pool: 'batch' }), 'pool'],
+        [{ name: 'x8', spec: { memory: 64, disks: [{ image: 'debian-12' }], nodes: ['hv1'] } }, 'spec.nodes'],
+        [{ name: 'x9', spec: { memory: 64, disks: [{ image: 'debian-12' }], autostart_node: 'hv1' } }, 'spec.autostart_node'],
+        [{ name: 'x10', spec: { memory: 64, disks: [{ image: 'debian-12' }], nics: [{ network: 'user' }, { network: 'br0' }] } }, 'spec.nics.1.network'],
+        [userVm('x11', { uuid: '5a5a0000-0000-4000-8000-00000000000b' }), 'uuid'],
       ];
       for (const [body, field] of cases) {
         const res = await w.call(t.alice, 'POST', '/api/v1/vms', body);
@@ -111,6 +116,11 @@ describe('API VMs (real etcd, real HTTP)', () => {
       assert.deepEqual(fields, ['body.name', 'body.spec.memory', 'body.spec.vcpus']);
       assert.equal((await w.call(t.alice, 'POST', '/api/v1/vms', userVm('x', { status: 'RUNNING' }))).status, 400, 'status is drover\'s');
       assert.equal((await w.call(t.alice, 'POST', '/api/v1/vms', 'x'.repeat(300 * 1024))).status, 413);
+      let deep: unknown = 'bottom';
+      for (let i = 0; i < 40; i++) deep = { d: deep };
+      const tooDeep = await w.call(t.alice, 'POST', '/api/v1/vms', userVm('deep', { x_deep: deep }));
+      assert.equal(tooDeep.status, 400);
+      assert.equal(tooDeep.body.error, 'The body is nested more than 32 levels deep.');
       assert.equal(await w.vmCount(), 0);
       await w.call(t.alice, 'POST', '/api/v1/vms', userVm('v1'));
       const badPatch = await w.call(t.alice, 'PATCH', '/api/v1/vms/v1', { spec: { memory: -1 } });

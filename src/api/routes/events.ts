@@ -14,8 +14,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Principal } from '../../auth/authenticate.js';
-import { errorMessage } from '../../lib/errors.js';
+import { DroverError, errorMessage } from '../../lib/errors.js';
 import type { StoredEvent } from '../../store/event-log.js';
+import type { WatchEvent } from '../../store/kv-store.js';
 import { rawObject } from '../../store/vm-repository.js';
 import { credentialsOf } from '../auth-hook.js';
 import { principalOf, type ApiDeps } from '../context.js';
@@ -37,6 +38,10 @@ function toLogEvent(raw: string, id: string): StoredEvent | null {
   return obj ? ({ ...(obj as unknown as StoredEvent), id }) : null;
 }
 
+/** Open event streams per API process; each holds an etcd watch on the whole prefix. */
+export const MAX_STREAMS = 1000;
+let openStreams = 0;
+
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const access = new VmAccess(deps.store, deps.vmIndex);
@@ -54,6 +59,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const visibility = new EventVisibility(principal, vms);
       const accept = req.headers.accept ?? '';
       if (accept.includes('text/event-stream')) {
+        if (openStreams >= MAX_STREAMS) throw new DroverError('ETCD_UNAVAILABLE', `This API process already serves ${MAX_STREAMS} event streams; try again later or another API process.`, true);
         const lastId = req.headers['last-event-id'];
         const since = req.query.since ?? (typeof lastId === 'string' && /^\d+$/.test(lastId) ? lastId : undefined);
         return streamEvents(req, reply, deps, principal, visibility, since, req.query.vm);
@@ -68,9 +74,10 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
     ...historyDoc,
     schema: { ...historyDoc.schema, params: vmIdParams, querystring: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), response: { 200: documents(z.looseObject({ uuid: z.string(), entries: z.array(z.looseObject({})), truncated: z.boolean() })), 404: documents(errorSchema) } },
     handler: async (req) => {
-      const vm = await access.get(principalOf(req), req.params.id);
+      const principal = principalOf(req);
+      const vm = await access.get(principal, req.params.id);
       const events = await deps.store.events.list({ vm: vm.uuid });
-      return readVmHistory(deps.store.kv, vm, events, req.query.limit);
+      return readVmHistory(deps.store.kv, vm, events, req.query.limit, (record) => canSee(principal, typeof record?.owner === 'string' ? record.owner : undefined));
     },
   });
 }
@@ -79,6 +86,7 @@ async function streamEvents(req: FastifyRequest, reply: FastifyReply, deps: ApiD
   const { keys, kv } = deps.store;
   const from = since ?? (await kv.list(keys.logPrefix, { limit: 1 })).revision;
   reply.hijack();
+  openStreams++;
   const res = reply.raw;
   res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
   res.write(`: drover events after revision ${from}\n\n`);
@@ -86,33 +94,44 @@ async function streamEvents(req: FastifyRequest, reply: FastifyReply, deps: ApiD
   const send = (id: string, type: string, data: unknown): void => {
     if (!closed) res.write(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
   };
+  const keepAlive = (): void => {
+    if (!closed) res.write(': keep-alive\n\n');
+  };
   const end = (why?: string): void => {
     if (closed) return;
     if (why) res.write(`event: error\ndata: ${JSON.stringify({ error: why })}\n\n`);
     closed = true;
+    openStreams--;
     clearInterval(timer);
     void watch.then((w) => w.close()).catch(() => undefined);
     res.end();
   };
-  const watch = kv.watchPrefix(`${keys.prefix}/`, (BigInt(from) + 1n).toString(), {
-    onEvent: (w) => {
-      const key = w.type === 'put' ? w.entry.key : w.key;
-      const revision = w.type === 'put' ? w.entry.modRevision : w.modRevision;
-      if (key.startsWith(keys.vmPrefix)) {
-        const uuid = keys.idOf(key, keys.vmPrefix);
-        if (onlyVm !== undefined && uuid !== onlyVm) return;
-        if (w.type === 'delete') {
-          if (visibility.vmDeleted(uuid)) send(revision, 'vm', { uuid, record: null, revision });
-          return;
-        }
-        const record = rawObject(w.entry.raw);
-        const owner = typeof record?.owner === 'string' ? record.owner : undefined;
-        if (visibility.vmPut(uuid, owner) && canSee(principal, owner)) send(revision, 'vm', { uuid, record: record ? { ...record, uuid } : null, revision });
+  const forward = (w: WatchEvent): void => {
+    const key = w.type === 'put' ? w.entry.key : w.key;
+    const revision = w.type === 'put' ? w.entry.modRevision : w.modRevision;
+    if (key.startsWith(keys.vmPrefix)) {
+      const uuid = keys.idOf(key, keys.vmPrefix);
+      if (onlyVm !== undefined && uuid !== onlyVm) return;
+      if (w.type === 'delete') {
+        if (visibility.vmDeleted(uuid)) send(revision, 'vm', { uuid, record: null, revision });
         return;
       }
-      if (key.startsWith(keys.logPrefix) && w.type === 'put' && w.entry.createRevision === w.entry.modRevision) {
-        const ev = toLogEvent(w.entry.raw, keys.idOf(key, keys.logPrefix));
-        if (ev && (onlyVm === undefined || ev.vm === onlyVm) && visibility.event(ev)) send(revision, 'log', ev);
+      const record = rawObject(w.entry.raw);
+      const owner = typeof record?.owner === 'string' ? record.owner : undefined;
+      if (visibility.vmPut(uuid, owner)) send(revision, 'vm', { uuid, record: record ? { ...record, uuid } : null, revision });
+      return;
+    }
+    if (key.startsWith(keys.logPrefix) && w.type === 'put' && w.entry.createRevision === w.entry.modRevision) {
+      const ev = toLogEvent(w.entry.raw, keys.idOf(key, keys.logPrefix));
+      if (ev && (onlyVm === undefined || ev.vm === onlyVm) && visibility.event(ev)) send(revision, 'log', ev);
+    }
+  };
+  const watch = kv.watchPrefix(`${keys.prefix}/`, (BigInt(from) + 1n).toString(), {
+    onEvent: (w) => {
+      try {
+        forward(w);
+      } catch (err) {
+        end(`The event stream failed on revision ${w.type === 'put' ? w.entry.modRevision : w.modRevision} (${errorMessage(err)}).`);
       }
     },
     onBroken: (reason) => end(`The event stream broke (${reason}); list again and resume from the revision the list gives.`),
@@ -120,9 +139,10 @@ async function streamEvents(req: FastifyRequest, reply: FastifyReply, deps: ApiD
   watch.catch((err: unknown) => end(`Could not watch etcd: ${errorMessage(err)}.`));
   const timer = setInterval(() => {
     // Revoked credentials end the stream within one keep-alive.
+    // A changed role (a demotion) ends the stream too: what it may see was decided at the start.
     void credentialsOf(req, deps).then(
-      (p) => (p && p.user === principal.user ? res.write(': keep-alive\n\n') : end('The credentials of this stream are no longer valid.')),
-      () => res.write(': keep-alive\n\n'),
+      (p) => (p && p.user === principal.user && p.role === principal.role ? keepAlive() : end('The credentials of this stream are no longer valid.')),
+      keepAlive,
     );
   }, deps.settings.streamRecheckMs);
   res.on('close', () => end());

@@ -40,7 +40,10 @@ export function registerLoginRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const outcome = await login(deps.store.auth, req.body, req.ip, deps.now(), deps.settings.login);
       if (!outcome.ok) {
         const who = outcome.user !== undefined ? ` as ${JSON.stringify(outcome.user.slice(0, 64))}` : ' with a token';
-        await audit(deps, null, { event: 'auth.login_failed', level: 'warn', message: `A login${who} from ${req.ip} failed${outcome.reason === 'throttled' ? ': too many failures, refused unchecked' : ''}.` });
+        // Each checked failure is logged; of the refusals only the first of a window, so a flood of them writes nothing.
+        if (outcome.reason === 'wrong' || outcome.firstRefusal) {
+          await audit(deps, null, { event: 'auth.login_failed', level: 'warn', message: `A login${who} from ${req.ip} failed${outcome.reason === 'throttled' ? ': too many attempts, further ones are refused unchecked for a while' : ''}.` });
+        }
         if (outcome.reason === 'throttled') {
           void reply.header('Retry-After', String(outcome.retryAfterSeconds ?? 60));
           return reply.code(429).send({ error: 'Too many failed logins from this address or for this user; wait and try again.' });

@@ -89,7 +89,9 @@ export function registerUserRoutes(app: FastifyInstance, deps: ApiDeps): void {
         if (s === null || s <= 0) throw new FieldError('expires', 'Field expires must be a duration such as 90s, 10m, 12h or 30d.');
         expiresIn = s;
       }
-      const created = await createToken(auth, { user, role, expiresIn, description: req.body.description, now: deps.now() });
+      // A token made with a token expires no later than it and goes when it is revoked.
+      const parent = p.tokenId !== undefined ? ((await auth.getToken(p.tokenId)) ?? undefined) : undefined;
+      const created = await createToken(auth, { user, role, expiresIn, description: req.body.description, parent, now: deps.now() });
       await audit(deps, p, { event: 'token.created', message: `${p.user} created token ${created.id} for ${created.user} (${created.role}).` });
       return reply.code(201).send(created);
     },

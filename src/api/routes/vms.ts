@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { seesAllVms } from '../../auth/privileges.js';
 import { validateVmRecord } from '../../contract/vm-record.js';
 import { DroverError } from '../../lib/errors.js';
 import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
@@ -23,7 +24,7 @@ import { mergePatch, pageVms } from '../list-vms.js';
 import { needs } from '../route-options.js';
 import { documents, errorSchema, vmCreateSchema, vmIdParams, vmListQuery, vmListSchema, vmSchema, waitQuery } from '../schemas.js';
 import { bootDirsFor } from '../boot-dirs.js';
-import { ownerGuard, VmAccess } from '../vm-access.js';
+import { ownerGuard, VmAccess, vmNotFound } from '../vm-access.js';
 
 const TAGS = ['vms'];
 
@@ -89,7 +90,9 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const findName = async (name: string) => deps.vmIndex.uuidNamed(name);
       const { record: created, revision } = await createVmAt(deps.store, record, { findName }).catch((err: unknown) => {
         // The name check must not reveal another user's VM (its uuid) to a scoped caller.
-        if (err instanceof DroverError && err.code === 'CONFLICT' && principal.role === 'user') throw new DroverError('CONFLICT', `The name ${String(record.name)} is already taken.`);
+        if (err instanceof DroverError && err.code === 'CONFLICT' && err.message.startsWith('The name ') && !seesAllVms(principal.role)) {
+          throw new DroverError('CONFLICT', `The name ${String(record.name)} is already taken.`);
+        }
         throw err;
       });
       const uuid = String(created.uuid);
@@ -120,14 +123,17 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const expected = ifMatch(req.headers['if-match']);
       const found = await access.get(principal, req.params.id);
       const bootDirs = await bootDirsFor(deps, principal);
+      const guard = ownerGuard(principal, req.params.id);
       for (let attempt = 0; attempt < 10; attempt++) {
-        const current: StoredVm | null = attempt === 0 ? found : await deps.store.vms.get(found.uuid);
-        if (!current) throw new DroverError('NOT_FOUND', `No VM matches ${JSON.stringify(req.params.id)}.`);
+        // Every attempt reads etcd and checks the owner again: the VM may have been handed to someone else meanwhile.
+        const current: StoredVm | null = await deps.store.vms.get(found.uuid);
+        if (!current) throw vmNotFound(req.params.id);
+        const before = rawObject(current.raw);
+        if (!before) throw new DroverError('INVALID_SPEC', `The record of VM ${vmLabel(current)} is not a JSON object; an admin must fix it.`);
+        guard(before);
         if (expected !== undefined && current.modRevision !== expected) {
           return reply.code(409).send({ error: `VM ${vmLabel(current)} changed since revision ${expected} (it is at ${current.modRevision}); read it again.`, field: 'If-Match' });
         }
-        const before = rawObject(current.raw);
-        if (!before) throw new DroverError('INVALID_SPEC', `The record of VM ${vmLabel(current)} is not a JSON object; an admin must fix it.`);
         const next = mergePatch(before, req.body) as JsonObject;
         refuseUuidChange(before, next);
         refuseSystemFields(before, next);

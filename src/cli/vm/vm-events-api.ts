@@ -7,7 +7,7 @@
 import { DroverError } from '../../lib/errors.js';
 import type { StoredEvent } from '../../store/event-log.js';
 import type { JsonObject } from '../../store/vm-repository.js';
-import { apiRequest, type ApiTarget } from '../api-client.js';
+import { apiRequest, apiUrl, type ApiTarget } from '../api-client.js';
 import type { Interrupt } from '../interrupt.js';
 import { matchesEvent, type EventFilter } from './event-filter.js';
 import { listThroughApi } from './vm-through-api.js';
@@ -46,7 +46,8 @@ async function followThroughApi(api: ApiTarget, since: string, filter: EventFilt
   const signal = req.interrupt?.signal;
   let res: Response;
   try {
-    res = await fetch(new URL(`/api/v1/events?since=${since}${filter.vm ? `&vm=${filter.vm}` : ''}`, api.url), {
+    res = await fetch(apiUrl(api, `/api/v1/events?since=${since}${filter.vm ? `&vm=${filter.vm}` : ''}`), {
+      redirect: 'error',
       headers: { Authorization: `Bearer ${api.token}`, Accept: 'text/event-stream' },
       ...(signal ? { signal } : {}),
     });
