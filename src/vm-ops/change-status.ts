@@ -5,23 +5,17 @@
 import { DroverError } from '../lib/errors.js';
 import type { JsonObject, StoredVm } from '../store/vm-repository.js';
 import { rawObject } from '../store/vm-repository.js';
-import type { VmStore } from './vm-store.js';
+import type { VmRequestOptions, VmStore } from './vm-store.js';
 import { resolveVm } from './resolve-vm.js';
 import { ACTION_GOALS, applyPlan, planStatusChange, type StatusPlan, type VmAction } from './status-plan.js';
 import { vmLabel } from './vm-view.js';
 import { waitForGoal } from './wait-for-goal.js';
 
-export interface ChangeRequest {
+export interface ChangeRequest extends VmRequestOptions {
   action: VmAction;
-  ref: string;
   force: boolean;
-  /** Seconds to wait for the goal, or null for no wait. */
-  waitSeconds: number | null;
-  onProgress(line: string): void;
   /** What --wait waits for; the action's goal (ACTION_GOALS) by default. */
   goal?: string;
-  /** Called with the newest record before each write attempt; throws to refuse (the API's owner check). */
-  authorize?(record: JsonObject): void;
 }
 
 export interface ChangeResult {

@@ -12,7 +12,7 @@ import { DroverError } from '../lib/errors.js';
 import type { HostRepository, StoredHost } from '../store/host-repository.js';
 import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 import { changesOnly } from '../lib/changes-only.js';
-import type { VmStore } from './vm-store.js';
+import type { VmRequestOptions, VmStore } from './vm-store.js';
 import { resolveVm } from './resolve-vm.js';
 import { vmLabel } from './vm-view.js';
 import { followRecord } from './wait-for-goal.js';
@@ -64,14 +64,9 @@ export function targetProblem(host: StoredHost | null, name: string, memory: num
   return null;
 }
 
-export interface MigrateRequest {
-  ref: string;
+/** `waitSeconds`: for the end of a live migration. */
+export interface MigrateRequest extends VmRequestOptions {
   to: string;
-  /** Seconds to wait for the end of a live migration, or null for no wait. */
-  waitSeconds: number | null;
-  onProgress(line: string): void;
-  /** Called with the newest record before each write attempt; throws to refuse (the API's owner check). */
-  authorize?(record: JsonObject): void;
 }
 
 export interface MigrateResult {

@@ -10,21 +10,15 @@ import { describeSnapshotOp, type SnapshotOp } from '../contract/snapshot.js';
 import { DroverError } from '../lib/errors.js';
 import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
 import { changesOnly } from '../lib/changes-only.js';
-import type { VmStore } from './vm-store.js';
+import type { VmRequestOptions, VmStore } from './vm-store.js';
 import { resolveVm } from './resolve-vm.js';
 import { planSnapshotRequest, type SnapshotPlan } from './snapshot-plan.js';
 import { vmLabel } from './vm-view.js';
 import { followRecord } from './wait-for-goal.js';
 
-export interface SnapshotCommand {
+export interface SnapshotCommand extends VmRequestOptions {
   op: SnapshotOp;
-  ref: string;
   name: string;
-  /** Seconds to wait for the outcome, or null to return once the request is written. */
-  waitSeconds: number | null;
-  onProgress(line: string): void;
-  /** Called with the newest record before each write attempt; throws to refuse (the API's owner check). */
-  authorize?(record: JsonObject): void;
 }
 
 export interface SnapshotResult {
