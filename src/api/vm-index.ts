@@ -37,6 +37,8 @@ function indexed(vm: StoredVm): IndexedVm {
 
 export class VmIndex {
   private readonly vms = new Map<string, IndexedVm>();
+  /** name -> uuids with that name (names are unique by the create check, not by etcd). */
+  private readonly names = new Map<string, Set<string>>();
   private revision = 0n;
   private byName: IndexedVm[] | null = null;
   private watch: WatchHandle | null = null;
@@ -52,16 +54,17 @@ export class VmIndex {
   async start(): Promise<void> {
     const { entries, revision } = await this.kv.list(this.keys.vmPrefix);
     this.vms.clear();
-    for (const e of entries) this.vms.set(this.keys.idOf(e.key, this.keys.vmPrefix), indexed(toStoredVm(e, this.keys)));
+    this.names.clear();
+    for (const e of entries) this.put(indexed(toStoredVm(e, this.keys)));
     this.byName = null;
     this.advance(BigInt(revision));
     this.watch = await this.kv.watchPrefix(this.keys.vmPrefix, (BigInt(revision) + 1n).toString(), {
       onEvent: (w) => {
         if (w.type === 'put') {
-          this.vms.set(this.keys.idOf(w.entry.key, this.keys.vmPrefix), indexed(toStoredVm(w.entry, this.keys)));
+          this.put(indexed(toStoredVm(w.entry, this.keys)));
           this.advanceTo(w.entry.modRevision);
         } else {
-          this.vms.delete(this.keys.idOf(w.key, this.keys.vmPrefix));
+          this.remove(this.keys.idOf(w.key, this.keys.vmPrefix));
           this.advanceTo(w.modRevision);
         }
         this.byName = null;
@@ -85,6 +88,23 @@ export class VmIndex {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+
+  private put(v: IndexedVm): void {
+    this.remove(v.vm.uuid);
+    this.vms.set(v.vm.uuid, v);
+    let same = this.names.get(v.name);
+    if (!same) this.names.set(v.name, (same = new Set()));
+    same.add(v.vm.uuid);
+  }
+
+  private remove(uuid: string): void {
+    const old = this.vms.get(uuid);
+    if (!old) return;
+    this.vms.delete(uuid);
+    const same = this.names.get(old.name);
+    same?.delete(uuid);
+    if (same?.size === 0) this.names.delete(old.name);
   }
 
   private advanceTo(rev: string): void {
@@ -122,10 +142,10 @@ export class VmIndex {
     return this.byName;
   }
 
-  /** The uuid of a VM with this name, if any (no sort: a scan). */
+  /** The uuid of a VM with this name, if any. */
   uuidNamed(name: string): string | undefined {
-    for (const v of this.vms.values()) if (v.name === name) return v.vm.uuid;
-    return undefined;
+    const same = this.names.get(name);
+    return same ? same.values().next().value : undefined;
   }
 
   async stop(): Promise<void> {

@@ -129,6 +129,9 @@ describe('API VMs (real etcd, real HTTP)', () => {
       assert.equal((await w.call(t.alice, 'PATCH', '/api/v1/vms/v1', { uuid: '00000000-0000-4000-8000-000000000000' })).status, 400);
       assert.equal((await w.call(t.alice, 'PATCH', '/api/v1/vms/v1', { status: 'RUNNING' })).status, 400);
       assert.equal((await w.call(t.alice, 'POST', '/api/v1/vms', userVm('v1'))).status, 409, 'a taken name');
+      assert.equal((await w.call(t.alice, 'PATCH', '/api/v1/vms/v1', { name: 'v1-renamed' })).status, 200);
+      assert.equal((await w.call(t.alice, 'POST', '/api/v1/vms', userVm('v1-renamed'))).status, 409, 'the new name is taken');
+      assert.equal((await w.call(t.alice, 'POST', '/api/v1/vms', userVm('v1'))).status, 202, 'the old name is free again');
       assert.equal((await w.call(t.alice, 'GET', '/api/v1/vms?limit=0')).status, 400);
     }));
 

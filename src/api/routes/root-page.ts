@@ -56,7 +56,7 @@ async function show() {
   const rows = $('vms'); rows.replaceChildren();
   for (const vm of items) {
     const tr = document.createElement('tr');
-    for (const v of [vm.name, vm.status, vm.host, vm.owner]) { const td = document.createElement('td'); td.textContent = v ?? ''; tr.append(td); }
+    for (const v of [vm.name, vm.status, vm.host || 'not placed yet', vm.owner]) { const td = document.createElement('td'); td.textContent = v ?? ''; tr.append(td); }
     rows.append(tr);
   }
   if (items.length === 0) { const tr = document.createElement('tr'); const td = document.createElement('td'); td.colSpan = 4; td.textContent = 'No VMs yet.'; tr.append(td); rows.append(tr); }
