@@ -148,6 +148,10 @@ async function main(): Promise<void> {
     const viaEtcd: number[] = [];
     const postAnswered: number[] = [];
     const putAnswered: number[] = [];
+    // When the record first shows in etcd (the watch sees REQUESTED_NEW): the only part of
+    // create-to-RUNNING the API can change; the agent's part after it is the same for both.
+    const apiVisible: number[] = [];
+    const etcdVisible: number[] = [];
     for (let i = 0; i < N_STARTS * 2; i++) {
       const uuid = randomUUID();
       const disk = await makeHaltDisk(root, uuid);
@@ -164,6 +168,7 @@ async function main(): Promise<void> {
       await watch.waitStatus([uuid], 'RUNNING', 60_000);
       const took = (watch.seenAt(uuid, 'RUNNING') as number) - t0;
       (i % 2 === 0 ? viaApi : viaEtcd).push(took);
+      (i % 2 === 0 ? apiVisible : etcdVisible).push((watch.seenAt(uuid, 'REQUESTED_NEW') as number) - t0);
       await kv.put(keys.vm(uuid), JSON.stringify({ ...(watch.records.get(uuid) ?? {}), status: 'REQUESTED_DELETE' }));
       await watch.waitDeleted([uuid], 60_000);
     }
@@ -175,8 +180,11 @@ async function main(): Promise<void> {
       ['etcd put', String(e.n), ms(e.p50), ms(e.mean), ms(e.max)],
     ])}`);
     console.log(`the write itself answered in: POST ${ms(summarize(postAnswered).p50)} p50, etcd put ${ms(summarize(putAnswered).p50)} p50`);
-    const added = a.p50 - e.p50;
-    console.log(`\nthe API adds ${ms(added)} (p50) to create-to-RUNNING: target <= 5 ms: ${added <= 5 ? 'PASS' : 'FAIL'}`);
+    const av = summarize(apiVisible);
+    const ev = summarize(etcdVisible);
+    console.log(`the record visible in etcd after: POST ${ms(av.p50)} p50 (p90 ${ms(av.p90)}), etcd put ${ms(ev.p50)} p50 (p90 ${ms(ev.p90)})`);
+    const added = av.p50 - ev.p50;
+    console.log(`\nthe API adds ${ms(added)} (p50) before the agent can act (end to end: ${ms(a.p50 - e.p50)}, with qemu's spread): target <= 5 ms: ${added <= 5 ? 'PASS' : 'FAIL'}`);
     console.log(`list p50 ${ms(list.p50)} (target <= 20 ms: ${list.p50 <= 20 ? 'PASS' : 'FAIL'}); get p50 ${ms(get.p50)} (target <= 5 ms: ${get.p50 <= 5 ? 'PASS' : 'FAIL'})`);
   } finally {
     await cleanup.run();
