@@ -125,7 +125,7 @@ async function printFirstLogin(auth: AuthRepository, url: string, print: (l: str
   print('');
   print(`Web sign-in and API: ${url}`);
   print(`  one-time login (admin, valid ${LINK_TTL_SECONDS / 60} min, works once): ${url}/#login=${link}`);
-  print('  a permanent API token:   bin/drover token create --user admin');
+  print('  a permanent API token:   TOKEN=$(bin/drover token create --user admin)   # shown once');
   print(`  then:                    curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/vms`);
 }
 
