@@ -40,15 +40,20 @@ describe('API event streams (real etcd, real HTTP)', () => {
       const events = listed.stdout.trim().split('\n').map((l) => JSON.parse(l) as { message: string; owner?: string });
       assert.deepEqual(events.map((e) => e.message), ['alice created VM alice-1.']);
 
-      const child = spawn(DROVER_BIN, ['vm', 'events', '-f', '-n', '0'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(DROVER_BIN, ['vm', 'events', '-f'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-      await new Promise((r) => setTimeout(r, 1500));
+      const until = async (text: string) => {
+        const deadline = Date.now() + 20_000;
+        while (!out.includes(text) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        assert.ok(out.includes(text), `drover vm events -f printed:\n${out}`);
+      };
+      // Once the listing is printed, what follows can only come through the stream (from the listing's revision).
+      await until('alice created VM alice-1');
       await w.call(bob, 'POST', '/api/v1/vms/bob-1/stop');
       await w.call(alice, 'POST', '/api/v1/vms/alice-1/stop');
-      const deadline = Date.now() + 10_000;
-      while (!out.includes('asked to stop VM alice-1') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      await until('asked to stop VM alice-1');
       child.kill('SIGINT');
       assert.equal(await exited, 0);
       assert.match(out, /vm\.requested +alice-1 +alice asked to stop VM alice-1/);
