@@ -8,19 +8,18 @@
 import type { Principal } from '../auth/authenticate.js';
 import { seesAllVms } from '../auth/privileges.js';
 import type { StoredEvent } from '../store/event-log.js';
-import { ownerOf } from './vm-access.js';
-import type { StoredVm } from '../store/vm-repository.js';
 
 export class EventVisibility {
   private readonly owners = new Map<string, string | undefined>();
   private readonly all: boolean;
 
+  /** `vms`: the VMs the principal may see now, with their owners (from the API's index). */
   constructor(
     private readonly principal: Principal,
-    vms: readonly StoredVm[],
+    vms: readonly { vm: { uuid: string }; owner: string | undefined }[],
   ) {
     this.all = seesAllVms(principal.role);
-    for (const vm of vms) this.owners.set(vm.uuid, ownerOf(vm));
+    if (!this.all) for (const v of vms) this.owners.set(v.vm.uuid, v.owner);
   }
 
   /** A VM record was written: whether the caller sees that write (not once it belongs to someone else). */

@@ -38,11 +38,28 @@ export function ownerGuard(principal: Principal, ref: string): (record: Record<s
   };
 }
 
+/** How long one etcd listing serves the name look-ups the index missed (vm-index.ts). */
+const FALLBACK_MS = 1000;
+
 export class VmAccess {
+  /** The latest etcd listing for missed names: one at a time, reused for a second, so misses cannot flood etcd. */
+  private fallback: { at: number; vms: Promise<StoredVm[]> } | null = null;
+
   constructor(
     private readonly store: ApiStore,
     private readonly index: VmIndex,
   ) {}
+
+  private async listedFromEtcd(principal: Principal): Promise<StoredVm[]> {
+    const now = Date.now();
+    if (!this.fallback || now - this.fallback.at > FALLBACK_MS) {
+      const vms = this.store.vms.list().then((l) => l.vms);
+      this.fallback = { at: now, vms };
+      vms.catch(() => (this.fallback = null));
+    }
+    const vms = await this.fallback.vms;
+    return seesAllVms(principal.role) ? vms : vms.filter((v) => ownerOf(v) === principal.user);
+  }
 
   /** Every VM the principal may see, sorted by name, from the watch-fed index (vm-index.ts). */
   visible(principal: Principal): readonly IndexedVm[] {
@@ -50,11 +67,6 @@ export class VmAccess {
     return seesAllVms(principal.role) ? all : all.filter((v) => v.owner === principal.user);
   }
 
-  /** Every VM the principal may see, read from etcd itself. */
-  async list(principal: Principal): Promise<{ vms: StoredVm[]; revision: string }> {
-    const { vms, revision } = await this.store.vms.list();
-    return { vms: seesAllVms(principal.role) ? vms : vms.filter((v) => ownerOf(v) === principal.user), revision };
-  }
 
   /**
    * One VM by uuid or name (CONTRACT.md section 7), among those the principal
@@ -74,7 +86,7 @@ export class VmAccess {
         return selectVm(this.visible(principal).map((v) => v.vm), word);
       } catch (err) {
         if (!(err instanceof DroverError && err.code === 'NOT_FOUND')) throw err;
-        return selectVm((await this.list(principal)).vms, word);
+        return selectVm(await this.listedFromEtcd(principal), word);
       }
     } catch (err) {
       // selectVm's own sentences name other VMs' uuids when ambiguous; among

@@ -55,8 +55,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
     schema: { ...doc.schema, querystring: eventsQuery, response: { 200: documents(z.object({ items: z.array(z.looseObject({ id: z.string() })), revision: z.string() })), 400: documents(errorSchema) } },
     handler: async (req, reply) => {
       const principal = principalOf(req);
-      const { vms } = await access.list(principal);
-      const visibility = new EventVisibility(principal, vms);
+      const visibility = new EventVisibility(principal, access.visible(principal));
       const accept = req.headers.accept ?? '';
       if (accept.includes('text/event-stream')) {
         if (openStreams >= MAX_STREAMS) throw new DroverError('ETCD_UNAVAILABLE', `This API process already serves ${MAX_STREAMS} event streams; try again later or another API process.`, true);
