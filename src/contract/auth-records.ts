@@ -6,8 +6,9 @@
  */
 import { z } from 'zod';
 
-export const ROLES = ['admin', 'operator', 'user', 'auditor'] as const;
-export type Role = (typeof ROLES)[number];
+import { ROLES, type Role } from './roles.js';
+
+export { ROLES, type Role };
 
 /** A user name: what `owner` holds in VM records. */
 export const USER_NAME_RE = /^[a-z][a-z0-9_.-]{0,62}$/;

@@ -46,6 +46,10 @@ describe('live migration (two agents, real qemu)', () => {
     await cluster.startAgent('hv2', { config });
     // hv3 cannot listen on its migration address (not an address of this machine; nothing is sent there).
     await cluster.startAgent('hv3', { config: { ...config, migration_address: '192.0.2.1' } });
+    // Every target must be ALIVE before a test migrates to it: a loaded machine starts agents slowly.
+    for (const name of ['hv1', 'hv2', 'hv3']) {
+      await waitUntil(async () => ((await cluster.kv.get(cluster.keys.alive(name))) ? true : undefined), 60_000, `${name} to be ALIVE`);
+    }
   });
   after(async () => {
     await cluster?.close();

@@ -4,7 +4,7 @@
  * access). The work is in auth/auth-actions.ts.
  */
 import { Option, type Command } from 'commander';
-import { ROLES } from '../../contract/auth-records.js';
+import { ROLES } from '../../contract/roles.js';
 import type { CliContext } from '../context.js';
 import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { TokenCreateFlags, UserAddFlags } from '../auth/auth-actions.js';
