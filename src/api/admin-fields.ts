@@ -30,7 +30,9 @@ function forbidden(field: string, why: string): FieldError {
   return new FieldError(field, `Only an admin may set ${field}: ${why}.`, 'FORBIDDEN');
 }
 
+/** Whether `path` lies under one of `dirs`; a path with `.` or `..` segments never does. */
 function under(path: string, dirs: readonly string[]): boolean {
+  if (path.split('/').some((seg) => seg === '..' || seg === '.')) return false;
   return dirs.some((d) => path.startsWith(d.endsWith('/') ? d : `${d}/`));
 }
 
