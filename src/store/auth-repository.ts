@@ -16,6 +16,7 @@ import {
   type UserRecord,
 } from '../contract/auth-records.js';
 import type { KeySpace } from '../contract/keys.js';
+import type { z } from 'zod';
 import type { KvStore } from './kv-store.js';
 
 export class AuthRepository {
@@ -24,14 +25,24 @@ export class AuthRepository {
     private readonly keys: KeySpace,
   ) {}
 
-  async getUser(name: string): Promise<UserRecord | null> {
-    const e = await this.kv.get(this.keys.auth.user(name));
-    return e ? parseAuthRecord(userRecordSchema, e.raw) : null;
+  /** One record; null when absent or not valid (a hand-edited key is never trusted). */
+  private async read<T>(key: string, schema: z.ZodType<T>): Promise<T | null> {
+    const e = await this.kv.get(key);
+    return e ? parseAuthRecord(schema, e.raw) : null;
   }
 
-  async listUsers(): Promise<UserRecord[]> {
-    const { entries } = await this.kv.list(this.keys.auth.userPrefix);
-    return entries.flatMap((e) => parseAuthRecord(userRecordSchema, e.raw) ?? []);
+  /** Every valid record under a prefix. */
+  private async readAll<T>(prefix: string, schema: z.ZodType<T>): Promise<T[]> {
+    const { entries } = await this.kv.list(prefix);
+    return entries.flatMap((e) => parseAuthRecord(schema, e.raw) ?? []);
+  }
+
+  getUser(name: string): Promise<UserRecord | null> {
+    return this.read(this.keys.auth.user(name), userRecordSchema);
+  }
+
+  listUsers(): Promise<UserRecord[]> {
+    return this.readAll(this.keys.auth.userPrefix, userRecordSchema);
   }
 
   /** false when the name is taken. */
@@ -62,14 +73,12 @@ export class AuthRepository {
     return true;
   }
 
-  async getToken(id: string): Promise<TokenRecord | null> {
-    const e = await this.kv.get(this.keys.auth.token(id));
-    return e ? parseAuthRecord(tokenRecordSchema, e.raw) : null;
+  getToken(id: string): Promise<TokenRecord | null> {
+    return this.read(this.keys.auth.token(id), tokenRecordSchema);
   }
 
   async listTokens(user?: string): Promise<TokenRecord[]> {
-    const { entries } = await this.kv.list(this.keys.auth.tokenPrefix);
-    return entries.flatMap((e) => parseAuthRecord(tokenRecordSchema, e.raw) ?? []).filter((t) => user === undefined || t.user === user);
+    return (await this.readAll(this.keys.auth.tokenPrefix, tokenRecordSchema)).filter((t) => user === undefined || t.user === user);
   }
 
   createToken(token: TokenRecord): Promise<boolean> {
@@ -99,14 +108,12 @@ export class AuthRepository {
     return true;
   }
 
-  async getSession(id: string): Promise<SessionRecord | null> {
-    const e = await this.kv.get(this.keys.auth.session(id));
-    return e ? parseAuthRecord(sessionRecordSchema, e.raw) : null;
+  getSession(id: string): Promise<SessionRecord | null> {
+    return this.read(this.keys.auth.session(id), sessionRecordSchema);
   }
 
   async listSessions(user?: string): Promise<SessionRecord[]> {
-    const { entries } = await this.kv.list(this.keys.auth.sessionPrefix);
-    return entries.flatMap((e) => parseAuthRecord(sessionRecordSchema, e.raw) ?? []).filter((s) => user === undefined || s.user === user);
+    return (await this.readAll(this.keys.auth.sessionPrefix, sessionRecordSchema)).filter((s) => user === undefined || s.user === user);
   }
 
   /** A session key lives under its own lease, so etcd removes it when it expires. */

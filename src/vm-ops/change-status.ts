@@ -3,9 +3,10 @@
  * VmRepository.update (unknown fields preserved), then optionally `--wait`.
  */
 import { DroverError } from '../lib/errors.js';
-import type { JsonObject, StoredVm } from '../store/vm-repository.js';
+import type { JsonObject } from '../store/vm-repository.js';
 import { rawObject } from '../store/vm-repository.js';
 import type { VmRequestOptions, VmStore } from './vm-store.js';
+import { writeRequest } from './request-write.js';
 import { resolveVm } from './resolve-vm.js';
 import { ACTION_GOALS, applyPlan, planStatusChange, type StatusPlan, type VmAction } from './status-plan.js';
 import { vmLabel } from './vm-view.js';
@@ -31,17 +32,10 @@ export interface ChangeResult {
 export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<ChangeResult> {
   const found = await resolveVm(store.vms, req.ref);
   const label = vmLabel(found);
-  let plan: StatusPlan | null = null;
-  let seen: StoredVm = found;
-  const written = await store.vms.update(found.uuid, (current) => {
-    seen = current;
-    const obj = rawObject(current.raw);
-    if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
-    req.authorize?.(obj);
-    plan = planStatusChange(req.action, obj, { force: req.force });
-    return plan.kind === 'write' ? applyPlan(obj, plan) : null;
+  const { plan: decided, written, seen } = await writeRequest<StatusPlan>(store, found, label, req.authorize, (obj) => {
+    const plan = planStatusChange(req.action, obj, { force: req.force });
+    return { plan, next: plan.kind === 'write' ? applyPlan(obj, plan) : null };
   });
-  const decided = plan as StatusPlan | null;
   if (decided === null) throw new DroverError('NOT_FOUND', `VM ${label} no longer exists.`);
   if (decided.kind === 'refuse') throw new DroverError('CONFLICT', `VM ${label} ${decided.reason}.`);
   let record = rawObject((written ?? seen).raw);
@@ -50,7 +44,6 @@ export async function changeStatus(store: VmStore, req: ChangeRequest): Promise<
   if (req.waitSeconds !== null && !already) {
     // Watch from the revision our write was based on (or the one we read for
     // a no-op): our own write, and everything after it, is then replayed.
-    // update() re-reads after writing, so its result may already be newer.
     const initialStatus = decided.kind === 'write' ? decided.status : String(rawObject(seen.raw)?.status ?? '');
     req.onProgress(`VM ${label}: ${initialStatus || '(no status)'}`);
     record = await waitForGoal(store.kv, {

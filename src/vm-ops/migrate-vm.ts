@@ -10,9 +10,10 @@
  */
 import { DroverError } from '../lib/errors.js';
 import type { HostRepository, StoredHost } from '../store/host-repository.js';
-import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
+import { rawObject, type JsonObject } from '../store/vm-repository.js';
 import { changesOnly } from '../lib/changes-only.js';
 import type { VmRequestOptions, VmStore } from './vm-store.js';
+import { writeRequest } from './request-write.js';
 import { resolveVm } from './resolve-vm.js';
 import { vmLabel } from './vm-view.js';
 import { followRecord } from './wait-for-goal.js';
@@ -85,17 +86,10 @@ export async function migrateVm(store: VmStore & { readonly hosts: HostRepositor
   const problem = targetProblem(await store.hosts.get(req.to), req.to, memory);
   if (problem) throw new DroverError(problem.startsWith('No host') ? 'NOT_FOUND' : 'CONFLICT', problem);
 
-  let plan: MigrationPlan | null = null;
-  let seen: StoredVm = found;
-  const written = await store.vms.update(found.uuid, (current) => {
-    seen = current;
-    const obj = rawObject(current.raw);
-    if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
-    req.authorize?.(obj);
-    plan = planMigration(obj, req.to);
-    return plan.kind === 'live' || plan.kind === 'cold' ? applyMigration(obj, plan, req.to, new Date()) : null;
+  const { plan: decided, written, seen } = await writeRequest<MigrationPlan>(store, found, label, req.authorize, (obj) => {
+    const plan = planMigration(obj, req.to);
+    return { plan, next: plan.kind === 'live' || plan.kind === 'cold' ? applyMigration(obj, plan, req.to, new Date()) : null };
   });
-  const decided = plan as MigrationPlan | null;
   if (decided === null) throw new DroverError('NOT_FOUND', `VM ${label} no longer exists.`);
   if (decided.kind === 'refuse') throw new DroverError('CONFLICT', `VM ${label} ${decided.reason}.`);
   let record = rawObject((written ?? seen).raw);

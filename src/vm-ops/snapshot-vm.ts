@@ -8,9 +8,10 @@
 import { randomBytes } from 'node:crypto';
 import { describeSnapshotOp, type SnapshotOp } from '../contract/snapshot.js';
 import { DroverError } from '../lib/errors.js';
-import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repository.js';
+import { rawObject, type JsonObject } from '../store/vm-repository.js';
 import { changesOnly } from '../lib/changes-only.js';
 import type { VmRequestOptions, VmStore } from './vm-store.js';
+import { writeRequest } from './request-write.js';
 import { resolveVm } from './resolve-vm.js';
 import { planSnapshotRequest, type SnapshotPlan } from './snapshot-plan.js';
 import { vmLabel } from './vm-view.js';
@@ -36,17 +37,10 @@ export async function requestSnapshot(store: VmStore, cmd: SnapshotCommand): Pro
   const found = await resolveVm(store.vms, cmd.ref);
   const label = vmLabel(found);
   const id = randomBytes(6).toString('hex');
-  let plan: SnapshotPlan | null = null;
-  let seen: StoredVm = found;
-  const written = await store.vms.update(found.uuid, (current) => {
-    seen = current;
-    const obj = rawObject(current.raw);
-    if (!obj) throw new DroverError('INVALID_SPEC', `The record of VM ${label} is not a JSON object; fix or remove it with etcdctl.`);
-    cmd.authorize?.(obj);
-    plan = planSnapshotRequest(obj, { op: cmd.op, name: cmd.name, id, now: new Date(), label });
-    return plan.kind === 'write' ? { ...obj, snapshot_request: plan.request } : null;
+  const { plan: decided, written, seen } = await writeRequest<SnapshotPlan>(store, found, label, cmd.authorize, (obj) => {
+    const plan = planSnapshotRequest(obj, { op: cmd.op, name: cmd.name, id, now: new Date(), label });
+    return { plan, next: plan.kind === 'write' ? { ...obj, snapshot_request: plan.request } : null };
   });
-  const decided = plan as SnapshotPlan | null;
   if (decided?.kind === 'refuse') throw new DroverError(decided.code, decided.reason);
   if (decided === null || !written) throw new DroverError('NOT_FOUND', `VM ${label} no longer exists.`);
   let record = rawObject(written.raw) ?? {};

@@ -8,6 +8,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import type { Principal } from '../../auth/authenticate.js';
 import type { SnapshotOp } from '../../contract/snapshot.js';
 import { HOST_NAME_RE } from '../../contract/vm-record.js';
 import { rawObject } from '../../store/vm-repository.js';
@@ -45,16 +46,15 @@ export function registerVmSnapshotRoutes(app: FastifyInstance, deps: ApiDeps): v
     },
   });
 
-  const request = async (req: { params: { id: string }; query: z.infer<typeof waitFlag> } & Parameters<typeof principalOf>[0], op: SnapshotOp, name: string) => {
-    const principal = principalOf(req);
-    const vm = await access.get(principal, req.params.id);
+  const request = async (principal: Principal, id: string, wait: z.infer<typeof waitFlag>, op: SnapshotOp, name: string) => {
+    const vm = await access.get(principal, id);
     const result = await requestSnapshot(deps.store, {
       op,
       ref: vm.uuid,
       name,
-      waitSeconds: req.query.wait === 'true' ? Math.min(req.query.timeout, deps.settings.maxWaitSeconds) : null,
+      waitSeconds: wait.wait === 'true' ? Math.min(wait.timeout, deps.settings.maxWaitSeconds) : null,
       onProgress: () => undefined,
-      authorize: ownerGuard(principal, req.params.id),
+      authorize: ownerGuard(principal, id),
     });
     await deps.vmIndex.caughtUp(result.revision);
     await audit(deps, principal, { event: 'vm.requested', vm: vm.uuid, owner: typeof result.record.owner === 'string' ? result.record.owner : undefined, revision: result.revision, fields: ['snapshot_request'], message: `${principal.user} asked to ${op} snapshot ${name} of VM ${result.label}.` });
@@ -65,21 +65,21 @@ export function registerVmSnapshotRoutes(app: FastifyInstance, deps: ApiDeps): v
   r.post('/api/v1/vms/:id/snapshots', {
     ...createDoc,
     schema: { ...createDoc.schema, params: vmIdParams, querystring: waitFlag, body: z.strictObject({ name: snapshotName }), response: { 202: documents(snapshotAnswer), 200: documents(snapshotAnswer), 404: documents(errorSchema), 409: documents(errorSchema) } },
-    handler: async (req, reply) => reply.code(req.query.wait === 'true' ? 200 : 202).send(await request(req, 'create', req.body.name)),
+    handler: async (req, reply) => reply.code(req.query.wait === 'true' ? 200 : 202).send(await request(principalOf(req), req.params.id, req.query, 'create', req.body.name)),
   });
 
   const rollbackDoc = needs('VM.Snapshot', { summary: "Roll a VM's disks back to a snapshot (a running VM is stopped, rolled back and started again; newer snapshots go)", tags: TAGS });
   r.post('/api/v1/vms/:id/snapshots/:name/rollback', {
     ...rollbackDoc,
     schema: { ...rollbackDoc.schema, params: snapshotParams, querystring: waitFlag, response: { 202: documents(snapshotAnswer), 200: documents(snapshotAnswer), 404: documents(errorSchema), 409: documents(errorSchema) } },
-    handler: async (req, reply) => reply.code(req.query.wait === 'true' ? 200 : 202).send(await request(req, 'rollback', req.params.name)),
+    handler: async (req, reply) => reply.code(req.query.wait === 'true' ? 200 : 202).send(await request(principalOf(req), req.params.id, req.query, 'rollback', req.params.name)),
   });
 
   const deleteDoc = needs('VM.Snapshot', { summary: 'Delete a snapshot from every disk of a VM', tags: TAGS });
   r.delete('/api/v1/vms/:id/snapshots/:name', {
     ...deleteDoc,
     schema: { ...deleteDoc.schema, params: snapshotParams, querystring: waitFlag, response: { 202: documents(snapshotAnswer), 200: documents(snapshotAnswer), 404: documents(errorSchema), 409: documents(errorSchema) } },
-    handler: async (req, reply) => reply.code(req.query.wait === 'true' ? 200 : 202).send(await request(req, 'delete', req.params.name)),
+    handler: async (req, reply) => reply.code(req.query.wait === 'true' ? 200 : 202).send(await request(principalOf(req), req.params.id, req.query, 'delete', req.params.name)),
   });
 
   const migrateDoc = needs('VM.Migrate', { summary: 'Move a VM to another host: live when RUNNING (its disks on shared storage), cold when stopped', tags: ['vms'] });

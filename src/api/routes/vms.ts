@@ -3,17 +3,15 @@
  * Every read goes through VmAccess (owner scoping), every write through
  * the same VM operations as the CLI (src/vm-ops), with compare-and-swap.
  */
-import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { seesAllVms } from '../../auth/privileges.js';
 import { validateVmRecord } from '../../contract/vm-record.js';
 import { DroverError } from '../../lib/errors.js';
-import { rawObject, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
+import { rawObject, toStoredVm, type JsonObject, type StoredVm } from '../../store/vm-repository.js';
 import { changeStatus } from '../../vm-ops/change-status.js';
 import { createVmAt } from '../../vm-ops/create-vm.js';
-import { prepareVmRecord } from '../../vm-ops/prepare-vm.js';
 import { vmLabel, vmObject } from '../../vm-ops/vm-view.js';
 import { waitForGoal } from '../../vm-ops/wait-for-goal.js';
 import { refuseAdminFields, refuseSystemFields, refuseUuidChange } from '../admin-fields.js';
@@ -86,12 +84,11 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       if (body.owner === undefined) body.owner = principal.user;
       refuseSystemFields(null, body);
       refuseAdminFields(principal, null, body, await bootDirsFor(deps, principal));
-      const record = prepareVmRecord(body, randomUUID);
       const findName = async (name: string) => deps.vmIndex.uuidNamed(name);
-      const { record: created, revision } = await createVmAt(deps.store, record, { findName }).catch((err: unknown) => {
+      const { record: created, revision } = await createVmAt(deps.store, body, { findName }).catch((err: unknown) => {
         // The name check must not reveal another user's VM (its uuid) to a scoped caller.
         if (err instanceof DroverError && err.code === 'CONFLICT' && err.message.startsWith('The name ') && !seesAllVms(principal.role)) {
-          throw new DroverError('CONFLICT', `The name ${String(record.name)} is already taken.`);
+          throw new DroverError('CONFLICT', `The name ${String(body.name)} is already taken.`);
         }
         throw err;
       });
@@ -102,7 +99,8 @@ export function registerVmRoutes(app: FastifyInstance, deps: ApiDeps): void {
       ]);
       void reply.header('Location', `/api/v1/vms/${uuid}`);
       if (req.query.wait) {
-        const stored: StoredVm = { uuid, key: deps.store.keys.vm(uuid), raw: JSON.stringify(created), modRevision: revision, parsed: { ok: true, value: created as never } };
+        const key = deps.store.keys.vm(uuid);
+        const stored = toStoredVm({ key, raw: JSON.stringify(created), modRevision: revision, createRevision: revision, lease: '0' }, deps.store.keys);
         const done = await waitFor(deps, stored, req.query.wait, req.query.timeout);
         return sendVm(reply, 201, done ?? created);
       }
