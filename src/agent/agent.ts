@@ -43,6 +43,7 @@ import { designatedHostOfRaw, isDesignatedTo, type PlanLimits } from './plan-vm.
 import { snapshotDiskSpec } from './snapshot-disks.js';
 import type { StateDir } from './state-dir.js';
 import { VmWorker } from './vm-worker.js';
+import { BackupRunner } from './backup-runner.js';
 import { createAgentDiskPreparer } from '../storage/agent-disks.js';
 import type { DiskPreparer } from '../storage/prepare-disks.js';
 import { s3CredentialsFrom } from '../storage/s3/location.js';
@@ -77,6 +78,8 @@ export class Agent {
   /** Image disks into overlay files before a start (docs/storage.md). */
   private readonly disks: DiskPreparer;
   private readonly workers = new Map<string, VmWorker>();
+  /** Backups and restores asked through `backup_request` (docs/backups.md). */
+  private readonly backups: BackupRunner;
   private readonly reportedForeign = new Set<number>();
   /** Failover VMs this agent killed because its lease went stale (self-fencing). */
   private readonly fenced = new Set<string>();
@@ -126,6 +129,15 @@ export class Agent {
     this.crashes = new CrashTracker(() => this.config.crash_window * 1000);
     this.notifier = this.makeNotifier();
     this.reporter = new EventReporter(this.name, this.events, this.notifier, this.log);
+    this.backups = new BackupRunner({
+      host: deps.config.name,
+      store: { keys: this.keys, kv: this.kv, vms: this.repo },
+      stateDir: deps.stateDir.root,
+      config: () => this.config,
+      reporter: this.reporter,
+      logger: this.log,
+      now: () => new Date(),
+    });
     this.disks = createAgentDiskPreparer({
       kv: this.kv,
       keys: this.keys,
@@ -249,6 +261,7 @@ export class Agent {
   /** Resolves once every worker is idle (for tests and orderly shutdown). */
   async whenIdle(): Promise<void> {
     await Promise.all([...this.workers.values()].map((w) => w.whenIdle()));
+    await this.backups.whenIdle();
   }
 
   /** The periodic check; also run on SIGHUP and after etcd comes back. */
@@ -333,6 +346,7 @@ export class Agent {
       (!vm.parsed.ok && designatedHostOfRaw(vm.raw) === undefined) ||
       this.deps.hypervisor.inspect(vm.uuid).state !== 'absent';
     if (ours || existing) this.worker(vm.uuid).offer(vm, revision);
+    if (isDesignatedTo(vm, this.name)) this.backups.offer(vm);
   }
 
   private worker(uuid: string): VmWorker {

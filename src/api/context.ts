@@ -13,6 +13,7 @@ import type { KvStore } from '../store/kv-store.js';
 import type { VmRepository } from '../store/vm-repository.js';
 import type { LoginPolicy, Principal } from '../auth/authenticate.js';
 import type { Privilege } from '../auth/privileges.js';
+import type { S3Credentials } from '../storage/s3/location.js';
 import type { VmIndex } from './vm-index.js';
 
 export interface ApiStore {
@@ -36,6 +37,8 @@ export interface ApiSettings {
   readonly streamRecheckMs: number;
   /** The name events written by this API carry in `host`. */
   readonly name: string;
+  /** This process's S3 credentials for the backup store (list, delete); the AWS SDK's default chain when absent. */
+  readonly s3Credentials?: S3Credentials;
 }
 
 export interface ApiDeps {

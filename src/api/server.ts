@@ -24,6 +24,7 @@ import { registerUserRoutes } from './routes/users.js';
 import { registerVmActionRoutes } from './routes/vm-actions.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { registerVmSnapshotRoutes } from './routes/vm-snapshots.js';
+import { registerVmBackupRoutes } from './routes/vm-backups.js';
 
 /** Bodies are small JSON documents; anything larger is refused with 413. */
 export const BODY_LIMIT = 256 * 1024;
@@ -71,6 +72,7 @@ export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; ke
   registerVmRoutes(app, deps);
   registerVmActionRoutes(app, deps);
   registerVmSnapshotRoutes(app, deps);
+  registerVmBackupRoutes(app, deps);
   registerEventRoutes(app, deps);
   registerHostRoutes(app, deps);
   registerStatsRoutes(app, deps);

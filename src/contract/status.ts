@@ -33,5 +33,8 @@ export type RequestStatus = (typeof REQUEST_STATUSES)[number];
 export type StateStatus = (typeof STATE_STATUSES)[number];
 export type VmStatus = (typeof VM_STATUSES)[number];
 
+/** Statuses in which no qemu has the VM's disks open (a backup reads them as they are; a restore may overwrite them). */
+export const AT_REST_STATUSES: ReadonlySet<string> = new Set<StateStatus>(['STOP', 'KILLED', 'ERROR']);
+
 export const HOST_STATUSES = ['ALIVE', 'DEAD'] as const;
 export type HostStatus = (typeof HOST_STATUSES)[number];

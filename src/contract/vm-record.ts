@@ -7,6 +7,7 @@
  * are kept (`loose`), so a rewrite never drops what another tool wrote.
  */
 import { z } from 'zod';
+import { backupRequestSchema } from './backup-request.js';
 import { snapshotRequestSchema, vmSnapshotSchema } from './snapshot.js';
 import { VM_STATUSES } from './status.js';
 
@@ -144,6 +145,8 @@ export const vmRecordSchema = z.looseObject({
   snapshots: z.array(vmSnapshotSchema).optional(),
   /** drover extension: the snapshot operation asked for and its outcome (docs/snapshots.md). */
   snapshot_request: snapshotRequestSchema.optional(),
+  /** drover extension: the backup or restore asked for and its outcome (docs/backups.md). */
+  backup_request: backupRequestSchema.optional(),
 });
 
 export type VmRecord = z.infer<typeof vmRecordSchema>;

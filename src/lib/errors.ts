@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'INVALID_SPEC'
   | 'MIGRATION_FAILED'
   | 'SNAPSHOT_FAILED'
+  | 'BACKUP_FAILED'
   | 'TIMEOUT'
   | 'S3_ERROR'
   | 'CHECKSUM_MISMATCH'

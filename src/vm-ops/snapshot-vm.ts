@@ -15,7 +15,7 @@ import { writeRequest } from './request-write.js';
 import { resolveVm } from './resolve-vm.js';
 import { planSnapshotRequest, type SnapshotPlan } from './snapshot-plan.js';
 import { vmLabel } from './vm-view.js';
-import { followRecord } from './wait-for-goal.js';
+import { followRequest } from './follow-request.js';
 
 export interface SnapshotCommand extends VmRequestOptions {
   op: SnapshotOp;
@@ -65,35 +65,21 @@ interface Follow {
 /** Follows the request until the agent says done (and a rolled-back running VM runs again) or failed. */
 function followSnapshot(store: VmStore, f: Follow): Promise<JsonObject> {
   const what = `snapshot ${describeSnapshotOp(f.op, f.name)}`;
-  let state = 'requested';
   const say = changesOnly((line) => f.onProgress(`VM ${f.label}: ${line}`));
-  return followRecord<JsonObject>(store.kv, {
-    key: f.key,
-    label: f.label,
-    afterRevision: f.afterRevision,
-    timeoutMs: f.timeoutMs,
-    timedOut: () =>
-      new DroverError(
-        'TIMEOUT',
-        `The ${what} of VM ${f.label} did not finish within ${Math.round(f.timeoutMs / 1000)} s (${state === 'requested' ? "not picked up yet: is its host's agent running?" : `state ${state}`}).`,
-      ),
-    onDelete: () => ({ fail: new DroverError('NOT_FOUND', `VM ${f.label} was deleted during its ${what}.`) }),
-    onRecord: (record) => {
-      const req = (record?.snapshot_request ?? {}) as JsonObject;
-      if (req.id !== f.id) return { fail: new DroverError('CONFLICT', `The ${what} of VM ${f.label} was replaced by another request.`) };
-      state = typeof req.state === 'string' ? req.state : state;
-      if (state === 'failed') {
-        const why = typeof req.error === 'string' ? req.error.replace(/[.\s]+$/, '') : 'no reason given';
-        return { fail: new DroverError('SNAPSHOT_FAILED', `The ${what} of VM ${f.label} failed: ${why}.`) };
-      }
+  return followRequest(store, {
+    ...f,
+    field: 'snapshot_request',
+    what,
+    failCode: 'SNAPSHOT_FAILED',
+    next: (state, req, record) => {
       if (state === 'running') say(f.op === 'rollback' && req.restart === true ? 'stopping it to roll back' : `${what} under way`);
       if (state !== 'done') return undefined;
-      if (req.restart !== true) return { done: record ?? {} };
+      if (req.restart !== true) return { done: record };
       // A running VM was rolled back: it counts once it runs again.
-      const status = typeof record?.status === 'string' ? record.status : '';
-      if (status === 'RUNNING') return { done: record ?? {} };
+      const status = typeof record.status === 'string' ? record.status : '';
+      if (status === 'RUNNING') return { done: record };
       if (status === 'ERROR' || status === 'KILLED') {
-        const why = typeof record?.error === 'string' && record.error !== '' ? `: ${record.error.replace(/[.\s]+$/, '')}` : '';
+        const why = typeof record.error === 'string' && record.error !== '' ? `: ${record.error.replace(/[.\s]+$/, '')}` : '';
         return { fail: new DroverError('START_FAILED', `VM ${f.label} was rolled back to ${f.name} but did not start again (${status}${why}).`) };
       }
       say(`rolled back; starting it again (${status})`);

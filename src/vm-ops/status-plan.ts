@@ -10,6 +10,7 @@
  * `force_stop` is a drover extension (docs/cli.md): set by `stop -F`, removed
  * by a plain stop so that an old forced request does not linger.
  */
+import { isActiveBackupRequest } from '../contract/backup-request.js';
 import type { RequestStatus } from '../contract/status.js';
 
 export type VmAction = 'start' | 'stop' | 'restart' | 'delete';
@@ -39,6 +40,7 @@ export type StatusPlan =
 export interface CurrentState {
   status?: unknown;
   force_stop?: unknown;
+  backup_request?: unknown;
 }
 
 const STARTING = new Set(['REQUESTED_NEW', 'SCHEDULED', 'REQUESTED_START', 'STARTING']);
@@ -51,6 +53,12 @@ export function planStatusChange(action: VmAction, current: CurrentState, opts: 
     return action === 'delete'
       ? { kind: 'noop', reason: 'is already being deleted', done: false }
       : { kind: 'refuse', reason: 'is being deleted' };
+  }
+  // A stopped VM's disks are being read or written by a backup or restore (docs/backups.md): no qemu may open them meanwhile.
+  if ((action === 'start' || action === 'restart') && status !== 'RUNNING' && isActiveBackupRequest(current.backup_request)) {
+    const req = current.backup_request;
+    const since = typeof req.requested_at === 'string' ? ` since ${req.requested_at}` : '';
+    return { kind: 'refuse', reason: `has a ${req.op === 'restore' ? 'restore' : 'backup'} under way${since}; wait for it to finish` };
   }
   switch (action) {
     case 'start':

@@ -1,47 +1,48 @@
 /**
- * What `drover vm backup|restore` and `drover backup list|delete` do;
- * loaded on demand (docs/backups.md). The CLI runs the transfer itself, on
- * the host that holds the disks: `path` disks are their files, `image`
- * disks their overlays in the agent's state dir (backup-disks.ts). A
- * stopped VM's path disks are read as they are, its image disks flattened
- * into a temporary self-contained qcow2 first. A running VM's qcow2 disks
- * are read at a temporary snapshot the agent takes of all of them at once
- * (`snapshot_request`, one QMP transaction): copied with
- * `qemu-img convert -U -l snapshot.name=...` (which flattens an overlay
- * too), uploaded, then the copies and the snapshot are deleted.
+ * What `drover vm backup|restore` and `drover backup list|delete|clean|store`
+ * do; loaded on demand (docs/backups.md). The CLI runs the transfer itself,
+ * on the host that holds the disks (src/vm-ops/vm-backup.ts, the same code
+ * the agent runs for a backup asked through the API): `path` disks are
+ * their files, `image` disks their overlays in the agent's state dir
+ * (src/vm-ops/backup-disks.ts).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { isAbsolute } from 'node:path';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { DroverError } from '../../lib/errors.js';
-import { cleanIncompleteBackups, createBackup, deleteBackup, findBackup, listBackups, restoreBackup, type BackupDiskInput, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
+import { cleanIncompleteBackups, deleteBackup, findBackup, listBackups, restoreBackup, type BackupManifest, type BackupTarget } from '../../storage/backup.js';
+import { describeBackupStore, readBackupStoreConfig, writeBackupStoreConfig } from '../../storage/backup-store-config.js';
 import { ensureImageDisksDir } from '../../storage/prepare-disks.js';
-import { QemuImg } from '../../storage/qemu-img.js';
 import { createS3Client } from '../../storage/s3/client.js';
 import { VmRepository, rawObject, type StoredVm } from '../../store/vm-repository.js';
-import type { CliContext } from '../context.js';
-import { resolveGlobalOptions, type GlobalFlags } from '../global-options.js';
-import { DEFAULT_SNAPSHOT_WAIT_SECONDS } from '../vm/snapshot-wait.js';
+import { vmDiskFiles, vmDisks } from '../../vm-ops/backup-disks.js';
+import { resolveVm } from '../../vm-ops/resolve-vm.js';
+import { backupVm, restoreVmDisks } from '../../vm-ops/vm-backup.js';
+import type { CliContext, CliEnv } from '../context.js';
+import { resolveGlobalOptions, type GlobalFlags, type GlobalOptions } from '../global-options.js';
 import { printJson, printLine, printProgress } from '../output/print.js';
 import { ProgressBar, formatBytes } from '../output/progress.js';
 import { formatTable } from '../output/table.js';
 import { withStore } from '../store-session.js';
-import { resolveVm } from '../../vm-ops/resolve-vm.js';
-import { requestSnapshot } from '../../vm-ops/snapshot-vm.js';
-import { requireOverlays, stateDirOption, vmDiskFiles, vmDisks, type VmDiskFile } from './backup-disks.js';
-import { resolveS3Settings, resolveTransferSettings, type S3Flags } from './s3-options.js';
+import { bucketGiven, resolveS3Settings, resolveTransferSettings, type S3Flags } from './s3-options.js';
 
 export type BackupFlags = GlobalFlags & S3Flags & { name?: string; stateDir?: string };
 export type RestoreFlags = GlobalFlags & S3Flags & { as?: string; dir?: string; stateDir?: string };
 export type ListFlags = GlobalFlags & S3Flags;
 export type CleanFlags = ListFlags & { olderThan: string };
 
-/** Statuses in which no qemu has the disks open. */
-const AT_REST = new Set(['STOP', 'KILLED', 'ERROR']);
+/** `--state-dir`, else DROVER_STATE_DIR; checked to be absolute. */
+function stateDirOption(flag: string | undefined, env: CliEnv): string | undefined {
+  const dir = flag ?? (env.DROVER_STATE_DIR || undefined);
+  if (dir !== undefined && !isAbsolute(dir)) throw new DroverError('USAGE', 'Option --state-dir must be an absolute path (the agent\'s state_dir).');
+  return dir;
+}
 
-function openTarget(ctx: CliContext, flags: S3Flags): BackupTarget & { close(): void } {
-  const settings = resolveS3Settings(flags, ctx.env);
+/** The bucket from flags or environment, else the cluster's backup store; with a progress bar on stderr. */
+async function openTarget(ctx: CliContext, flags: S3Flags, opts: GlobalOptions): Promise<BackupTarget & { close(): void }> {
+  const stored = bucketGiven(flags, ctx.env) ? null : await withStore(opts, (s) => readBackupStoreConfig(s.kv, s.keys));
+  const settings = resolveS3Settings(flags, ctx.env, stored);
   const client = createS3Client(settings);
   let bar: ProgressBar | undefined;
   let label = '';
@@ -64,27 +65,16 @@ function openTarget(ctx: CliContext, flags: S3Flags): BackupTarget & { close(): 
   };
 }
 
-function requireAtRest(vm: StoredVm, why: string): void {
-  const status = vm.parsed.ok ? (vm.parsed.value.status ?? '') : '';
-  if (!AT_REST.has(status)) {
-    throw new DroverError('CONFLICT', `VM ${vm.parsed.ok ? vm.parsed.value.name : vm.uuid} is ${status || 'without a status'}; stop it first (${why}).`);
-  }
-}
-
 export async function vmBackupAction(ctx: CliContext, ref: string, flags: BackupFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
-  const vm = await withStore(opts, (s) => resolveVm(new VmRepository(s.kv, s.keys), ref));
-  const running = vm.parsed.ok && vm.parsed.value.status === 'RUNNING';
-  if (!running) requireAtRest(vm, 'a backup reads the disks of a stopped VM, or of a RUNNING one at a snapshot');
-  const disks = vmDiskFiles(vm, stateDirOption(flags.stateDir, ctx.env));
-  await requireOverlays(vm, disks);
-  const name = vm.parsed.ok ? vm.parsed.value.name : vm.uuid;
-  if (running) await requireQcow2(name, disks.map((d) => d.file));
-  const target = openTarget(ctx, flags);
+  const stateDir = stateDirOption(flags.stateDir, ctx.env);
+  const target = await openTarget(ctx, flags, opts);
   try {
-    const m = running
-      ? await backupRunning(ctx, opts, { uuid: vm.uuid, name }, disks, target, flags.name)
-      : await backupStopped(ctx, { uuid: vm.uuid, name }, disks, target, flags.name);
+    const m = await withStore(opts, async (s) => {
+      const vm = await resolveVm(s.vms, ref);
+      const disks = vmDiskFiles(vm, stateDir);
+      return backupVm(vm, disks, { store: s, target, ...(flags.name !== undefined ? { name: flags.name } : {}), onProgress: (line) => printProgress(ctx.io, line) });
+    });
     target.close();
     if (opts.json) printJson(ctx.io, m);
     else printLine(ctx.io, m.id);
@@ -93,94 +83,9 @@ export async function vmBackupAction(ctx: CliContext, ref: string, flags: Backup
   }
 }
 
-/** A running VM is backed up from a snapshot, which only qcow2 disks hold. */
-async function requireQcow2(name: string, paths: readonly string[]): Promise<void> {
-  const qemuImg = new QemuImg();
-  for (const [i, path] of paths.entries()) {
-    const { format } = await qemuImg.info(path, { shared: true });
-    if (format !== 'qcow2') {
-      throw new DroverError('CONFLICT', `VM ${name} is RUNNING; stop it first (disk ${i} (${path}) is ${format}, and a running VM is backed up from a snapshot, which only qcow2 disks can hold).`);
-    }
-  }
-}
-
-/** A copy of each disk made by `copy` into a temporary folder, removed afterwards; what createBackup uploads. */
-async function withCopies<T>(disks: readonly VmDiskFile[], copy: (d: VmDiskFile, dest: string) => Promise<boolean>, use: (inputs: BackupDiskInput[]) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'drover-backup-'));
-  try {
-    const inputs: BackupDiskInput[] = [];
-    for (const d of disks) {
-      const dest = join(dir, `disk-${d.index}`);
-      const copied = await copy(d, dest);
-      inputs.push({ file: copied ? dest : d.file, source: d.file, ...(d.image !== undefined ? { image: d.image } : {}) });
-    }
-    return await use(inputs);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** A qemu-img that may copy a whole disk. */
-const longQemuImg = (): QemuImg => new QemuImg({ timeoutMs: 24 * 3600_000 });
-
-/**
- * A stopped VM: path disks are uploaded as they are, unless one is a qcow2
- * that names a backing file (or an external data file); those and image
- * disks are flattened first (qemu-img convert reads through the backing
- * chain), so a backup never needs another file to exist when restored.
- */
-async function backupStopped(ctx: CliContext, vm: { uuid: string; name: string }, disks: readonly VmDiskFile[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
-  const qemuImg = longQemuImg();
-  return withCopies(
-    disks,
-    async (d, dest) => {
-      if (d.image === undefined) {
-        const info = await qemuImg.info(d.file, { shared: true });
-        if (info.format !== 'qcow2' || (info.backingFile === undefined && info.dataFile === undefined)) return false;
-        printProgress(ctx.io, `VM ${vm.name}: flattening disk ${d.index} (a qcow2 on ${info.backingFile ?? info.dataFile})`);
-      } else {
-        printProgress(ctx.io, `VM ${vm.name}: flattening disk ${d.index} (image ${d.image})`);
-      }
-      await qemuImg.flatten(d.file, dest);
-      return true;
-    },
-    (inputs) => createBackup(target, vm, inputs, backupName),
-  );
-}
-
-/**
- * The disks of a running VM at one point in time: the agent snapshots every
- * disk in one QMP transaction; each disk is copied at that snapshot into a
- * temporary file (flattened: an image disk's copy holds its image's data),
- * the copies are uploaded, then the copies and the snapshot are deleted (a
- * snapshot left behind is reported, and never fails a backup that is
- * complete).
- */
-async function backupRunning(ctx: CliContext, opts: ReturnType<typeof resolveGlobalOptions>, vm: { uuid: string; name: string }, disks: readonly VmDiskFile[], target: BackupTarget, backupName: string | undefined): Promise<BackupManifest> {
-  const snapshot = `drover-backup-${randomBytes(6).toString('hex')}`;
-  const onProgress = (line: string): void => printProgress(ctx.io, line);
-  await withStore(opts, (s) => requestSnapshot(s, { op: 'create', ref: vm.uuid, name: snapshot, waitSeconds: DEFAULT_SNAPSHOT_WAIT_SECONDS, onProgress }));
-  try {
-    const qemuImg = longQemuImg();
-    return await withCopies(
-      disks,
-      async (d, dest) => {
-        onProgress(`VM ${vm.name}: copying disk ${d.index} at snapshot ${snapshot}`);
-        await qemuImg.convertSnapshot(d.file, snapshot, dest);
-        return true;
-      },
-      (inputs) => createBackup(target, vm, inputs, backupName),
-    );
-  } finally {
-    await withStore(opts, (s) => requestSnapshot(s, { op: 'delete', ref: vm.uuid, name: snapshot, waitSeconds: DEFAULT_SNAPSHOT_WAIT_SECONDS, onProgress })).catch((err: unknown) => {
-      onProgress(`VM ${vm.name}: the temporary snapshot ${snapshot} was not deleted (${err instanceof Error ? err.message : String(err)}); delete it with \`drover vm snapshot delete ${vm.name} ${snapshot}\`.`);
-    });
-  }
-}
-
 export async function vmRestoreAction(ctx: CliContext, ref: string, backupWord: string, flags: RestoreFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
-  const target = openTarget(ctx, flags);
+  const target = await openTarget(ctx, flags, opts);
   try {
     await withStore(opts, async (s) => {
       const repo = new VmRepository(s.kv, s.keys);
@@ -188,12 +93,7 @@ export async function vmRestoreAction(ctx: CliContext, ref: string, backupWord: 
       const manifest = findBackup(await listBackups(target, vm.uuid), backupWord);
       const stateDir = stateDirOption(flags.stateDir, ctx.env);
       if (flags.as === undefined) {
-        requireAtRest(vm, 'a restore overwrites the disks of a stopped VM only; --as makes a new VM instead');
-        const disks = vmDiskFiles(vm, stateDir);
-        if (disks.some((d) => d.image !== undefined)) await ensureImageDisksDir(join(stateDir!, 'vms'), vm.uuid);
-        await requireRegularFiles(disks);
-        const paths = disks.map((d) => d.file);
-        await restoreBackup(target, manifest, paths, true);
+        const paths = await restoreVmDisks(vm, vmDiskFiles(vm, stateDir), manifest, target, stateDir, '--as makes a new VM instead');
         target.close();
         if (opts.json) printJson(ctx.io, { uuid: vm.uuid, backup: manifest.id, disks: paths });
         else printLine(ctx.io, `VM ${manifest.vm.name} restored from backup ${manifest.id}.`);
@@ -203,15 +103,6 @@ export async function vmRestoreAction(ctx: CliContext, ref: string, backupWord: 
     });
   } finally {
     target.close();
-  }
-}
-
-/** Refuses to write a disk through a symlink or over something that is not a file. */
-async function requireRegularFiles(disks: readonly VmDiskFile[]): Promise<void> {
-  for (const d of disks) {
-    if (d.image === undefined) continue; // a path disk may be a block device, the user's choice
-    const st = await lstat(d.file).catch(() => null);
-    if (st && !st.isFile()) throw new DroverError('CONFLICT', `${d.file} is not a regular file (a symlink?), so drover will not restore disk ${d.index} through it.`);
   }
 }
 
@@ -271,7 +162,7 @@ async function restoreAs(
 export async function listAction(ctx: CliContext, ref: string | undefined, flags: ListFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const uuid = ref === undefined ? undefined : await withStore(opts, async (s) => (await resolveVm(new VmRepository(s.kv, s.keys), ref)).uuid);
-  const target = openTarget(ctx, flags);
+  const target = await openTarget(ctx, flags, opts);
   try {
     const list = await listBackups(target, uuid);
     if (opts.json) {
@@ -288,7 +179,7 @@ export async function listAction(ctx: CliContext, ref: string | undefined, flags
 
 export async function deleteAction(ctx: CliContext, id: string, flags: ListFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
-  const target = openTarget(ctx, flags);
+  const target = await openTarget(ctx, flags, opts);
   try {
     const m = findBackup(await listBackups(target), id);
     await deleteBackup(target, m);
@@ -305,7 +196,7 @@ export async function cleanAction(ctx: CliContext, ref: string | undefined, flag
   const seconds = Number(flags.olderThan);
   if (!/^\d+$/.test(flags.olderThan)) throw new DroverError('USAGE', 'Option --older-than needs a whole number of seconds.');
   const uuid = ref === undefined ? undefined : await withStore(opts, async (s) => (await resolveVm(new VmRepository(s.kv, s.keys), ref)).uuid);
-  const target = openTarget(ctx, flags);
+  const target = await openTarget(ctx, flags, opts);
   try {
     const removed = await cleanIncompleteBackups(target, seconds * 1000, uuid);
     if (opts.json) printJson(ctx.io, { removed });
@@ -313,4 +204,21 @@ export async function cleanAction(ctx: CliContext, ref: string | undefined, flag
   } finally {
     target.close();
   }
+}
+
+export async function storeGetAction(ctx: CliContext, flags: GlobalFlags): Promise<void> {
+  const opts = resolveGlobalOptions(flags, ctx.env);
+  const config = await withStore(opts, (s) => readBackupStoreConfig(s.kv, s.keys));
+  if (opts.json) printJson(ctx.io, config);
+  else printLine(ctx.io, config ? describeBackupStore(config) : 'No backup store is set (drover backup store set).');
+}
+
+export async function storeSetAction(ctx: CliContext, flags: ListFlags): Promise<void> {
+  const opts = resolveGlobalOptions(flags, ctx.env);
+  if (flags.s3Bucket === undefined) throw new DroverError('USAGE', 'drover backup store set needs --s3-bucket (and --s3-endpoint, --s3-region, --s3-path-style for a server other than AWS).');
+  // Flags only: the setting is the cluster's, not this shell's DROVER_S3_* environment.
+  const { bucket, endpoint, region, path_style } = resolveS3Settings(flags, {});
+  const config = await withStore(opts, (s) => writeBackupStoreConfig(s.kv, s.keys, { bucket, ...(endpoint !== undefined ? { endpoint } : {}), region, path_style }));
+  if (opts.json) printJson(ctx.io, config);
+  else printLine(ctx.io, `Backup store set: ${describeBackupStore(config)}.`);
 }

@@ -21,7 +21,12 @@ Every route but POST /api/v1/login, /api/v1/openapi.json and /healthz needs
 credentials (drover user add, drover token create). docs/api.md lists the
 routes, docs/security.md the roles.
 
-Environment: DROVER_ETCD, DROVER_PREFIX, DROVER_API_LISTEN, DROVER_TLS_CERT, DROVER_TLS_KEY.
+Backups (list, delete) are read from the cluster's backup store (drover
+backup store set) with DROVER_S3_ACCESS_KEY_ID / DROVER_S3_SECRET_ACCESS_KEY,
+else the AWS SDK's default chain (AWS_* environment, ~/.aws).
+
+Environment: DROVER_ETCD, DROVER_PREFIX, DROVER_API_LISTEN, DROVER_TLS_CERT, DROVER_TLS_KEY,
+DROVER_S3_ACCESS_KEY_ID, DROVER_S3_SECRET_ACCESS_KEY.
 
 Examples:
   $ drover api --etcd http://127.0.0.1:2379
@@ -54,6 +59,7 @@ export function registerApiCommand(program: Command, ctx: CliContext): void {
         tlsKey: flags.tlsKey ?? ctx.env.DROVER_TLS_KEY,
         bootDirs: flags.bootDir ?? [],
         logger,
+        settings: await s3Settings(ctx.env),
       });
       ctx.io.stdout.write(`drover API on ${api.url} (etcd ${global.endpoints.join(',')}, prefix ${global.prefix}). Ctrl-C to stop.\n`);
       await new Promise<void>((resolve) => {
@@ -63,4 +69,11 @@ export function registerApiCommand(program: Command, ctx: CliContext): void {
       });
       await exitAfterStop(ctx.io.stdout);
     });
+}
+
+/** The API's own S3 credentials for the backup store, from the environment (never flags: they would show in `ps`). */
+export async function s3Settings(env: CliContext['env']): Promise<{ s3Credentials?: import('../../storage/s3/location.js').S3Credentials }> {
+  const { s3CredentialsFrom } = await import('../../storage/s3/location.js');
+  const s3Credentials = s3CredentialsFrom(env.DROVER_S3_ACCESS_KEY_ID, env.DROVER_S3_SECRET_ACCESS_KEY);
+  return s3Credentials !== undefined ? { s3Credentials } : {};
 }

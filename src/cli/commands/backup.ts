@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
-import { addGlobalOptions } from '../global-options.js';
+import { addGlobalOptions, type GlobalFlags } from '../global-options.js';
 import type { BackupFlags, CleanFlags, ListFlags, RestoreFlags } from '../backup/backup-actions.js';
 
 const VM_ARG = 'full uuid, unique uuid prefix (4+ characters) or name';
@@ -17,7 +17,7 @@ function examples(...lines: string[]): string {
 
 function s3Options(cmd: Command): Command {
   return addGlobalOptions(cmd)
-    .option('--s3-bucket <bucket>', 'the backups bucket (env DROVER_S3_BUCKET)')
+    .option('--s3-bucket <bucket>', 'the backups bucket (env DROVER_S3_BUCKET; default: the cluster\'s backup store)')
     .option('--s3-endpoint <url>', 'an S3-compatible server instead of AWS (env DROVER_S3_ENDPOINT)')
     .option('--s3-region <region>', 'the region (env DROVER_S3_REGION, default us-east-1)')
     .option('--s3-path-style', 'bucket in the URL path, as most S3-compatible servers want (env DROVER_S3_PATH_STYLE=1)');
@@ -55,7 +55,7 @@ export function registerVmBackupCommands(vm: Command, ctx: CliContext): void {
 }
 
 export function registerBackupCommands(program: Command, ctx: CliContext): void {
-  const backup = program.command('backup').description('list and delete VM backups in S3 (made with drover vm backup)');
+  const backup = program.command('backup').description('list and delete VM backups in S3 (made with drover vm backup or through the API), and set where they go');
   s3Options(backup.command('list').description('complete backups, oldest first, of one VM or all').argument('[vm]', VM_ARG))
     .addHelpText('after', examples('drover backup list', 'drover backup list web-1 --json'))
     .action(async (ref: string | undefined, flags: ListFlags) => (await actions()).listAction(ctx, ref, flags));
@@ -66,4 +66,11 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--older-than <seconds>', 'only folders with nothing newer (a backup may still be uploading)', '3600')
     .addHelpText('after', examples('drover backup clean', 'drover backup clean web-1 --older-than 86400'))
     .action(async (ref: string | undefined, flags: CleanFlags) => (await actions()).cleanAction(ctx, ref, flags));
+  const store = backup.command('store').description('where the fleet\'s backups go: P/config/backup_store (credentials stay with each host and API)');
+  addGlobalOptions(store.command('get').description('print the backup store setting'))
+    .addHelpText('after', examples('drover backup store get', 'drover backup store get --json'))
+    .action(async (flags: GlobalFlags) => (await actions()).storeGetAction(ctx, flags));
+  s3Options(store.command('set').description('set the bucket that backups asked through the API go to (and that the CLI uses without --s3-bucket)'))
+    .addHelpText('after', examples('drover backup store set --s3-bucket backups', 'drover backup store set --s3-bucket backups --s3-endpoint http://10.0.0.5:9000 --s3-path-style'))
+    .action(async (flags: ListFlags) => (await actions()).storeSetAction(ctx, flags));
 }

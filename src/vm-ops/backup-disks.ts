@@ -1,10 +1,10 @@
 /**
- * Which file holds each disk of a VM, for `drover vm backup|restore`
+ * Which file holds each disk of a VM, for a backup or restore
  * (docs/backups.md). A `path` disk is its file. An `image` disk is the
  * overlay a start made in the agent's state dir,
  * `<state>/vms/<uuid>/disks/disk<N>.qcow2` (src/storage/prepare-disks.ts), so
- * the CLI needs that state dir (`--state-dir`, or DROVER_STATE_DIR) and must
- * run on the VM's host. An `rbd` disk is refused.
+ * whoever copies it (the VM's agent, or the CLI given `--state-dir`) runs on
+ * the VM's host. An `rbd` disk is refused.
  *
  * A backup of an image disk is flattened (self-contained: it does not need
  * the image); a restore writes that qcow2 at the overlay's path, where the
@@ -12,12 +12,11 @@
  * is).
  */
 import { lstat } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
-import type { DiskSpec } from '../../contract/vm-record.js';
-import { DroverError } from '../../lib/errors.js';
-import { imageDiskPath } from '../../storage/prepare-disks.js';
-import type { StoredVm } from '../../store/vm-repository.js';
-import type { CliEnv } from '../context.js';
+import { join } from 'node:path';
+import type { DiskSpec } from '../contract/vm-record.js';
+import { DroverError } from '../lib/errors.js';
+import { imageDiskPath } from '../storage/prepare-disks.js';
+import type { StoredVm } from '../store/vm-repository.js';
 
 export interface VmDiskFile {
   index: number;
@@ -25,13 +24,6 @@ export interface VmDiskFile {
   file: string;
   /** Set for an image disk: its `image`. */
   image?: string;
-}
-
-/** `--state-dir`, else DROVER_STATE_DIR; checked to be absolute. */
-export function stateDirOption(flag: string | undefined, env: CliEnv): string | undefined {
-  const dir = flag ?? (env.DROVER_STATE_DIR || undefined);
-  if (dir !== undefined && !isAbsolute(dir)) throw new DroverError('USAGE', 'Option --state-dir must be an absolute path (the agent\'s state_dir).');
-  return dir;
 }
 
 function vmName(vm: StoredVm): string {
