@@ -9,7 +9,8 @@
 #   vmlinuz           the host's cloud kernel (copied)
 #   initrd.gz         init prints "DROVER-GUEST-READY", then a counter line
 #                     "DROVER-TICK <n>" every second; powers off on the ACPI
-#                     power button (so graceful stop works)
+#                     power button (so graceful stop works); a shell reads
+#                     and answers on the serial console (ttyS0)
 #   initrd-poweroff.gz  same marker, then the guest powers itself off after
 #                     about 1 s (for restart-policy tests)
 #   initrd-ignore-acpi.gz  like initrd.gz but ignores the power button (for
@@ -116,6 +117,8 @@ if [ "\$MODE" = disk-marker ]; then
   fi
   echo "DROVER-MARK-NODISK"
 fi
+# A shell on the serial console (drover vm console, the dashboard's serial tab): prompt "/ # ".
+if [ "\$MODE" = idle ]; then setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' & fi
 n=0
 while true; do n=\$((n+1)); echo "DROVER-TICK \$n"; sleep 1; done
 INIT

@@ -508,5 +508,5 @@ function objectField(obj: JsonObject, key: string): JsonObject {
 
 /** What the record's `runtime` says of a process. */
 function runtimeFields(h: VmHandle): JsonObject {
-  return { pid: h.pid, started_at: h.startedAt, serial_log: h.serialLog, ...(h.vnc ? { vnc: h.vnc } : {}) };
+  return { pid: h.pid, started_at: h.startedAt, serial_log: h.serialLog, ...(h.serialSocket ? { serial_socket: h.serialSocket } : {}), ...(h.vnc ? { vnc: h.vnc } : {}) };
 }

@@ -11,7 +11,7 @@
  * disk) is not a change and is not refused.
  *
  * Also here: the fields only drover itself writes (status through the
- * actions, the agent's runtime, logs, migration and snapshot state), which
+ * actions, the agent's runtime, logs, migration, snapshot and backup state), which
  * no create or PATCH may set (400).
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -20,7 +20,7 @@ import { hasPrivilege } from '../auth/privileges.js';
 import type { JsonObject } from '../store/vm-repository.js';
 import { FieldError } from './errors.js';
 
-export const SYSTEM_FIELDS = ['status', 'runtime', 'log', 'error', 'migration', 'snapshots', 'snapshot_request', 'pending_reason', 'force_stop'] as const;
+export const SYSTEM_FIELDS = ['status', 'runtime', 'log', 'error', 'migration', 'snapshots', 'snapshot_request', 'backup_request', 'pending_reason', 'force_stop'] as const;
 
 function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

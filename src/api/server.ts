@@ -25,6 +25,8 @@ import { registerVmActionRoutes } from './routes/vm-actions.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { registerVmSnapshotRoutes } from './routes/vm-snapshots.js';
 import { registerVmBackupRoutes } from './routes/vm-backups.js';
+import { registerConsoleRoutes } from './routes/consoles.js';
+import fastifyWebsocket from '@fastify/websocket';
 
 /** Bodies are small JSON documents; anything larger is refused with 413. */
 export const BODY_LIMIT = 256 * 1024;
@@ -52,6 +54,8 @@ export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; ke
   app.setErrorHandler(handleError(deps.logger));
   app.addHook('preValidation', async (req) => refuseDeepBodies(req.body));
   await app.register(fastifyCookie);
+  // Console relays: a bounded frame size (a VNC client sends small messages); no compression (a VNC stream is already compact).
+  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024, perMessageDeflate: false, handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false) } });
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',
@@ -73,6 +77,7 @@ export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; ke
   registerVmActionRoutes(app, deps);
   registerVmSnapshotRoutes(app, deps);
   registerVmBackupRoutes(app, deps);
+  registerConsoleRoutes(app, deps);
   registerEventRoutes(app, deps);
   registerHostRoutes(app, deps);
   registerStatsRoutes(app, deps);

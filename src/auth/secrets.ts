@@ -7,9 +7,9 @@
 import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import type { PasswordHash } from '../contract/auth-records.js';
 
-export type SecretKind = 'drt' | 'drs' | 'drl';
-/** API token, web session, one-time login link. */
-export const SECRET_KINDS: Readonly<Record<'token' | 'session' | 'link', SecretKind>> = { token: 'drt', session: 'drs', link: 'drl' };
+export type SecretKind = 'drt' | 'drs' | 'drl' | 'drc';
+/** API token, web session, one-time login link, console ticket. */
+export const SECRET_KINDS: Readonly<Record<'token' | 'session' | 'link' | 'ticket', SecretKind>> = { token: 'drt', session: 'drs', link: 'drl', ticket: 'drc' };
 
 export interface NewSecret {
   id: string;

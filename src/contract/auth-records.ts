@@ -77,6 +77,21 @@ export const loginLinkSchema = z.looseObject({
 });
 export type LoginLink = z.infer<typeof loginLinkSchema>;
 
+/** Which console a ticket opens: the VM's screen (VNC) or its serial line. */
+export const CONSOLE_KINDS = ['vnc', 'serial'] as const;
+export type ConsoleKind = (typeof CONSOLE_KINDS)[number];
+
+/** A console ticket (docs/consoles.md): one user, one VM, one kind; used once, within 30 s. */
+export const consoleTicketSchema = z.looseObject({
+  id: z.string().regex(SECRET_ID_RE),
+  user: userNameSchema,
+  vm: z.string(),
+  kind: z.enum(CONSOLE_KINDS),
+  secret_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  expires_at: z.string(),
+});
+export type ConsoleTicket = z.infer<typeof consoleTicketSchema>;
+
 /** Parses a stored auth value; null when it is not valid (a hand-edited key is never trusted). */
 export function parseAuthRecord<T>(schema: z.ZodType<T>, raw: string): T | null {
   try {

@@ -46,6 +46,8 @@ export interface AuthKeys {
   link(id: string): string;
   /** Failed-login counters, under a lease as long as the throttle window. */
   throttle(id: string): string;
+  /** A console ticket (docs/consoles.md): single-use, under a 30 s lease. */
+  ticket(id: string): string;
 }
 
 export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
@@ -93,6 +95,7 @@ function authKeys(prefix: string): AuthKeys {
     session: (id: string) => sessionPrefix + id,
     link: (id: string) => `${prefix}link/${id}`,
     throttle: (id: string) => `${prefix}throttle/${id}`,
+    ticket: (id: string) => `${prefix}ticket/${id}`,
   });
 }
 

@@ -92,6 +92,8 @@ export const vmRuntimeSchema = z.looseObject({
   started_at: z.string().optional(),
   vnc: z.string().optional(),
   serial_log: z.string().optional(),
+  /** The serial console's unix socket on the VM's host (docs/consoles.md). */
+  serial_socket: z.string().optional(),
 });
 
 /** Steps of a live migration, in order; `failed` can follow any but `completed` (docs/migration.md). */

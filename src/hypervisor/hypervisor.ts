@@ -28,6 +28,8 @@ export interface VmHandle {
   /** Unix socket path or "127.0.0.1:5901"-style address; absent when vnc is none. */
   vnc?: string;
   serialLog: string;
+  /** The serial console's unix socket (read and write); absent for a VM an older agent started. */
+  serialSocket?: string;
   /** For a VM waiting for an incoming live migration: where it listens (tcp:HOST:PORT). */
   incomingUri?: string;
 }

@@ -7,6 +7,8 @@
 import {
   loginLinkSchema,
   parseAuthRecord,
+  consoleTicketSchema,
+  type ConsoleTicket,
   sessionRecordSchema,
   tokenRecordSchema,
   userRecordSchema,
@@ -135,11 +137,26 @@ export class AuthRepository {
    * Takes a login link for use: reads it and deletes it with a
    * compare-and-swap, so of two requests presenting it, exactly one gets it.
    */
-  async takeLink(id: string): Promise<LoginLink | null> {
-    const e = await this.kv.get(this.keys.auth.link(id));
+  takeLink(id: string): Promise<LoginLink | null> {
+    return this.take(this.keys.auth.link(id), loginLinkSchema);
+  }
+
+  async createTicket(ticket: ConsoleTicket, ttlSeconds: number): Promise<void> {
+    const lease = await this.kv.grantLease(ttlSeconds);
+    await this.kv.putIf(this.keys.auth.ticket(ticket.id), JSON.stringify(ticket), 'absent', lease);
+  }
+
+  /** Takes a console ticket for use, like a login link: exactly one of several API processes gets it. */
+  takeTicket(id: string): Promise<ConsoleTicket | null> {
+    return this.take(this.keys.auth.ticket(id), consoleTicketSchema);
+  }
+
+  /** Reads a single-use record and deletes it with a compare-and-swap; null when it is gone or another reader won. */
+  private async take<T>(key: string, schema: z.ZodType<T>): Promise<T | null> {
+    const e = await this.kv.get(key);
     if (!e) return null;
     if (!(await this.kv.deleteIf(e.key, e.modRevision))) return null;
-    return parseAuthRecord(loginLinkSchema, e.raw);
+    return parseAuthRecord(schema, e.raw);
   }
 
   /** Counts one more login attempt; the first one opens a window of `windowSeconds` (its lease). */

@@ -135,6 +135,10 @@ describe('backups through the API (real agent, real qemu, s3rver)', () => {
     assert.equal(badName.status, 400);
     assert.equal((await call('alice', 'POST', '/api/v1/vms/bk/backups', { name: 'x', host: 'hv2' })).status, 400);
     assert.equal((await call('alice', 'POST', '/api/v1/vms/bk/backups', '{"name":')).status, 400);
+    // The request field is drover's to write: not through PATCH.
+    const patched = await call('alice', 'PATCH', '/api/v1/vms/bk', { backup_request: { op: 'restore', id: 'x', backup: 'first' } });
+    assert.equal(patched.status, 400, JSON.stringify(patched.body));
+    assert.equal((patched.body as { field?: string }).field, 'backup_request');
     const running = await call('alice', 'POST', '/api/v1/vms/bk/backups/first/restore');
     assert.equal(running.status, 409);
     assert.match(running.body.error ?? '', /^VM bk \(.*\) is RUNNING; stop it first \(a restore overwrites the disks of a stopped VM only\)\.$/);

@@ -13,7 +13,7 @@ import {
 import { parseQemuIdentity, parseProcStat, tapsInUse } from '../../src/hypervisor/qemu/proc.js';
 
 const UUID = '2b0c4f7e-3a51-4b8e-9a0e-6f1d2c3b4a59';
-const PATHS = { qmpSocket: '/run/d/qmp.sock', vncSocket: '/run/d/vnc.sock', serialLog: '/run/d/serial.log' };
+const PATHS = { qmpSocket: '/run/d/qmp.sock', vncSocket: '/run/d/vnc.sock', serialSocket: '/run/d/serial.sock', serialLog: '/run/d/serial.log' };
 
 function spec(overrides: Partial<VmSpec> = {}): VmSpec {
   return { vcpus: 2, memory: 256, boot: { kernel: '/k/vmlinuz' }, vnc: 'unix', restart: 'always', ...overrides };
@@ -38,7 +38,7 @@ describe('buildQemuArgs', () => {
     assert.deepEqual(values(argv, '-display'), ['none']);
     assert.deepEqual(values(argv, '-chardev'), [
       'socket,id=qmp,path=/run/d/qmp.sock,server=on,wait=off',
-      'file,id=serial0,path=/run/d/serial.log',
+      'socket,id=serial0,path=/run/d/serial.sock,server=on,wait=off,logfile=/run/d/serial.log',
     ]);
     assert.deepEqual(values(argv, '-mon'), ['chardev=qmp,mode=control']);
     assert.deepEqual(values(argv, '-serial'), ['chardev:serial0']);
@@ -159,7 +159,8 @@ describe('buildQemuArgs', () => {
     const cases: Array<[string, Partial<BuildQemuArgsInput>, string, string]> = [
       ['name', { name: 'x,process=evil' }, '-name', 'guest=x,,process=evil,debug-threads=on'],
       ['QMP socket path', { paths: { ...PATHS, qmpSocket: hostile } }, '-chardev', `socket,id=qmp,path=/tmp/a,,b=c,,,,d/x,,readonly=on,server=on,wait=off`],
-      ['serial log path', { paths: { ...PATHS, serialLog: hostile } }, '-chardev', 'file,id=serial0,path=/tmp/a,,b=c,,,,d/x,,readonly=on'],
+      ['serial log path', { paths: { ...PATHS, serialLog: hostile } }, '-chardev', 'socket,id=serial0,path=/run/d/serial.sock,server=on,wait=off,logfile=/tmp/a,,b=c,,,,d/x,,readonly=on'],
+      ['serial socket path', { paths: { ...PATHS, serialSocket: hostile } }, '-chardev', 'socket,id=serial0,path=/tmp/a,,b=c,,,,d/x,,readonly=on,server=on,wait=off,logfile=/run/d/serial.log'],
       ['VNC socket path', { paths: { ...PATHS, vncSocket: hostile } }, '-vnc', 'unix:/tmp/a,,b=c,,,,d/x,,readonly=on'],
       ['VNC TCP host', { spec: spec({ vnc: 'tcp' }), vncTcpHost: '127.0.0.1,password=on' }, '-vnc', '127.0.0.1,,password=on:0,to=99'],
       [

@@ -10,7 +10,7 @@ import { buildQemuArgs } from '../../src/hypervisor/qemu/build-qemu-args.js';
 import { failoverStorageError, migrationStorageError } from '../../src/agent/plan-vm.js';
 
 const UUID = '2b0c4f7e-3a51-4b8e-9a0e-6f1d2c3b4a59';
-const PATHS = { qmpSocket: '/run/d/qmp.sock', vncSocket: '/run/d/vnc.sock', serialLog: '/run/d/serial.log' };
+const PATHS = { qmpSocket: '/run/d/qmp.sock', vncSocket: '/run/d/vnc.sock', serialSocket: '/run/d/serial.sock', serialLog: '/run/d/serial.log' };
 
 function spec(overrides: Partial<VmSpec> = {}): VmSpec {
   return { vcpus: 1, memory: 128, vnc: 'none', restart: 'always', ...overrides };

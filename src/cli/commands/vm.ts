@@ -53,6 +53,10 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
 
   registerStatusChanges(vm, ctx);
 
+  addApiOptions(addGlobalOptions(vm.command('console').description("the VM's serial console in this terminal, read and write (on the VM's host, or anywhere with --api); Ctrl-] detaches").argument('<vm>', VM_ARG)))
+    .addHelpText('after', examples('drover vm console web-1', 'DROVER_API_URL=https://drover.example:7070 DROVER_TOKEN=drt_... drover vm console web-1'))
+    .action(async (ref: string, flags: GlobalFlags) => (await import('../vm/vm-console.js')).consoleAction(ctx, ref, flags));
+
   addGlobalOptions(
     vm
       .command('migrate')

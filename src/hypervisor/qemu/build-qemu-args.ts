@@ -24,6 +24,7 @@ export type DiskFormat = 'raw' | 'qcow2';
 export interface QemuRunPaths {
   qmpSocket: string;
   vncSocket: string;
+  serialSocket: string;
   serialLog: string;
 }
 
@@ -121,7 +122,8 @@ export function buildQemuArgs(input: BuildQemuArgsInput): string[] {
     '-display', 'none',
     '-chardev', `socket,id=qmp,path=${esc(paths.qmpSocket)},server=on,wait=off`,
     '-mon', 'chardev=qmp,mode=control',
-    '-chardev', `file,id=serial0,path=${esc(paths.serialLog)}`,
+    // The serial console: a socket for `drover vm console` and the API's relay, and everything the guest prints in the log too.
+    '-chardev', `socket,id=serial0,path=${esc(paths.serialSocket)},server=on,wait=off,logfile=${esc(paths.serialLog)}`,
     '-serial', 'chardev:serial0',
   );
   argv.push(...vncArgs(input));

@@ -410,7 +410,7 @@ export class QemuHypervisor implements Hypervisor {
     if (incomingHost !== null) argv.push('-incoming', 'defer');
     await createRunDir(paths);
     // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
-    await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true })]);
+    await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true }), rm(paths.serialSocket, { force: true })]);
     const taps = bridgeTaps(uuid, spec);
     if (taps.length > 0) await createTaps(this.ipBinary, taps, tapsInUse(await listQemuProcesses()));
 
@@ -432,6 +432,7 @@ export class QemuHypervisor implements Hypervisor {
       qmpSocket: paths.qmpSocket,
       ...(spec.vnc === 'unix' ? { vnc: paths.vncSocket } : {}),
       serialLog: paths.serialLog,
+      serialSocket: paths.serialSocket,
       ...(taps.length > 0 ? { taps: taps.map((t) => t.tap) } : {}),
     };
     const vm = this.track(handle, paths, child, 0, argvHasBalloon(argv));

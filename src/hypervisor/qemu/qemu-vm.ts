@@ -124,7 +124,7 @@ export class QemuVm {
 
   /** A public copy of the handle, without the hypervisor's private fields. */
   publicHandle(): VmHandle {
-    const { uuid, name, pid, startTime, startedAt, qmpSocket, vnc, serialLog, incomingUri } = this.handle;
+    const { uuid, name, pid, startTime, startedAt, qmpSocket, vnc, serialLog, serialSocket, incomingUri } = this.handle;
     return {
       uuid,
       name,
@@ -134,6 +134,7 @@ export class QemuVm {
       qmpSocket,
       ...(vnc !== undefined ? { vnc } : {}),
       serialLog,
+      ...(serialSocket !== undefined ? { serialSocket } : {}),
       ...(incomingUri !== undefined && this.state === 'incoming' ? { incomingUri } : {}),
     };
   }
@@ -311,6 +312,7 @@ export class QemuVm {
       removeHandle(this.opts.paths),
       unlink(this.opts.paths.qmpSocket).catch(() => undefined),
       unlink(this.opts.paths.vncSocket).catch(() => undefined),
+      unlink(this.opts.paths.serialSocket).catch(() => undefined),
     ]);
     this.opts.logger.info({ uuid: exit.uuid, pid: this.handle.pid, reason, detail }, 'qemu exited');
     this.resolveExited(exit);

@@ -19,6 +19,8 @@ export interface RunPaths {
   dir: string;
   qmpSocket: string;
   vncSocket: string;
+  /** The serial console, interactive (its output is also written to serialLog). */
+  serialSocket: string;
   serialLog: string;
   qemuLog: string;
   handleFile: string;
@@ -30,6 +32,7 @@ export function runPaths(runRoot: string, uuid: string): RunPaths {
     dir,
     qmpSocket: join(dir, 'qmp.sock'),
     vncSocket: join(dir, 'vnc.sock'),
+    serialSocket: join(dir, 'serial.sock'),
     serialLog: join(dir, 'serial.log'),
     qemuLog: join(dir, 'qemu.log'),
     handleFile: join(dir, 'handle.json'),
@@ -45,6 +48,7 @@ const savedHandleSchema = z.looseObject({
   qmpSocket: z.string(),
   vnc: z.string().optional(),
   serialLog: z.string(),
+  serialSocket: z.string().optional(),
   incomingUri: z.string().optional(),
   taps: z.array(z.string()).optional(),
 });
