@@ -14,6 +14,8 @@ deps:
 
 build: deps
 	npx tsc -p tsconfig.json
+	npx tsc -p web/tsconfig.json
+	npx vite build web --logLevel warn
 
 typecheck: deps
 	npx tsc -p tsconfig.json --noEmit

@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'build/**', '.drover/**', 'eslint.config.js'] },
+  { ignores: ['dist/**', 'node_modules/**', 'build/**', '.drover/**', 'eslint.config.js', 'web/dist/**', 'test-output/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -15,4 +15,6 @@ export default tseslint.config(
       }],
     },
   },
+  // The dashboard runs in the browser.
+  { files: ['web/src/**/*.{ts,tsx}'], languageOptions: { globals: { window: 'readonly', document: 'readonly', location: 'readonly', history: 'readonly', fetch: 'readonly', EventSource: 'readonly', WebSocket: 'readonly', TextEncoder: 'readonly', performance: 'readonly', addEventListener: 'readonly', removeEventListener: 'readonly', HTMLElement: 'readonly', HTMLDivElement: 'readonly', HTMLCanvasElement: 'readonly', MessageEvent: 'readonly', FormData: 'readonly', EventTarget: 'readonly' } } },
 );

@@ -118,7 +118,8 @@ if [ "\$MODE" = disk-marker ]; then
   echo "DROVER-MARK-NODISK"
 fi
 # A shell on the serial console (drover vm console, the dashboard's serial tab): prompt "/ # ".
-if [ "\$MODE" = idle ]; then setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' & fi
+# No setsid: a shell that took ttyS0 as its controlling terminal would stop the ticks below.
+if [ "\$MODE" = idle ]; then sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' & fi
 n=0
 while true; do n=\$((n+1)); echo "DROVER-TICK \$n"; sleep 1; done
 INIT

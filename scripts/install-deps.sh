@@ -19,6 +19,7 @@ packages=(
   prometheus           # promtool: the observability test checks /metrics with Prometheus' own parser
   python3-dirq         # the accounting test reads apel-outgoing/ with the queue library ssmsend uses
   openssl              # the API test makes a throwaway certificate to check HTTPS
+  chromium             # the dashboard's browser tests (driven by playwright-core; no browser download)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -11,17 +11,24 @@ import { createWebSocketStream, type WebSocket } from 'ws';
 import { connectSocket } from '../vm-ops/console-socket.js';
 import type { Logger } from '../lib/logger.js';
 
-/** Joins `ws` to the socket until either side closes; `greeting` goes first (the serial log's tail). */
-export async function relay(ws: WebSocket, target: { socket: string; greeting?: Buffer }, logger: Logger): Promise<void> {
+/**
+ * Joins `ws` to the socket until either side closes; `greeting` (the serial
+ * log's tail) goes first. Call it as soon as the websocket opens: what the
+ * client sends meanwhile is held by the stream made here, not lost.
+ */
+export async function relay(ws: WebSocket, target: { socket: string; greeting?: () => Promise<Buffer> }, logger: Logger): Promise<void> {
+  const stream = createWebSocketStream(ws);
+  stream.pause();
   let sock: Socket;
   try {
+    const greeting = target.greeting ? await target.greeting() : undefined;
     sock = await connectSocket(target.socket);
+    if (greeting && greeting.length > 0) ws.send(greeting);
   } catch (err) {
+    stream.destroy();
     ws.close(1011, err instanceof Error ? err.message.slice(0, 120) : 'console unavailable');
     return;
   }
-  if (target.greeting && target.greeting.length > 0) ws.send(target.greeting);
-  const stream = createWebSocketStream(ws);
   const quiet = (err: unknown): void => {
     const code = (err as NodeJS.ErrnoException | undefined)?.code;
     if (code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'ECONNRESET' && code !== 'EPIPE') logger.debug({ err: String(err) }, 'console relay ended');

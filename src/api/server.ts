@@ -18,7 +18,7 @@ import { registerEventRoutes } from './routes/events.js';
 import { registerHealthRoute } from './routes/health.js';
 import { registerHostRoutes } from './routes/hosts.js';
 import { registerLoginRoutes } from './routes/login.js';
-import { registerRootPage } from './routes/root-page.js';
+import { registerWebApp } from './routes/web-app.js';
 import { registerStatsRoutes } from './routes/stats.js';
 import { registerUserRoutes } from './routes/users.js';
 import { registerVmActionRoutes } from './routes/vm-actions.js';
@@ -83,6 +83,6 @@ export async function buildApi(deps: ApiDeps, opts: { https?: { cert: Buffer; ke
   registerStatsRoutes(app, deps);
   registerCatalogRoutes(app, deps);
   registerUserRoutes(app, deps);
-  registerRootPage(app);
+  await registerWebApp(app);
   return app;
 }

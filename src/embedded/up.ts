@@ -123,7 +123,7 @@ async function printFirstLogin(auth: AuthRepository, url: string, print: (l: str
   }
   const link = await createLoginLink(auth, 'admin', now);
   print('');
-  print(`Web sign-in and API: ${url}`);
+  print(`Web dashboard and API: ${url}`);
   print(`  one-time login (admin, valid ${LINK_TTL_SECONDS / 60} min, works once): ${url}/#login=${link}`);
   print('  a permanent API token:   TOKEN=$(bin/drover token create --user admin)   # shown once');
   print(`  then:                    curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/vms`);
@@ -140,7 +140,7 @@ async function ensureDemoVm(repo: VmRepository, host: string, boot: { kernel: st
       owner: 'demo',
       host,
       status: 'REQUESTED_NEW',
-      spec: { vcpus: 1, memory: 128, boot: { ...boot, cmdline: 'console=ttyS0 quiet' }, nics: [{ network: 'user' }], vnc: 'unix', restart: 'always' },
+      spec: { vcpus: 1, memory: 128, boot: { ...boot, cmdline: 'console=tty0 console=ttyS0' }, nics: [{ network: 'user' }], vnc: 'unix', restart: 'always' },
     });
     print(`created the demo VM (uuid ${uuid})`);
     demo = (await repo.get(uuid)) ?? undefined;
@@ -160,8 +160,9 @@ async function ensureDemoVm(repo: VmRepository, host: string, boot: { kernel: st
       print('  bin/drover host list');
       print('  bin/drover scan                   # every VM with its CPU load, memory, disk and network rates');
       print('  bin/drover vm events -f           # the event stream, following');
-      print(`  tail -f ${rec.runtime?.serial_log ?? '(serial log)'}     # the guest's serial console`);
-      print(`  VNC console: ${rec.runtime?.vnc ?? '(none)'}`);
+      print('  bin/drover vm console demo        # the guest\'s serial console (Ctrl-] detaches)');
+      print(`  tail -f ${rec.runtime?.serial_log ?? '(serial log)'}     # everything it printed`);
+      print('  the dashboard (link above): the machines live, the demo VM\'s page, its VNC and serial consoles');
       print('Ctrl-C stops drover; VMs keep running and are adopted by the next `make run` (use --stop-vms to stop them).');
       return;
     }

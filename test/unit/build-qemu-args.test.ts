@@ -96,12 +96,13 @@ describe('buildQemuArgs', () => {
       'driver=file,node-name=disk1-file,filename=/d/b.img',
       'driver=raw,node-name=disk1,file=disk1-file',
     ]);
-    assert.deepEqual(values(argv, '-device'), ['virtio-blk-pci,drive=disk0,id=disk0-dev', 'virtio-blk-pci,drive=disk1,id=disk1-dev']);
+    assert.deepEqual(values(argv, '-device'), ['VGA', 'virtio-blk-pci,drive=disk0,id=disk0-dev', 'virtio-blk-pci,drive=disk1,id=disk1-dev']);
   });
 
   it('boots from the first disk when there is no kernel', () => {
     const argv = build({ spec: spec({ boot: undefined, disks: [{ path: '/d/a.img' }, { path: '/d/b.img' }] }), detectedFormats: ['raw', 'raw'] });
     assert.deepEqual(values(argv, '-device'), [
+      'VGA', // the VNC screen
       'virtio-blk-pci,drive=disk0,id=disk0-dev,bootindex=0',
       'virtio-blk-pci,drive=disk1,id=disk1-dev',
     ]);
@@ -130,6 +131,7 @@ describe('buildQemuArgs', () => {
       `tap,id=net2,ifname=${tapName(UUID, 2)},script=no,downscript=no`,
     ]);
     assert.deepEqual(values(argv, '-device'), [
+      'VGA', // the VNC screen
       `virtio-net-pci,netdev=net0,id=net0-dev,mac=${defaultMac(UUID, 0)}`,
       'virtio-net-pci,netdev=net1,id=net1-dev,mac=52:54:00:aa:bb:cc',
       `virtio-net-pci,netdev=net2,id=net2-dev,mac=${defaultMac(UUID, 2)}`,

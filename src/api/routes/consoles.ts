@@ -90,10 +90,8 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ApiDeps): void
     }, (socket: WebSocket, req: FastifyRequest) => {
         const target = req.consoleTarget;
         if (!target) return void socket.close(1011, 'no console');
-        void (async () => {
-          const greeting = target.serialLog !== undefined ? await serialTail(target.serialLog) : undefined;
-          await relay(socket, { socket: target.socket, ...(greeting ? { greeting } : {}) }, deps.logger);
-        })();
+        const log = target.serialLog;
+        void relay(socket, { socket: target.socket, ...(log !== undefined ? { greeting: () => serialTail(log) } : {}) }, deps.logger);
     });
   }
 }

@@ -35,7 +35,7 @@ Examples:
 export function registerApiCommand(program: Command, ctx: CliContext): void {
   program
     .command('api')
-    .description('serve the authenticated HTTP API (and the sign-in page) for etcd, in the foreground')
+    .description('serve the authenticated HTTP API and the web dashboard for etcd, in the foreground')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated (env DROVER_ETCD)')
     .option('--prefix <prefix>', 'key prefix in etcd (env DROVER_PREFIX, default /v1)')
     .option('--listen <host:port>', 'where to listen (env DROVER_API_LISTEN, default 127.0.0.1:7070)')

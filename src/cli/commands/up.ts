@@ -43,7 +43,7 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
     .option('--prefix <prefix>', 'key prefix in etcd (env DROVER_PREFIX)')
     .option('--demo', 'create and boot a demo VM named "demo" from build/guest')
     .option('--stop-vms', 'on Ctrl-C, stop this host\'s VMs before exiting')
-    .option('--api-listen <host:port>', 'where the API and sign-in page listen, or off (env DROVER_API_LISTEN, default 127.0.0.1:7070)')
+    .option('--api-listen <host:port>', 'where the API and web dashboard listen, or off (env DROVER_API_LISTEN, default 127.0.0.1:7070)')
     .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
     .addHelpText('after', HELP)
     .action(async (flags: UpFlags) => {

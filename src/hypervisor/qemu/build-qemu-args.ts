@@ -137,6 +137,7 @@ export function buildQemuArgs(input: BuildQemuArgsInput): string[] {
   return argv;
 }
 
+/** The VNC server and a screen for it to show (a standard VGA card; -nodefaults leaves none). */
 function vncArgs(input: BuildQemuArgsInput): string[] {
   switch (input.spec.vnc) {
     case 'none':
@@ -144,10 +145,10 @@ function vncArgs(input: BuildQemuArgsInput): string[] {
     case 'tcp':
       // Display 0..99 on the loopback address: qemu takes the first free
       // port from 5900 up; query-vnc tells which.
-      return ['-vnc', `${escapeOptValue(input.vncTcpHost ?? '127.0.0.1')}:0,to=99`];
+      return ['-vnc', `${escapeOptValue(input.vncTcpHost ?? '127.0.0.1')}:0,to=99`, '-device', 'VGA'];
     case 'unix':
     default:
-      return ['-vnc', `unix:${escapeOptValue(input.paths.vncSocket)}`];
+      return ['-vnc', `unix:${escapeOptValue(input.paths.vncSocket)}`, '-device', 'VGA'];
   }
 }
 

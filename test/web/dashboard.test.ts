@@ -1,0 +1,150 @@
+/**
+ * The web dashboard in a real browser (docs/web.md): Debian's chromium
+ * driven by playwright-core, against the API serving web/dist over real
+ * etcd and a real agent with real qemu (TCG). Each page is saved as a
+ * screenshot under test-output/web/ (docs/web.md shows them).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { addUser, createLoginLink } from '../../src/auth/accounts.js';
+import { startApi, type RunningApi } from '../../src/api/run-api.js';
+import { AuthRepository } from '../../src/store/auth-repository.js';
+import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { GUEST, GUEST_DIR, REPO_ROOT, startCluster, type Cluster } from '../helpers/agent-harness.js';
+import { quietLogger } from '../api/helpers.js';
+
+const SHOTS = join(REPO_ROOT, 'test-output', 'web');
+const CHROMIUM = '/usr/lib/chromium/chromium';
+
+describe('the web dashboard in chromium (real API, agent and qemu)', () => {
+  let etcd: TestEtcd;
+  let cluster: Cluster;
+  let api: RunningApi;
+  let browser: Browser;
+  let page: Page;
+  let demo: string;
+
+  const shot = (name: string, p: Page = page) => p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
+  const row = (name: string, p: Page = page) => p.locator(`[data-vm="${name}"]`);
+
+  before(async () => {
+    await mkdir(SHOTS, { recursive: true });
+    etcd = await startTestEtcd();
+    cluster = await startCluster(etcd);
+    await cluster.startAgent('hv1');
+    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
+    const auth = new AuthRepository(cluster.kv, cluster.keys);
+    await addUser(auth, { name: 'admin', role: 'admin', password: 'correct-horse-battery', now: new Date() });
+    await addUser(auth, { name: 'alice', role: 'user', now: new Date() });
+    demo = await cluster.createVm({ name: 'demo', owner: 'admin', spec: { memory: 128, boot: { kernel: GUEST.kernel, initrd: GUEST.initrd, cmdline: 'console=tty0 console=ttyS0' } } });
+    await cluster.createVm({ name: 'alice-web', owner: 'alice', status: 'STOP' });
+    await cluster.waitForStatus(demo, 'RUNNING', 90_000);
+    browser = await chromium.launch({ executablePath: CHROMIUM });
+    page = await browser.newPage({ viewport: { width: 1366, height: 768 } });
+  });
+  after(async () => {
+    await browser?.close();
+    await api?.stop();
+    await cluster?.close();
+    await etcd?.close();
+  });
+
+  it('signs in with a password and shows the machines, the demo VM RUNNING', async () => {
+    await page.goto(api.url);
+    await page.getByLabel('User').waitFor();
+    await shot('login');
+    await page.getByLabel('User').fill('admin');
+    await page.getByLabel('Password').fill('wrong password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'not valid' }).waitFor();
+    await page.getByLabel('Password').fill('correct-horse-battery');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await row('demo').getByText('RUNNING').waitFor();
+    await page.getByText('Live', { exact: true }).waitFor();
+    await shot('machines');
+    assert.equal(await row('alice-web').getByText('STOP').count(), 1, 'an admin sees every VM');
+  });
+
+  it('stops and starts a VM from the table and sees the status change without a reload', async () => {
+    const before = await page.evaluate(() => performance.timeOrigin);
+    await row('demo').getByRole('checkbox').check();
+    await page.getByRole('toolbar').getByRole('button', { name: 'Stop', exact: true }).click();
+    await page.getByRole('alertdialog').getByText('Stop demo?').waitFor();
+    await page.getByRole('button', { name: 'Yes, stop' }).click();
+    await row('demo').getByText('STOP', { exact: true }).waitFor({ timeout: 60_000 });
+    await row('demo').getByRole('checkbox').check();
+    await page.getByRole('toolbar').getByRole('button', { name: 'Start', exact: true }).click();
+    await page.getByRole('button', { name: 'Yes, start' }).click();
+    await row('demo').getByText('RUNNING').waitFor({ timeout: 90_000 });
+    assert.equal(await page.evaluate(() => performance.timeOrigin), before, 'the page was never reloaded');
+  });
+
+  it('shows a VM written to etcd outside the browser, and finds it by field:value search', async () => {
+    await cluster.createVm({ name: 'outside-1', owner: 'alice', status: 'STOP', host: '' });
+    await row('outside-1').waitFor({ timeout: 10_000 });
+    await page.getByLabel('Search machines').fill('owner:alice status:STOP');
+    await row('outside-1').waitFor();
+    assert.equal(await row('demo').count(), 0, 'the search hides what does not match');
+    await shot('machines-search');
+    await page.getByLabel('Search machines').fill('');
+  });
+
+  it("opens the VNC console and sees the guest's screen", async () => {
+    await row('demo').getByRole('link', { name: 'demo' }).click();
+    await page.getByRole('heading', { name: 'demo' }).waitFor();
+    await shot('machine');
+    await page.getByRole('tab', { name: 'Screen (VNC)' }).click();
+    await page.getByText('Connected', { exact: true }).waitFor({ timeout: 20_000 });
+    // The screen is drawn: count the pixels of the canvas that are not the background.
+    const lit = async () =>
+      page.evaluate(() => {
+        const c = document.querySelector<HTMLCanvasElement>('[data-testid="vnc-screen"] canvas');
+        if (!c || c.width === 0) return 0;
+        const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i]! + d[i + 1]! + d[i + 2]! > 60) n++;
+        return n;
+      });
+    const deadline = Date.now() + 30_000;
+    let seen = await lit();
+    while (seen < 200 && Date.now() < deadline) {
+      await page.waitForTimeout(500);
+      seen = await lit();
+    }
+    assert.ok(seen >= 200, `the VNC canvas shows the guest's screen (${seen} lit pixels)`);
+    await shot('vnc');
+  });
+
+  it("types into the serial console and sees the guest's answer", async () => {
+    await page.getByRole('tab', { name: 'Serial console' }).click();
+    await page.getByText('Connected', { exact: true }).waitFor({ timeout: 20_000 });
+    // The guest may have just been restarted: its shell flushes what is typed before its prompt, as any shell does.
+    await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].some((r) => r.textContent?.startsWith('/ #')), undefined, { timeout: 30_000 });
+    await page.locator('[data-testid="serial-screen"]').click();
+    await page.keyboard.type('echo browser-$((6*7))');
+    await page.keyboard.press('Enter');
+    // The answer on a line of its own: the shell ran the whole command (nothing typed was lost on the way).
+    await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].some((r) => r.textContent?.trim() === 'browser-42'), undefined, { timeout: 20_000 });
+    await shot('serial');
+  });
+
+  it("a user signed in with the one-time link sees only its own VMs and no power over others'", async () => {
+    const link = await createLoginLink(new AuthRepository(cluster.kv, cluster.keys), 'alice', new Date());
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const phone = await context.newPage();
+    await phone.goto(`${api.url}/#login=${link}`);
+    await row('alice-web', phone).waitFor();
+    assert.equal(await row('demo', phone).count(), 0, "the admin's VM is not shown");
+    assert.equal(new URL(phone.url()).hash.includes('drl_'), false, 'the link left the address bar');
+    await shot('machines-phone', phone);
+    // The link worked once.
+    const again = await context.newPage();
+    await context.clearCookies();
+    await again.goto(`${api.url}/#login=${link}`);
+    await again.getByRole('alert').filter({ hasText: 'not valid' }).waitFor();
+    await context.close();
+  });
+});
