@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { addUser, createLoginLink } from '../../src/auth/accounts.js';
 import { startApi, type RunningApi } from '../../src/api/run-api.js';
@@ -18,6 +19,18 @@ import { quietLogger } from '../api/helpers.js';
 
 const SHOTS = join(REPO_ROOT, 'test-output', 'web');
 const CHROMIUM = '/usr/lib/chromium/chromium';
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+
+/** axe-core on the page as it is: no serious or critical violation. */
+async function checkA11y(p: Page, what: string): Promise<void> {
+  await p.addScriptTag({ path: AXE });
+  const found = await p.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: Array<{ id: string; impact?: string; help: string; nodes: Array<{ target: unknown }> }> }> } }).axe;
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id} (${v.impact}): ${v.help}: ${JSON.stringify(v.nodes.slice(0, 3).map((n) => n.target))}`);
+  });
+  assert.deepEqual(found, [], `axe-core on ${what}`);
+}
 
 describe('the web dashboard in chromium (real API, agent and qemu)', () => {
   let etcd: TestEtcd;
@@ -34,7 +47,7 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await mkdir(SHOTS, { recursive: true });
     etcd = await startTestEtcd();
     cluster = await startCluster(etcd);
-    await cluster.startAgent('hv1');
+    await cluster.startAgent('hv1', { config: { scheduler: true } });
     api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
     const auth = new AuthRepository(cluster.kv, cluster.keys);
     await addUser(auth, { name: 'admin', role: 'admin', password: 'correct-horse-battery', now: new Date() });
@@ -43,7 +56,8 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await cluster.createVm({ name: 'alice-web', owner: 'alice', status: 'STOP' });
     await cluster.waitForStatus(demo, 'RUNNING', 90_000);
     browser = await chromium.launch({ executablePath: CHROMIUM });
-    page = await browser.newPage({ viewport: { width: 1366, height: 768 } });
+    // bypassCSP only so that axe-core can be injected; the policy itself is checked below.
+    page = await (await browser.newContext({ viewport: { width: 1366, height: 768 }, bypassCSP: true })).newPage();
   });
   after(async () => {
     await browser?.close();
@@ -53,9 +67,11 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
   });
 
   it('signs in with a password and shows the machines, the demo VM RUNNING', async () => {
-    await page.goto(api.url);
+    const res = await page.goto(api.url);
+    assert.match(res?.headers()['content-security-policy'] ?? '', /default-src 'self'; script-src 'self'/);
     await page.getByLabel('User').waitFor();
     await shot('login');
+    await checkA11y(page, 'the login page');
     await page.getByLabel('User').fill('admin');
     await page.getByLabel('Password').fill('wrong password');
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -65,6 +81,7 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await row('demo').getByText('RUNNING').waitFor();
     await page.getByText('Live', { exact: true }).waitFor();
     await shot('machines');
+    await checkA11y(page, 'the machines page');
     assert.equal(await row('alice-web').getByText('STOP').count(), 1, 'an admin sees every VM');
   });
 
@@ -96,6 +113,7 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await row('demo').getByRole('link', { name: 'demo' }).click();
     await page.getByRole('heading', { name: 'demo' }).waitFor();
     await shot('machine');
+    await checkA11y(page, "a machine's page");
     await page.getByRole('tab', { name: 'Screen (VNC)' }).click();
     await page.getByText('Connected', { exact: true }).waitFor({ timeout: 20_000 });
     // The screen is drawn: count the pixels of the canvas that are not the background.
@@ -129,6 +147,48 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     // The answer on a line of its own: the shell ran the whole command (nothing typed was lost on the way).
     await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].some((r) => r.textContent?.trim() === 'browser-42'), undefined, { timeout: 20_000 });
     await shot('serial');
+  });
+
+  it('creates a VM from the form: the schema\'s error first, then the VM, placed and RUNNING', async () => {
+    await page.goto(`${api.url}/#/`);
+    await page.getByRole('link', { name: 'Create machine' }).click();
+    await page.getByRole('heading', { name: 'Create a machine' }).waitFor();
+    await page.getByLabel('Name').fill('Bad_Name');
+    await page.getByRole('alert').filter({ hasText: 'must match' }).waitFor();
+    await page.getByLabel('a kernel').check();
+    await page.getByLabel('Kernel', { exact: true }).fill(GUEST.kernel);
+    await page.getByLabel('Initrd (optional)').fill(GUEST.initrd);
+    await page.getByLabel('Memory (MiB)').fill('96');
+    await page.getByRole('button', { name: 'Create' }).click();
+    assert.equal(await page.getByRole('heading', { name: 'Bad_Name' }).count(), 0, 'nothing was created while the name was wrong');
+    await shot('create-error');
+    await checkA11y(page, 'the create form');
+    await page.getByLabel('Name').fill('made-in-form');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('heading', { name: 'made-in-form' }).waitFor();
+    await page.getByText('RUNNING', { exact: true }).waitFor({ timeout: 90_000 });
+  });
+
+  it('makes a token on the users page, shown once; hosts and events pages pass axe-core too', async () => {
+    await page.getByRole('link', { name: 'Users' }).click();
+    await page.getByRole('heading', { name: 'Users and tokens' }).waitFor();
+    await page.getByLabel('For user').selectOption('alice');
+    await page.getByLabel('Description').fill('from the dashboard');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const secret = await page.locator('code.secret').textContent();
+    assert.match(secret ?? '', /^drt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+    await page.getByRole('cell', { name: /from the dashboard/ }).waitFor();
+    await shot('users');
+    await checkA11y(page, 'the users page');
+    await page.reload();
+    await page.getByRole('heading', { name: 'Users and tokens' }).waitFor();
+    assert.equal(await page.locator('code.secret').count(), 0, 'the token is shown once');
+    for (const [link, heading, name] of [['Hosts', 'Hosts', 'hosts'], ['Events', 'Events', 'events']] as const) {
+      await page.getByRole('link', { name: link, exact: true }).click();
+      await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+      await shot(name);
+      await checkA11y(page, `the ${name} page`);
+    }
   });
 
   it("a user signed in with the one-time link sees only its own VMs and no power over others'", async () => {

@@ -14,6 +14,8 @@ import { MachinesPage } from './pages/Machines';
 import { MachinePage } from './pages/Machine';
 import { HostsPage } from './pages/Hosts';
 import { EventsPage } from './pages/Events';
+import { CreateVmPage } from './pages/CreateVm';
+import { UsersPage } from './pages/Users';
 import './styles.css';
 
 const client = new QueryClient({ defaultOptions: { queries: { staleTime: Infinity, retry: 1, refetchOnWindowFocus: false } } });
@@ -43,6 +45,7 @@ function Shell({ session, onLogout, live, children }: { session: Session; onLogo
           {link('#/', 'Machines')}
           {link('#/hosts', 'Hosts')}
           {link('#/events', 'Events')}
+          {session.role === 'admin' && link('#/users', 'Users')}
         </nav>
         <span className={`live live-${live}`} role="status">
           {live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting…' : 'Reconnecting to the event stream…'}
@@ -65,6 +68,8 @@ function Routes({ session }: { session: Session }) {
   if (vm?.[1]) return <MachinePage uuid={vm[1]} session={session} />;
   if (hash === '#/hosts') return <HostsPage session={session} />;
   if (hash === '#/events') return <EventsPage />;
+  if (hash === '#/create') return <CreateVmPage session={session} />;
+  if (hash === '#/users' && session.role === 'admin') return <UsersPage />;
   return <MachinesPage session={session} />;
 }
 

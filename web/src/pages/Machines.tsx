@@ -116,6 +116,11 @@ export function MachinesPage({ session }: { session: Session }) {
       <div className="page-head">
         <h1 id="machines-title">Machines</h1>
         <span className="count">{vms.data ? `${rows.length} of ${vms.data.length}` : ''}</span>
+        {may(session.role, 'create') && (
+          <a className="button primary" href="#/create">
+            Create machine
+          </a>
+        )}
         <label className="search">
           <span className="sr-only">Search machines</span>
           <input type="search" placeholder="Search: status:RUNNING host:hv1 owner:alice web" value={query} onChange={(e) => setQuery(e.target.value)} />
