@@ -149,6 +149,25 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await shot('serial');
   });
 
+  it("shows the machine's activity charts, growing from its host's reports, and its history: who changed what", async () => {
+    await page.getByRole('tab', { name: 'Activity' }).click();
+    const cpu = page.getByRole('img', { name: /^CPU \(vCPUs busy\): \d+ points/ });
+    await cpu.waitFor();
+    const pointsNow = async () => Number(/: (\d+) points/.exec((await cpu.getAttribute('aria-label')) ?? '')?.[1] ?? 0);
+    const first = await pointsNow();
+    const deadline = Date.now() + 45_000;
+    while ((await pointsNow()) <= Math.max(first, 1) && Date.now() < deadline) await page.waitForTimeout(1000);
+    assert.ok((await pointsNow()) > Math.max(first, 1), `the charts grew (from ${first} to ${await pointsNow()} points)`);
+    assert.equal(await page.locator('figure.chart').count(), 4);
+    await shot('activity');
+    await checkA11y(page, 'the activity charts');
+    await page.getByRole('tab', { name: 'History' }).click();
+    // The stop asked from the table earlier: admin, status RUNNING → TO_STOP.
+    await page.locator('ol.history li').filter({ hasText: 'admin' }).filter({ hasText: 'TO_STOP' }).first().waitFor();
+    await shot('history');
+    await checkA11y(page, 'the history');
+  });
+
   it('creates a VM from the form: the schema\'s error first, then the VM, placed and RUNNING', async () => {
     await page.goto(`${api.url}/#/`);
     await page.getByRole('link', { name: 'Create machine' }).click();

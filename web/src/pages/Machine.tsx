@@ -8,11 +8,14 @@ import { lazy, Suspense, useState, type FormEvent } from 'react';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { api, ApiError, may, type Session, type Vm } from '../api';
 import { StatusBadge } from './StatusBadge';
+import { MachineCharts, MachineHistory } from './MachineActivity';
 
 const VncConsole = lazy(() => import('../consoles/VncConsole'));
 const SerialConsole = lazy(() => import('../consoles/SerialConsole'));
 
-type Tab = 'overview' | 'vnc' | 'serial';
+type Tab = 'overview' | 'activity' | 'history' | 'vnc' | 'serial';
+
+const TAB_LABELS: Readonly<Record<Tab, string>> = { overview: 'Overview', activity: 'Activity', history: 'History', vnc: 'Screen (VNC)', serial: 'Serial console' };
 
 function useAction(uuid: string): { run: (method: string, path: string, body?: unknown) => Promise<void>; error: string; busy: boolean } {
   const client = useQueryClient();
@@ -164,9 +167,9 @@ export function MachinePage({ uuid, session }: { uuid: string; session: Session 
       )}
       {v.error && <p className="error">{v.error}</p>}
       <div className="tabs" role="tablist" aria-label="Machine views">
-        {(['overview', 'vnc', 'serial'] as const).map((t) => (
-          <button key={t} type="button" role="tab" aria-selected={tab === t} onClick={() => setTab(t)} disabled={t !== 'overview' && (!may(session.role, 'console') || v.status !== 'RUNNING')}>
-            {t === 'overview' ? 'Overview' : t === 'vnc' ? 'Screen (VNC)' : 'Serial console'}
+        {(['overview', 'activity', 'history', 'vnc', 'serial'] as const).map((t) => (
+          <button key={t} type="button" role="tab" aria-selected={tab === t} onClick={() => setTab(t)} disabled={(t === 'vnc' || t === 'serial') && (!may(session.role, 'console') || v.status !== 'RUNNING')}>
+            {TAB_LABELS[t]}
           </button>
         ))}
       </div>
@@ -222,6 +225,8 @@ export function MachinePage({ uuid, session }: { uuid: string; session: Session 
           </section>
         </div>
       )}
+      {tab === 'activity' && <MachineCharts uuid={uuid} />}
+      {tab === 'history' && <MachineHistory uuid={uuid} />}
       <Suspense fallback={<p className="loading">Loading the console…</p>}>
         {tab === 'vnc' && <VncConsole uuid={uuid} />}
         {tab === 'serial' && <SerialConsole uuid={uuid} />}
