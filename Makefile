@@ -5,7 +5,7 @@ STATE_DIR ?= $(CURDIR)/.drover
 GUEST := build/guest/vmlinuz build/guest/initrd.gz build/guest/initrd-disk-marker.gz
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: all deps build guest lint typecheck run test test-unit bench bench-failover bench-backup bench-collection bench-api clean
+.PHONY: all deps build guest lint typecheck run test test-unit bench bench-failover bench-backup bench-collection bench-api bench-web clean
 
 all: build
 
@@ -58,6 +58,9 @@ bench-collection: build guest
 ## API latency and throughput with 10,000 VMs, and what the API adds to create-to-RUNNING (issue 14; docs/benchmarks.md).
 bench-api: build
 	node dist/bench/api.js
+
+bench-web: build guest
+	node dist/bench/web.js
 
 clean:
 	rm -rf dist build

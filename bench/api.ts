@@ -14,7 +14,6 @@
  * create-to-RUNNING. The figures go into docs/benchmarks.md with the machine.
  * Everything started here is removed at the end, also on error or Ctrl-C.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,10 +22,10 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { addUser, createToken } from '../src/auth/accounts.js';
 import { keySpace } from '../src/contract/keys.js';
-import { freePort } from '../src/embedded/etcd-process.js';
 import { AuthRepository } from '../src/store/auth-repository.js';
 import { startAgentProc, stopAgentProc, waitAlive } from './lib/agent-process.js';
 import { startBenchEtcd } from './lib/bench-etcd.js';
+import { startApiProcess, writeFleet } from './lib/vm-fleet.js';
 import { Cleanup } from './lib/cleanup.js';
 import { makeHaltDisk } from './lib/halt-disk.js';
 import { benchOptions } from './lib/options.js';
@@ -49,18 +48,6 @@ const N_VMS = Math.max(100, Number(opts.vms));
 const N_REQ = Math.max(20, Number(opts.requests));
 const N_STARTS = Math.max(2, Number(opts.starts));
 const SECONDS = Math.max(2, Number(opts.seconds));
-
-function record(uuid: string, i: number): Json {
-  return {
-    uuid,
-    name: `vm-${String(i).padStart(5, '0')}`,
-    owner: `user${i % 100}`,
-    host: `hv${i % 10}`,
-    status: i % 3 === 0 ? 'STOP' : 'RUNNING',
-    spec: { vcpus: 1, memory: 256, disks: [{ image: 'debian-12', size: 4096 }], nics: [{ network: 'br0' }], vnc: 'unix', restart: 'always' },
-    log: [`2026-12-01T00:00:00.000Z - started on hv${i % 10}`],
-  };
-}
 
 async function timed(url: string, token: string, n: number): Promise<number[]> {
   const out: number[] = [];
@@ -99,25 +86,15 @@ async function main(): Promise<void> {
     console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.ramMiB} MiB, kernel ${machine.kernel}, etcd ${machine.etcd}, node ${machine.node}`);
     const { endpoint, kv } = await startBenchEtcd(root, cleanup);
     const keys = keySpace(PREFIX);
-    const uuids = Array.from({ length: N_VMS }, () => randomUUID());
     console.log(`writing ${N_VMS} VM records...`);
-    for (let i = 0; i < N_VMS; i += 200) {
-      await Promise.all(uuids.slice(i, i + 200).map((u, j) => kv.put(keys.vm(u), JSON.stringify(record(u, i + j)))));
-    }
+    const uuids = await writeFleet(kv, keys, N_VMS);
     const auth = new AuthRepository(kv, keys);
     await addUser(auth, { name: 'root', role: 'admin', now: new Date() });
     await addUser(auth, { name: 'user7', role: 'user', now: new Date() });
     const admin = (await createToken(auth, { user: 'root', now: new Date() })).token;
     const user = (await createToken(auth, { user: 'user7', now: new Date() })).token;
 
-    const port = await freePort();
-    const api = spawn(DROVER_BIN, ['api', '--etcd', endpoint, '--prefix', PREFIX, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    cleanup.add('stop the API', async () => void api.kill('SIGTERM'));
-    await new Promise<void>((resolve, reject) => {
-      api.stdout.on('data', (d: Buffer) => (d.toString().includes('drover API on') ? resolve() : undefined));
-      api.once('exit', () => reject(new Error('drover api exited')));
-    });
-    const base = `http://127.0.0.1:${port}/api/v1`;
+    const base = `${await startApiProcess(DROVER_BIN, endpoint, PREFIX, cleanup)}/api/v1`;
     const pick = uuids[Math.floor(N_VMS / 2)] as string;
     for (const u of [`${base}/vms?limit=50`, `${base}/vms/${pick}`]) await timed(u, admin, 20); // warm-up
 

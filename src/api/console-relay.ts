@@ -1,41 +1,67 @@
 /**
  * The console relay (docs/consoles.md): a websocket joined to a VM's VNC
  * or serial unix socket on this machine (found and checked by
- * src/vm-ops/console-socket.ts). The bytes flow through stream.pipeline
- * both ways, so a slow browser slows the VM's socket instead of filling
- * memory, and either side closing closes the other.
+ * src/vm-ops/console-socket.ts). Each chunk the socket yields goes out as
+ * one binary frame, each frame the client sends is written to the socket.
+ * Both directions are bounded: the socket is paused while more than
+ * MAX_PENDING frames wait to reach the client, the websocket while the
+ * socket's buffer is full, so a slow browser slows the VM's socket instead
+ * of filling memory. Either side closing closes the other.
  */
 import type { Socket } from 'node:net';
-import { pipeline } from 'node:stream/promises';
-import { createWebSocketStream, type WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import { connectSocket } from '../vm-ops/console-socket.js';
 import type { Logger } from '../lib/logger.js';
+
+/** Frames sent to the client and not yet written to its connection, at most (of up to 64 KiB each). */
+const MAX_PENDING = 16;
 
 /**
  * Joins `ws` to the socket until either side closes; `greeting` (the serial
  * log's tail) goes first. Call it as soon as the websocket opens: what the
- * client sends meanwhile is held by the stream made here, not lost.
+ * client sends meanwhile is held (the websocket is paused), not lost.
  */
 export async function relay(ws: WebSocket, target: { socket: string; greeting?: () => Promise<Buffer> }, logger: Logger): Promise<void> {
-  const stream = createWebSocketStream(ws);
-  stream.pause();
+  ws.pause();
+  let closed = false;
+  ws.once('close', () => (closed = true));
   let sock: Socket;
   try {
     const greeting = target.greeting ? await target.greeting() : undefined;
     sock = await connectSocket(target.socket);
-    if (greeting && greeting.length > 0) ws.send(greeting);
+    if (greeting && greeting.length > 0) ws.send(greeting, { binary: true });
   } catch (err) {
-    stream.destroy();
     ws.close(1011, err instanceof Error ? err.message.slice(0, 120) : 'console unavailable');
     return;
   }
-  const quiet = (err: unknown): void => {
-    const code = (err as NodeJS.ErrnoException | undefined)?.code;
-    if (code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'ECONNRESET' && code !== 'EPIPE') logger.debug({ err: String(err) }, 'console relay ended');
-  };
-  // Either direction ending ends the session: qemu keeps its side open after the browser leaves, and takes one client at a time.
-  await Promise.race([pipeline(sock, stream).catch(quiet), pipeline(stream, sock).catch(quiet)]);
-  sock.destroy();
-  stream.destroy();
-  ws.terminate();
+  if (closed) return void sock.destroy();
+  await new Promise<void>((resolve) => {
+    const end = (why?: unknown): void => {
+      if (why !== undefined) logger.debug({ err: String(why) }, 'console relay ended');
+      sock.destroy();
+      ws.terminate();
+      resolve();
+    };
+    let pending = 0;
+    sock.on('data', (chunk: Buffer) => {
+      pending++;
+      ws.send(chunk, { binary: true, compress: false }, (err) => {
+        pending--;
+        if (err) return end(err);
+        if (pending < MAX_PENDING / 2 && sock.isPaused()) sock.resume();
+      });
+      if (pending >= MAX_PENDING) sock.pause();
+    });
+    ws.on('message', (data: Buffer) => {
+      if (!sock.write(data)) {
+        ws.pause();
+        sock.once('drain', () => ws.resume());
+      }
+    });
+    sock.once('close', () => end());
+    sock.once('error', end);
+    ws.once('close', () => end());
+    ws.once('error', end);
+    ws.resume();
+  });
 }
