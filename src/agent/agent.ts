@@ -44,6 +44,8 @@ import { snapshotDiskSpec } from './snapshot-disks.js';
 import type { StateDir } from './state-dir.js';
 import { VmWorker } from './vm-worker.js';
 import { BackupRunner } from './backup-runner.js';
+import { startConfiguredConsoleServer, type ConsoleServer } from './console-server.js';
+import { AuthRepository } from '../store/auth-repository.js';
 import { createAgentDiskPreparer } from '../storage/agent-disks.js';
 import type { DiskPreparer } from '../storage/prepare-disks.js';
 import { s3CredentialsFrom } from '../storage/s3/location.js';
@@ -97,6 +99,7 @@ export class Agent {
   /** VM and host measurements (docs/metrics.md); built first so it hears of every exit before the workers do. */
   readonly collector: Collector;
   private metricsServer: MetricsServer | null = null;
+  private consoleServer: ConsoleServer | null = null;
   /** APEL records of finished runs (docs/accounting.md). */
   private readonly accounting: Accounting;
   private readonly pools: PoolRepository;
@@ -181,6 +184,7 @@ export class Agent {
     await this.retryUntilDone('claim the host name', () => this.registration.claim());
     this.registration.on('lost', () => void this.reclaim());
     await this.retryUntilDone('list and watch VMs', () => this.listAndWatch());
+    this.consoleServer = await startConfiguredConsoleServer(this.config.console_listen, this.registration.ip, { host: this.name, stateDir: this.deps.stateDir.root, auth: new AuthRepository(this.kv, this.keys), vms: this.repo, logger: this.log });
     await this.heartbeat();
     await this.startMetrics();
     // Not awaited: a qemu slow to answer QMP must not hold up the agent's start.
@@ -244,6 +248,7 @@ export class Agent {
     this.stopped = true;
     this.collector.stop();
     await this.metricsServer?.close();
+    await this.consoleServer?.close();
     for (const t of this.timers) clearInterval(t);
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
@@ -510,7 +515,7 @@ export class Agent {
       vms++;
     }
     try {
-      await this.registration.heartbeat({ vmMemory, vms, reservedMemory: this.config.reserved_memory });
+      await this.registration.heartbeat({ vmMemory, vms, reservedMemory: this.config.reserved_memory, ...(this.consoleServer ? { console: this.consoleServer.endpoint } : {}) });
     } catch (err) {
       this.log.debug({ err: errorMessage(err) }, 'heartbeat failed');
     }

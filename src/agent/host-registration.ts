@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
 import type { KeySpace } from '../contract/keys.js';
-import { aliveRecordSchema, type HostRecord } from '../contract/host-record.js';
+import { aliveRecordSchema, type HostRecord, type ConsoleEndpoint } from '../contract/host-record.js';
 import { DroverError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { KvStore } from '../store/kv-store.js';
@@ -34,6 +34,8 @@ export interface HostUsage {
   /** MiB of memory the VMs designated here are meant to use. */
   vmMemory: number;
   vms: number;
+  /** Where this agent serves consoles to API processes, when it does. */
+  console?: ConsoleEndpoint;
 }
 
 /** How long after the last confirmation of a lease its holder must consider itself fenced. */
@@ -145,6 +147,11 @@ export class HostRegistration extends EventEmitter {
     return this.renewedAt > 0 && !this.fresh(now);
   }
 
+  /** The address published in the host record. */
+  get ip(): string {
+    return this.facts.ip;
+  }
+
   /** Writes the host record (CAS on its revision; fields others added are kept). */
   async heartbeat(usage: HostUsage): Promise<void> {
     const key = this.keys.host(this.facts.name);
@@ -165,7 +172,9 @@ export class HostRegistration extends EventEmitter {
         heartbeat_at: new Date().toISOString(),
         accel: this.facts.accel,
         vms: usage.vms,
+        ...(usage.console ? { console: usage.console } : {}),
       };
+      if (!usage.console) delete record.console;
       if (await this.kv.putIf(key, JSON.stringify(record), current ? current.modRevision : 'absent')) return;
     }
     throw new DroverError('CONFLICT', `Host record ${key} kept changing; will retry at the next heartbeat.`, true);

@@ -8,9 +8,8 @@
  * socket's buffer is full, so a slow browser slows the VM's socket instead
  * of filling memory. Either side closing closes the other.
  */
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import { connectSocket } from '../vm-ops/console-socket.js';
 import type { Logger } from '../lib/logger.js';
 
 /** Frames sent to the client and not yet written to its connection, at most (of up to 64 KiB each). */
@@ -21,15 +20,16 @@ const MAX_PENDING = 16;
  * log's tail) goes first. Call it as soon as the websocket opens: what the
  * client sends meanwhile is held (the websocket is paused), not lost.
  */
-export async function relay(ws: WebSocket, target: { socket: string; greeting?: () => Promise<Buffer> }, logger: Logger): Promise<void> {
+export async function relay(ws: WebSocket, open: () => Promise<{ stream: Duplex; greeting?: Buffer }>, logger: Logger): Promise<void> {
   ws.pause();
   let closed = false;
   ws.once('close', () => (closed = true));
-  let sock: Socket;
+  ws.on('error', () => undefined);
+  let sock: Duplex;
   try {
-    const greeting = target.greeting ? await target.greeting() : undefined;
-    sock = await connectSocket(target.socket);
-    if (greeting && greeting.length > 0) ws.send(greeting, { binary: true });
+    const opened = await open();
+    sock = opened.stream;
+    if (opened.greeting && opened.greeting.length > 0) ws.send(opened.greeting, { binary: true });
   } catch (err) {
     ws.close(1011, err instanceof Error ? err.message.slice(0, 120) : 'console unavailable');
     return;
@@ -63,5 +63,6 @@ export async function relay(ws: WebSocket, target: { socket: string; greeting?: 
     ws.once('close', () => end());
     ws.once('error', end);
     ws.resume();
+    sock.resume(); // a stream handed over paused (the agent channel reads its reply first) flows now
   });
 }

@@ -39,6 +39,8 @@ export interface ApiSettings {
   readonly name: string;
   /** This process's S3 credentials for the backup store (list, delete); the AWS SDK's default chain when absent. */
   readonly s3Credentials?: S3Credentials;
+  /** How consoles are reached: the VM's socket when it is on this machine, else its agent (auto); always through the agent (for tests and to check that path). */
+  readonly consoleVia?: 'auto' | 'agent';
 }
 
 export interface ApiDeps {

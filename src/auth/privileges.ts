@@ -16,6 +16,8 @@ export const PRIVILEGES = [
   'VM.Allocate',
   'VM.Migrate',
   'Host.Audit',
+  /** Drain and undrain hosts (drover extension of the list). */
+  'Host.Modify',
   'Pool.Allocate',
   'User.Modify',
   'Sys.Audit',
@@ -27,7 +29,7 @@ const VM_OWN: readonly Privilege[] = ['VM.Audit', 'VM.PowerMgmt', 'VM.Console', 
 
 export const ROLE_PRIVILEGES: Readonly<Record<Role, ReadonlySet<Privilege>>> = {
   admin: new Set(PRIVILEGES),
-  operator: new Set<Privilege>([...VM_OWN, 'VM.Migrate', 'Host.Audit']),
+  operator: new Set<Privilege>([...VM_OWN, 'VM.Migrate', 'Host.Audit', 'Host.Modify']),
   // VM.Migrate chooses a host, which only operators and admins may do.
   user: new Set<Privilege>(VM_OWN),
   auditor: new Set<Privilege>(['VM.Audit', 'Host.Audit', 'Sys.Audit']),

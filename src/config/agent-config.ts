@@ -117,6 +117,13 @@ export const agentConfigSchema = z.strictObject({
       }
     }, 'must be HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464) or "off"')
     .default('127.0.0.1:9464'),
+  /**
+   * Where this agent serves its VMs' consoles to API processes on other
+   * machines (TLS, certificate pinned through the host record;
+   * docs/consoles.md): HOST:PORT, "auto" (the host's address, any free
+   * port) or "off".
+   */
+  console_listen: z.string().regex(/^(off|auto|\[?[^\s\]]+\]?:\d{1,5})$/, 'must be HOST:PORT, "auto" or "off"').default('auto'),
   /** Also run a scheduler in this agent (leader-elected with every other one). */
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,

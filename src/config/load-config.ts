@@ -23,6 +23,7 @@ export const ENV_KEYS: Readonly<Record<string, string>> = {
   DROVER_S3_ACCESS_KEY_ID: 's3_access_key_id',
   DROVER_S3_SECRET_ACCESS_KEY: 's3_secret_access_key',
   DROVER_METRICS_LISTEN: 'metrics_listen',
+  DROVER_CONSOLE_LISTEN: 'console_listen',
 };
 
 const LIST_KEYS = new Set(['etcd', 'notify_email']);

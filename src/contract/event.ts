@@ -34,6 +34,8 @@ export type EventCode =
   | 'host.storage_low'
   | 'host.storage_ok'
   | 'host.storage_error'
+  /** A host drained or undrained through the API (`requestor` says who). */
+  | 'host.drained'
   | 'pool.vm_created'
   | 'pool.vm_finished'
   | 'pool.wallclock'

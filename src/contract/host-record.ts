@@ -2,6 +2,10 @@
 import { z } from 'zod';
 import { HOST_STATUSES } from './status.js';
 
+/** drover extension: where the agent serves its VMs' consoles to API processes (docs/consoles.md), and its certificate's sha256 fingerprint. */
+export const consoleEndpointSchema = z.object({ address: z.string(), port: z.int().min(1).max(65535), sha256: z.string() });
+export type ConsoleEndpoint = z.infer<typeof consoleEndpointSchema>;
+
 export const hostRecordSchema = z.looseObject({
   name: z.string(),
   hostid: z.string(),
@@ -17,6 +21,7 @@ export const hostRecordSchema = z.looseObject({
   accel: z.string().optional(),
   /** drover extension: VMs this agent runs right now. */
   vms: z.int().optional(),
+  console: consoleEndpointSchema.optional(),
 });
 
 export type HostRecord = z.infer<typeof hostRecordSchema>;

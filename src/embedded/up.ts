@@ -59,7 +59,7 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     throw new DroverError('SPAWN_FAILED', `${errorMessage(err)} Is port ${opts.etcdPort} already in use? See ${join(opts.stateDir, 'etcd.log')}.`.replace('.. ', '. '));
   }
   const config = mergeConfigLayers([
-    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true } },
+    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0' } },
   ]);
   let agent: RunningAgent;
   try {

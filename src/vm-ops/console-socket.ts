@@ -15,8 +15,27 @@ import { rawObject, type StoredVm } from '../store/vm-repository.js';
 /** What the serial console shows on connect: the end of the serial log. */
 const SERIAL_TAIL_BYTES = 4096;
 
-/** The socket of the VM's console, checked; a sentence for the caller otherwise. */
-export async function consoleSocket(vm: StoredVm, kind: ConsoleKind): Promise<{ socket: string; serialLog?: string }> {
+export interface ConsoleTarget {
+  socket: string;
+  serialLog?: string;
+  /** Whether the socket is on this machine. */
+  here: boolean;
+  /** The VM's host and name, for sentences. */
+  host: string;
+  name: string;
+}
+
+/** The socket of the VM's console on this machine, checked; a sentence for the caller otherwise. */
+export async function consoleSocket(vm: StoredVm, kind: ConsoleKind): Promise<ConsoleTarget> {
+  const target = await findConsole(vm, kind);
+  if (!target.here) {
+    throw new DroverError('CONFLICT', `The console of VM ${target.name} is on ${target.host}, whose sockets this machine cannot reach; open it on ${target.host} (with drover vm console there, or through the API; docs/consoles.md).`);
+  }
+  return target;
+}
+
+/** Where the VM's console socket is (on this machine or not), checked; a sentence when there is none to reach. */
+export async function findConsole(vm: StoredVm, kind: ConsoleKind): Promise<ConsoleTarget> {
   const obj = rawObject(vm.raw) ?? {};
   const name = typeof obj.name === 'string' ? obj.name : vm.uuid;
   const runtime = (typeof obj.runtime === 'object' && obj.runtime !== null ? obj.runtime : {}) as Record<string, unknown>;
@@ -30,13 +49,10 @@ export async function consoleSocket(vm: StoredVm, kind: ConsoleKind): Promise<{ 
   if (!isAbsolute(path) || path.split('/').includes('..') || basename(path) !== file || basename(dirname(path)) !== vm.uuid) {
     throw new DroverError('CONFLICT', `VM ${name}'s record names a console socket that is not its own, so the API will not open it.`);
   }
-  const st = await stat(path).catch(() => null);
-  if (!st?.isSocket()) {
-    const host = typeof obj.host === 'string' ? obj.host : 'its host';
-    throw new DroverError('CONFLICT', `The console of VM ${name} is on ${host}, whose sockets this machine cannot reach; open it on ${host} (with drover vm console there, or through an API process running there; docs/consoles.md).`);
-  }
+  const here = (await stat(path).catch(() => null))?.isSocket() === true;
+  const host = typeof obj.host === 'string' ? obj.host : 'its host';
   const serialLog = typeof runtime.serial_log === 'string' && basename(dirname(runtime.serial_log)) === vm.uuid ? runtime.serial_log : undefined;
-  return { socket: path, ...(kind === 'serial' && serialLog !== undefined ? { serialLog } : {}) };
+  return { socket: path, here, host, name, ...(kind === 'serial' && serialLog !== undefined ? { serialLog } : {}) };
 }
 
 /** The last bytes of the serial log, starting at a line break (the last screenful, near enough). */

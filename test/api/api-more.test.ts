@@ -93,4 +93,22 @@ describe('API snapshots, migration, stats, images and pools (real etcd, real HTT
       assert.equal((await w.call(t.alice, 'GET', '/api/v1/pools')).status, 403);
       assert.equal((await w.call(t.audit, 'GET', '/api/v1/pools')).status, 200);
     }));
+
+  it('an operator drains and undrains a host (logged); a user and an auditor are refused, an unknown host is 404', () =>
+    world(async (w, t) => {
+      await w.kv.put(w.keys.host('hv1'), JSON.stringify({ name: 'hv1', ip: '127.0.0.1', cpus: 2, memory: 4096, reserved_memory: 512 }));
+      const drained = await w.call(t.ops, 'POST', '/api/v1/hosts/hv1/drain');
+      assert.equal(drained.status, 200, JSON.stringify(drained.body));
+      assert.equal(drained.body.drained, true);
+      assert.equal((JSON.parse((await w.kv.get(w.keys.host('hv1')))?.raw ?? '{}') as { drained?: boolean }).drained, true);
+      assert.equal((await w.eventsOf('host.drained')).at(-1)?.requestor, 'ops');
+      for (const who of [t.alice, t.audit]) {
+        assert.equal((await w.call(who, 'POST', '/api/v1/hosts/hv1/undrain')).status, 403);
+      }
+      assert.equal((JSON.parse((await w.kv.get(w.keys.host('hv1')))?.raw ?? '{}') as { drained?: boolean }).drained, true, 'the refusals changed nothing');
+      const undrained = await w.call(t.root, 'POST', '/api/v1/hosts/hv1/undrain');
+      assert.equal(undrained.body.drained, undefined);
+      assert.equal((await w.call(t.ops, 'POST', '/api/v1/hosts/hv9/drain')).status, 404);
+      assert.equal((await w.call(t.ops, 'POST', '/api/v1/hosts/..%2Fx/drain')).status, 400);
+    }));
 });

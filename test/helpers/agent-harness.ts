@@ -120,6 +120,7 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
         reserved_memory: 256,
         // Many agents share this machine: each metrics endpoint on a free port (the log says which).
         metrics_listen: '127.0.0.1:0',
+        console_listen: '127.0.0.1:0',
         log_level: 'debug',
         ...opts.config,
       };

@@ -20,6 +20,10 @@ import { AuthRepository } from '../../src/store/auth-repository.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { DROVER_BIN, GUEST_DIR, startCluster, waitForSerialText, type Cluster } from '../helpers/agent-harness.js';
 import { quietLogger } from '../api/helpers.js';
+import { connect as tlsConnect } from 'node:tls';
+import { openConsole } from '../../src/api/console-channel.js';
+import type { ApiDeps } from '../../src/api/context.js';
+import type { ConsoleEndpoint } from '../../src/contract/host-record.js';
 
 interface Opened {
   status: number | null;
@@ -162,5 +166,55 @@ describe('VM consoles: tickets, the websocket relay and drover vm console (real 
       assert.match(err, /detached; the VM keeps running/);
     }
     assert.equal((await cluster.getVm(aliceVm))?.status, 'RUNNING');
+  });
+
+  it("through the agent's console endpoint (TLS, its certificate pinned by the host record): the RFB banner and the serial shell", async () => {
+    const viaAgent = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger, settings: { consoleVia: 'agent' } });
+    try {
+      const postVia = async (path: string) => {
+        const res = await fetch(`${viaAgent.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${tokens.alice}` } });
+        return (await res.json()) as { ticket: string; path: string };
+      };
+      const t = await postVia('/api/v1/vms/con-a/console');
+      const c = await connect(`${viaAgent.url.replace(/^http/, 'ws')}${t.path}?ticket=${encodeURIComponent(t.ticket)}`);
+      assert.equal(c.status, 101);
+      await until(() => c.bytes().length >= 12, 10_000, 'the RFB banner through the agent');
+      assert.equal(c.bytes().subarray(0, 12).toString('latin1'), 'RFB 003.008\n');
+      c.ws?.close();
+      const s = await postVia('/api/v1/vms/con-a/serial');
+      const sc = await connect(`${viaAgent.url.replace(/^http/, 'ws')}${s.path}?ticket=${encodeURIComponent(s.ticket)}`);
+      assert.equal(sc.status, 101);
+      sc.ws?.send(Buffer.from('echo agent-$((6*7))\n'));
+      await until(() => sc.bytes().toString().includes('agent-42'), 20_000, 'the guest answering through the agent');
+      sc.ws?.close();
+    } finally {
+      await viaAgent.stop();
+    }
+  });
+
+  it('the agent endpoint refuses a forged or reused ticket and a VM not on its host; the API refuses a certificate other than the pinned one', async () => {
+    const host = JSON.parse((await cluster.kv.get(cluster.keys.host('hv1')))?.raw ?? '{}') as { console?: ConsoleEndpoint };
+    const endpoint = host.console!;
+    assert.match(endpoint.sha256, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+    const ask = (line: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = tlsConnect({ host: endpoint.address, port: endpoint.port, rejectUnauthorized: false });
+        let got = '';
+        sock.on('data', (b: Buffer) => (got += b.toString('latin1')));
+        sock.on('close', () => resolve(got));
+        sock.on('error', reject);
+        sock.once('secureConnect', () => sock.write(line));
+        setTimeout(() => sock.end(), 3000);
+      });
+    assert.match(await ask(`vnc ${aliceVm} drc_${'0'.repeat(16)}_${'A'.repeat(43)}\n`), /^ERR The console ticket is not valid\.\n$/);
+    const ticket = await issueTicket(auth, { user: 'alice', vm: aliceVm, kind: 'vnc' }, new Date());
+    assert.match(await ask(`vnc ${aliceVm} ${ticket}\n`), /^OK\nRFB 003\.008\n/);
+    assert.match(await ask(`vnc ${aliceVm} ${ticket}\n`), /^ERR /, 'a ticket works once');
+    assert.match(await ask('garbage\n'), /^ERR The request must be/);
+    const elsewhere = await cluster.createVm({ name: 'con-elsewhere', owner: 'alice', status: 'STOP' }, 'hv2');
+    const forHv2 = await issueTicket(auth, { user: 'alice', vm: elsewhere, kind: 'vnc' }, new Date());
+    assert.match(await ask(`vnc ${elsewhere} ${forHv2}\n`), new RegExp(`^ERR VM ${elsewhere} does not run on hv1\\.\\n$`));
+    const deps = { store: { auth, hosts: null }, settings: {}, now: () => new Date() } as unknown as ApiDeps;
+    await assert.rejects(openConsole(deps, { kind: 'agent', host: 'hv1', endpoint: { ...endpoint, sha256: endpoint.sha256.replace(/^../, endpoint.sha256.startsWith('00') ? '11' : '00') } }, aliceVm, 'vnc', 'alice'), /presented a certificate other than the one its host record names/);
   });
 });

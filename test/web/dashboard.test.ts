@@ -202,9 +202,17 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await page.reload();
     await page.getByRole('heading', { name: 'Users and tokens' }).waitFor();
     assert.equal(await page.locator('code.secret').count(), 0, 'the token is shown once');
-    for (const [link, heading, name] of [['Hosts', 'Hosts', 'hosts'], ['Events', 'Events', 'events']] as const) {
+    for (const [link, heading, name] of [['Hosts', 'Hosts', 'hosts'], ['Images', 'Images', 'images'], ['Pools', 'Pools', 'pools'], ['Events', 'Events', 'events']] as const) {
       await page.getByRole('link', { name: link, exact: true }).click();
       await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+      if (name === 'hosts') {
+        // An admin drains the host and undrains it again.
+        await page.getByRole('button', { name: 'Drain', exact: true }).click();
+        await page.getByText('DRAINED', { exact: true }).waitFor();
+        await shot('hosts-drained');
+        await page.getByRole('button', { name: 'Undrain', exact: true }).click();
+        await page.getByRole('button', { name: 'Drain', exact: true }).waitFor();
+      }
       await shot(name);
       await checkA11y(page, `the ${name} page`);
     }

@@ -16,6 +16,7 @@ import { HostsPage } from './pages/Hosts';
 import { EventsPage } from './pages/Events';
 import { CreateVmPage } from './pages/CreateVm';
 import { UsersPage } from './pages/Users';
+import { ImagesPage, PoolsPage } from './pages/Catalog';
 import './styles.css';
 
 const client = new QueryClient({ defaultOptions: { queries: { staleTime: Infinity, retry: 1, refetchOnWindowFocus: false } } });
@@ -44,6 +45,8 @@ function Shell({ session, onLogout, live, children }: { session: Session; onLogo
         <nav aria-label="Main">
           {link('#/', 'Machines')}
           {link('#/hosts', 'Hosts')}
+          {link('#/images', 'Images')}
+          {session.role !== 'user' && link('#/pools', 'Pools')}
           {link('#/events', 'Events')}
           {session.role === 'admin' && link('#/users', 'Users')}
         </nav>
@@ -68,6 +71,8 @@ function Routes({ session }: { session: Session }) {
   if (vm?.[1]) return <MachinePage uuid={vm[1]} session={session} />;
   if (hash === '#/hosts') return <HostsPage session={session} />;
   if (hash === '#/events') return <EventsPage />;
+  if (hash === '#/images') return <ImagesPage />;
+  if (hash === '#/pools') return <PoolsPage session={session} />;
   if (hash === '#/create') return <CreateVmPage session={session} />;
   if (hash === '#/users' && session.role === 'admin') return <UsersPage />;
   return <MachinesPage session={session} />;

@@ -18,7 +18,7 @@ import type { Principal } from '../../auth/authenticate.js';
 import type { ConsoleKind } from '../../contract/auth-records.js';
 import { DroverError } from '../../lib/errors.js';
 import { audit } from '../audit.js';
-import { consoleSocket, serialTail } from '../../vm-ops/console-socket.js';
+import { consoleRoute, openConsole, type ConsoleRoute } from '../console-channel.js';
 import { relay } from '../console-relay.js';
 import { principalOf, type ApiDeps } from '../context.js';
 import { needs, open } from '../route-options.js';
@@ -35,8 +35,8 @@ const ticketAnswer = z.object({
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by a console route's preValidation: what the websocket relays. */
-    consoleTarget?: { socket: string; serialLog?: string };
+    /** Set by a console route's preValidation: what the websocket relays, for whom. */
+    consoleTarget?: { route: ConsoleRoute; vm: string; user: string };
   }
 }
 
@@ -61,7 +61,7 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ApiDeps): void
       handler: async (req, reply) => {
         const principal = principalOf(req);
         const vm = await access.get(principal, req.params.id);
-        await consoleSocket(vm, kind); // says now, not at connect, when there is no console to reach
+        await consoleRoute(deps, vm, kind); // says now, not at connect, when there is no console to reach
         const now = deps.now();
         const ticket = await issueTicket(deps.store.auth, { user: principal.user, vm: vm.uuid, kind }, now);
         await audit(deps, principal, { event: 'vm.requested', vm: vm.uuid, owner: ownerOf(vm), message: `${principal.user} opened ${what} of VM ${vm.uuid}.` });
@@ -85,13 +85,13 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ApiDeps): void
         const record = await deps.store.auth.getUser(user);
         if (!record || !hasPrivilege(record.role, 'VM.Console')) throw new DroverError('FORBIDDEN', `User ${user} may no longer open consoles.`);
         const principal: Principal = { user: record.name, role: record.role, via: 'token' };
-        req.consoleTarget = await consoleSocket(await access.get(principal, id), kind);
+        const vm = await access.get(principal, id);
+        req.consoleTarget = { route: await consoleRoute(deps, vm, kind), vm: vm.uuid, user: record.name };
       },
     }, (socket: WebSocket, req: FastifyRequest) => {
         const target = req.consoleTarget;
         if (!target) return void socket.close(1011, 'no console');
-        const log = target.serialLog;
-        void relay(socket, { socket: target.socket, ...(log !== undefined ? { greeting: () => serialTail(log) } : {}) }, deps.logger);
+        void relay(socket, () => openConsole(deps, target.route, target.vm, kind, target.user), deps.logger);
     });
   }
 }

@@ -4,7 +4,10 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { DroverError } from '../../lib/errors.js';
 import type { StoredHost } from '../../store/host-repository.js';
-import type { ApiDeps } from '../context.js';
+import { HOST_NAME_RE } from '../../contract/vm-record.js';
+import { setHostDrained } from '../../vm-ops/host-drain.js';
+import { audit } from '../audit.js';
+import { principalOf, type ApiDeps } from '../context.js';
 import { needs } from '../route-options.js';
 import { documents, errorSchema } from '../schemas.js';
 
@@ -32,4 +35,21 @@ export function registerHostRoutes(app: FastifyInstance, deps: ApiDeps): void {
       return hostView(host);
     },
   });
+  for (const drained of [true, false]) {
+    const what = drained ? 'drain' : 'undrain';
+    const doc = needs('Host.Modify', { summary: drained ? 'Drain a host: the scheduler places no new VM there (its VMs stay; drover host drain --move moves them)' : 'Let the scheduler place VMs on a drained host again', tags: ['hosts'] });
+    r.post(`/api/v1/hosts/:name/${what}`, {
+      ...doc,
+      schema: { ...doc.schema, params: z.object({ name: z.string().regex(HOST_NAME_RE, 'must be a host name') }), response: { 200: documents(hostSchema), 404: documents(errorSchema) } },
+      handler: async (req) => {
+        const principal = principalOf(req);
+        if (await setHostDrained(deps.store, req.params.name, drained)) {
+          await audit(deps, principal, { event: 'host.drained', message: `${principal.user} ${drained ? 'drained' : 'undrained'} host ${req.params.name}.` });
+        }
+        const host = (await deps.store.hosts.list()).find((h) => h.name === req.params.name);
+        if (!host) throw new DroverError('NOT_FOUND', `There is no host ${req.params.name}.`);
+        return hostView(host);
+      },
+    });
+  }
 }

@@ -12,8 +12,8 @@ import { formatCell, getField, parseColumns, pickFields } from '../output/fields
 import { printJson } from '../output/print.js';
 import { formatTable } from '../output/table.js';
 import { printProgress } from '../output/print.js';
+import { setHostDrained } from '../../vm-ops/host-drain.js';
 import { withStore } from '../store-session.js';
-import { rawObject } from '../../store/vm-repository.js';
 
 export interface HostListFlags extends GlobalFlags {
   output?: string;
@@ -57,17 +57,7 @@ export interface DrainFlags extends GlobalFlags {
 export async function setDrainedAction(ctx: CliContext, name: string, drained: boolean, flags: DrainFlags): Promise<void> {
   const opts = resolveGlobalOptions(flags, ctx.env);
   const moved = await withStore(opts, async (store) => {
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const entry = await store.kv.get(store.keys.host(name));
-      if (!entry) throw new DroverError('NOT_FOUND', `No host is named ${JSON.stringify(name)}.`);
-      const record = rawObject(entry.raw);
-      if (!record) throw new DroverError('CONFLICT', `The record of host ${name} is not a JSON object; fix it before draining.`);
-      if ((record.drained === true) === drained) break;
-      const next = { ...record };
-      if (drained) next.drained = true;
-      else delete next.drained;
-      if (await store.kv.putIf(entry.key, JSON.stringify(next), entry.modRevision)) break;
-    }
+    await setHostDrained(store, name, drained);
     if (!drained || flags.move !== true) return null;
     const { moveVmsOff } = await import('./drain-move.js');
     return moveVmsOff(store, name, (flags.timeout ?? 600) * 1000, (line) => printProgress(ctx.io, line));

@@ -1,6 +1,7 @@
 /** Events: the newest first, live from the stream (live.ts), filterable by text. */
 import { useState } from 'react';
 import { useQuery } from '@tanstack/react-query';
+import { SimpleTable } from './SimpleTable';
 import { api, type DroverEvent } from '../api';
 import { EVENTS_KEY } from '../live';
 
@@ -18,17 +19,7 @@ export function EventsPage() {
         </label>
       </div>
       {events.isError && <p className="error">{(events.error as Error).message}</p>}
-      <table className="simple">
-        <thead>
-          <tr>
-            <th scope="col">Time</th>
-            <th scope="col">Level</th>
-            <th scope="col">Event</th>
-            <th scope="col">Where</th>
-            <th scope="col">What</th>
-          </tr>
-        </thead>
-        <tbody>
+      <SimpleTable columns={['Time', 'Level', 'Event', 'Where', 'What']}>
           {shown.map((e, i) => (
             <tr key={`${e.ts}-${i}`}>
               <td>
@@ -42,8 +33,7 @@ export function EventsPage() {
               <td>{e.message}</td>
             </tr>
           ))}
-        </tbody>
-      </table>
+        </SimpleTable>
     </section>
   );
 }

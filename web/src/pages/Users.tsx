@@ -4,6 +4,7 @@
  */
 import { useState, type FormEvent } from 'react';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { SimpleTable } from './SimpleTable';
 import { api, ApiError } from '../api';
 
 interface User {
@@ -64,18 +65,7 @@ export function UsersPage() {
       <div className="grid">
         <section className="card" aria-labelledby="u-title">
           <h2 id="u-title">Users</h2>
-          <table className="simple">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Role</th>
-                <th scope="col">Password</th>
-                <th scope="col">
-                  <span className="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
+          <SimpleTable columns={['Name', 'Role', 'Password', '']}>
               {(users.data?.items ?? []).map((u) => (
                 <tr key={u.name}>
                   <td>{u.name}</td>
@@ -88,8 +78,7 @@ export function UsersPage() {
                   </td>
                 </tr>
               ))}
-            </tbody>
-          </table>
+            </SimpleTable>
           <form className="inline" onSubmit={addUser}>
             <label>
               Name
@@ -124,19 +113,7 @@ export function UsersPage() {
               </button>
             </div>
           )}
-          <table className="simple">
-            <thead>
-              <tr>
-                <th scope="col">Id</th>
-                <th scope="col">User</th>
-                <th scope="col">Role</th>
-                <th scope="col">Expires</th>
-                <th scope="col">
-                  <span className="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
+          <SimpleTable columns={['Id', 'User', 'Role', 'Expires', '']}>
               {(tokens.data?.items ?? []).map((t) => (
                 <tr key={t.id}>
                   <td>
@@ -153,8 +130,7 @@ export function UsersPage() {
                   </td>
                 </tr>
               ))}
-            </tbody>
-          </table>
+            </SimpleTable>
           <form className="inline" onSubmit={makeToken}>
             <label>
               For user
