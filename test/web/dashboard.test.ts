@@ -109,6 +109,19 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await page.getByLabel('Search machines').fill('');
   });
 
+  it('says when the event stream is away (the API restarting), then catches up with what changed meanwhile, without a reload', async () => {
+    const port = new URL(api.url).port;
+    const origin = await page.evaluate(() => performance.timeOrigin);
+    await api.stop();
+    await page.getByText('Reconnecting to the event stream…').waitFor({ timeout: 20_000 });
+    await shot('stream-away');
+    await cluster.createVm({ name: 'while-away', owner: 'admin', status: 'STOP', host: '' });
+    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: `127.0.0.1:${port}`, bootDirs: [GUEST_DIR], logger: quietLogger });
+    await page.getByText('Live', { exact: true }).waitFor({ timeout: 30_000 });
+    await row('while-away').waitFor({ timeout: 10_000 });
+    assert.equal(await page.evaluate(() => performance.timeOrigin), origin, 'no reload');
+  });
+
   it("opens the VNC console and sees the guest's screen", async () => {
     await row('demo').getByRole('link', { name: 'demo' }).click();
     await page.getByRole('heading', { name: 'demo' }).waitFor();

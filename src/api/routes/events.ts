@@ -44,6 +44,11 @@ let openStreams = 0;
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
+  // Open streams end when the API stops (a browser would otherwise hold the server open); clients reconnect with Last-Event-ID.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of [...streams]) end();
+  });
   const access = new VmAccess(deps.store, deps.vmIndex);
   const doc = needs('VM.Audit', {
     summary: 'Events: JSON list, or a server-sent event stream (Accept: text/event-stream)',
@@ -61,7 +66,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
         if (openStreams >= MAX_STREAMS) throw new DroverError('ETCD_UNAVAILABLE', `This API process already serves ${MAX_STREAMS} event streams; try again later or another API process.`, true);
         const lastId = req.headers['last-event-id'];
         const since = req.query.since ?? (typeof lastId === 'string' && /^\d+$/.test(lastId) ? lastId : undefined);
-        return streamEvents(req, reply, deps, principal, visibility, since, req.query.vm);
+        return streamEvents(req, reply, deps, principal, visibility, since, req.query.vm, streams);
       }
       const { events, revision } = await deps.store.events.listWithRevision(req.query.vm ? { vm: req.query.vm } : {});
       return { items: events.filter((e) => visibility.event(e)).slice(-req.query.limit), revision };
@@ -81,7 +86,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
   });
 }
 
-async function streamEvents(req: FastifyRequest, reply: FastifyReply, deps: ApiDeps, principal: Principal, visibility: EventVisibility, since: string | undefined, onlyVm: string | undefined): Promise<FastifyReply> {
+async function streamEvents(req: FastifyRequest, reply: FastifyReply, deps: ApiDeps, principal: Principal, visibility: EventVisibility, since: string | undefined, onlyVm: string | undefined, streams: Set<() => void>): Promise<FastifyReply> {
   const { keys, kv } = deps.store;
   const from = since ?? (await kv.list(keys.logPrefix, { limit: 1 })).revision;
   reply.hijack();
@@ -101,10 +106,13 @@ async function streamEvents(req: FastifyRequest, reply: FastifyReply, deps: ApiD
     if (why) res.write(`event: error\ndata: ${JSON.stringify({ error: why })}\n\n`);
     closed = true;
     openStreams--;
+    streams.delete(ending);
     clearInterval(timer);
     void watch.then((w) => w.close()).catch(() => undefined);
     res.end();
   };
+  const ending = (): void => end();
+  streams.add(ending);
   const forward = (w: WatchEvent): void => {
     const key = w.type === 'put' ? w.entry.key : w.key;
     const revision = w.type === 'put' ? w.entry.modRevision : w.modRevision;
