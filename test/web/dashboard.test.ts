@@ -80,6 +80,8 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await row('demo').getByText('RUNNING').waitFor();
     await page.getByText('Live', { exact: true }).waitFor();
+    // CPU and memory use of the running VMs in view, from the host's reports.
+    await row('demo').getByText(/^\d+ MiB$/).last().waitFor({ timeout: 30_000 });
     await shot('machines');
     await checkA11y(page, 'the machines page');
     assert.equal(await row('alice-web').getByText('STOP').count(), 1, 'an admin sees every VM');
@@ -238,6 +240,8 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await phone.goto(`${api.url}/#login=${link}`);
     await row('alice-web', phone).waitFor();
     assert.equal(await row('demo', phone).count(), 0, "the admin's VM is not shown");
+    assert.equal(await phone.getByRole('link', { name: 'Users' }).count(), 0, 'no admin page is offered');
+    assert.equal(await phone.getByRole('link', { name: 'Create machine' }).count(), 1, 'a user may create machines');
     assert.equal(new URL(phone.url()).hash.includes('drl_'), false, 'the link left the address bar');
     await shot('machines-phone', phone);
     // The link worked once.

@@ -23,16 +23,17 @@ interface Form {
   initrd: string;
   cmdline: string;
   network: string;
+  pool: string;
 }
 
-const EMPTY: Form = { name: '', vcpus: '1', memory: '512', boot: 'image', image: '', size: '', kernel: '', initrd: '', cmdline: 'console=tty0 console=ttyS0', network: 'user' };
+const EMPTY: Form = { name: '', vcpus: '1', memory: '512', boot: 'image', image: '', size: '', kernel: '', initrd: '', cmdline: 'console=tty0 console=ttyS0', network: 'user', pool: '' };
 
 /** The record the form describes (uuid filled in by the API). */
 function recordOf(f: Form): Record<string, unknown> {
   const spec: Record<string, unknown> = { vcpus: Number(f.vcpus), memory: Number(f.memory), nics: f.network === '' ? [] : [{ network: f.network }] };
   if (f.boot === 'image') spec.disks = [{ image: f.image, ...(f.size !== '' ? { size: Number(f.size) } : {}) }];
   else spec.boot = { kernel: f.kernel, ...(f.initrd !== '' ? { initrd: f.initrd } : {}), ...(f.cmdline !== '' ? { cmdline: f.cmdline } : {}) };
-  return { name: f.name, spec };
+  return { name: f.name, spec, ...(f.pool !== '' ? { pool: f.pool } : {}) };
 }
 
 /** Field (form key) → the schema's sentence, for each problem. */
@@ -50,6 +51,7 @@ function problems(f: Form): Record<string, string> {
 
 export function CreateVmPage({ session }: { session: Session }) {
   const client = useQueryClient();
+  const pools = useQuery({ queryKey: ['pools'], queryFn: () => api<{ items: Array<{ name: string }> }>('GET', '/api/v1/pools'), retry: false, enabled: session.role === 'admin' });
   const images = useQuery({ queryKey: ['images'], queryFn: () => api<{ items: Array<{ name: string; version: string; status?: string }> }>('GET', '/api/v1/images'), retry: false });
   const [form, setForm] = useState<Form>(EMPTY);
   const [touched, setTouched] = useState<Set<string>>(new Set());
@@ -153,6 +155,17 @@ export function CreateVmPage({ session }: { session: Session }) {
             </select>
           ),
         )}
+        {admin &&
+          field(
+            'pool',
+            'Pool (optional)',
+            <select id="f-pool" value={form.pool} onChange={(e) => set('pool')(e.target.value)}>
+              <option value="">none</option>
+              {(pools.data?.items ?? []).map((p) => (
+                <option key={p.name}>{p.name}</option>
+              ))}
+            </select>,
+          )}
         {shown('form') && (
           <p className="error" role="alert">
             {shown('form')}

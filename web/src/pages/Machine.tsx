@@ -6,7 +6,7 @@
  */
 import { lazy, Suspense, useState, type FormEvent } from 'react';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { api, ApiError, may, type Session, type Vm } from '../api';
+import { api, ApiError, may, type DroverEvent, type Session, type Vm } from '../api';
 import { StatusBadge } from './StatusBadge';
 import { MachineCharts, MachineHistory } from './MachineActivity';
 
@@ -130,6 +130,24 @@ function Backups({ vm, session }: { vm: Vm; session: Session }) {
   );
 }
 
+/** The machine's newest events (its agent's and the API's), newest first. */
+function MachineEvents({ uuid }: { uuid: string }) {
+  const events = useQuery({ queryKey: ['vm-events', uuid], queryFn: () => api<{ items: DroverEvent[] }>('GET', `/api/v1/events?vm=${uuid}&limit=12`), refetchInterval: 15_000 });
+  return (
+    <section className="card" aria-labelledby="vm-events-title">
+      <h2 id="vm-events-title">Events</h2>
+      {events.isError && <p className="error">{(events.error as Error).message}</p>}
+      <ol className="log">
+        {[...(events.data?.items ?? [])].reverse().map((e, i) => (
+          <li key={`${e.ts}-${i}`}>
+            <time dateTime={e.ts}>{new Date(e.ts).toLocaleTimeString()}</time> {e.event}: {e.message}
+          </li>
+        ))}
+      </ol>
+    </section>
+  );
+}
+
 export function MachinePage({ uuid, session }: { uuid: string; session: Session }) {
   const vm = useQuery({ queryKey: ['vm', uuid], queryFn: () => api<Vm>('GET', `/api/v1/vms/${uuid}`) });
   const [tab, setTab] = useState<Tab>('overview');
@@ -215,6 +233,7 @@ export function MachinePage({ uuid, session }: { uuid: string; session: Session 
           </section>
           <Snapshots vm={v} session={session} />
           <Backups vm={v} session={session} />
+          <MachineEvents uuid={v.uuid} />
           <section className="card" aria-labelledby="log-title">
             <h2 id="log-title">Log</h2>
             <ol className="log">

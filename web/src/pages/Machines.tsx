@@ -5,7 +5,7 @@
  * view are rendered, so 10,000 VMs scroll smoothly.
  */
 import { useMemo, useState, type UIEvent } from 'react';
-import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { useQueries, useQuery, useQueryClient } from '@tanstack/react-query';
 import { api, ApiError, may, type Session, type Vm } from '../api';
 import { VMS_KEY } from '../live';
 import { StatusBadge } from './StatusBadge';
@@ -16,6 +16,17 @@ interface Column {
   key: string;
   label: string;
   value: (vm: Vm) => string | number;
+  /** Measured figures of the rows in view (not sortable: only those rows have them). */
+  live?: boolean;
+}
+
+/** "3d 4h", "2h 5m", "12m", "40s". */
+function since(iso: string | undefined, now: number): string {
+  if (!iso) return '';
+  const s = Math.max(0, Math.floor((now - Date.parse(iso)) / 1000));
+  if (s >= 86400) return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return s >= 60 ? `${Math.floor(s / 60)}m` : `${s}s`;
 }
 
 const COLUMNS: Column[] = [
@@ -28,8 +39,44 @@ const COLUMNS: Column[] = [
   { key: 'ip', label: 'IP', value: (v) => v.spec.nics?.find((n) => n.ip)?.ip ?? '' },
   { key: 'image', label: 'Image', value: (v) => v.spec.disks?.find((d) => d.image)?.image ?? '' },
   { key: 'pool', label: 'Pool', value: (v) => v.pool ?? '' },
-  { key: 'uptime', label: 'Up since', value: (v) => (v.status === 'RUNNING' ? (v.runtime?.started_at ?? '') : '') },
+  { key: 'uptime', label: 'Uptime', value: (v) => (v.status === 'RUNNING' ? (v.runtime?.started_at ?? '') : '') },
+  { key: 'cpu', label: 'CPU', value: () => '', live: true },
+  { key: 'rss', label: 'Memory use', value: () => '', live: true },
 ];
+
+interface Usage {
+  cpu_load?: number;
+  rss_bytes?: number;
+}
+
+/** The newest figures of the running VMs in view, from their hosts' reports, re-read every 10 s. */
+function useUsage(vms: readonly Vm[], wanted: boolean): Map<string, Usage> {
+  const running = wanted ? vms.filter((v) => v.status === 'RUNNING') : [];
+  const results = useQueries({
+    queries: running.map((v) => ({
+      queryKey: ['usage', v.uuid],
+      queryFn: async () => (await api<{ points: Usage[] }>('GET', `/api/v1/vms/${v.uuid}/stats?points=1`)).points.at(-1) ?? {},
+      staleTime: 10_000,
+      refetchInterval: 10_000,
+      retry: false,
+    })),
+  });
+  const out = new Map<string, Usage>();
+  running.forEach((v, i) => {
+    const d = results[i]?.data;
+    if (d) out.set(v.uuid, d);
+  });
+  return out;
+}
+
+function cell(c: Column, vm: Vm, usage: Usage | undefined, now: number): React.ReactNode {
+  if (c.key === 'name') return <a href={`#/vm/${vm.uuid}`}>{vm.name}</a>;
+  if (c.key === 'status') return <StatusBadge status={vm.status} />;
+  if (c.key === 'uptime') return since(c.value(vm) as string, now);
+  if (c.key === 'cpu') return usage?.cpu_load !== undefined ? `${Math.round(usage.cpu_load * 100)} %` : '';
+  if (c.key === 'rss') return usage?.rss_bytes !== undefined ? `${Math.round(usage.rss_bytes / 1048576)} MiB` : '';
+  return String(c.value(vm));
+}
 
 export async function fetchAllVms(): Promise<Vm[]> {
   const all: Vm[] = [];
@@ -63,7 +110,7 @@ export function MachinesPage({ session }: { session: Session }) {
   const vms = useQuery({ queryKey: VMS_KEY, queryFn: fetchAllVms });
   const [query, setQuery] = useState('');
   const [sort, setSort] = useState<{ key: string; desc: boolean }>({ key: 'name', desc: false });
-  const [shown, setShown] = useState<string[]>(['name', 'status', 'host', 'owner', 'vcpus', 'memory', 'ip', 'uptime']);
+  const [shown, setShown] = useState<string[]>(['name', 'status', 'host', 'owner', 'vcpus', 'memory', 'ip', 'uptime', 'cpu', 'rss']);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [confirm, setConfirm] = useState<Action | null>(null);
   const [error, setError] = useState('');
@@ -84,6 +131,8 @@ export function MachinesPage({ session }: { session: Session }) {
   const columns = COLUMNS.filter((c) => shown.includes(c.key));
   const first = Math.max(0, Math.floor(scrollTop / ROW) - 10);
   const visible = rows.slice(first, first + 40);
+  const usage = useUsage(visible, shown.includes('cpu') || shown.includes('rss'));
+  const now = Date.now();
   const chosen = (vms.data ?? []).filter((v) => selected.has(v.uuid));
 
   const run = async (action: Action): Promise<void> => {
@@ -172,9 +221,13 @@ export function MachinesPage({ session }: { session: Session }) {
           {may(session.role, 'power') && <span className="td check" role="columnheader" aria-label="Select" />}
           {columns.map((c) => (
             <span key={c.key} className="td" role="columnheader" aria-sort={sort.key === c.key ? (sort.desc ? 'descending' : 'ascending') : 'none'}>
-              <button type="button" className="sort" onClick={() => setSort((s) => ({ key: c.key, desc: s.key === c.key ? !s.desc : false }))}>
-                {c.label} {sort.key === c.key ? (sort.desc ? '▾' : '▴') : ''}
-              </button>
+              {c.live ? (
+                c.label
+              ) : (
+                <button type="button" className="sort" onClick={() => setSort((s) => ({ key: c.key, desc: s.key === c.key ? !s.desc : false }))}>
+                  {c.label} {sort.key === c.key ? (sort.desc ? '▾' : '▴') : ''}
+                </button>
+              )}
             </span>
           ))}
         </div>
@@ -189,7 +242,7 @@ export function MachinesPage({ session }: { session: Session }) {
                 )}
                 {columns.map((c) => (
                   <span key={c.key} className="td" role="cell">
-                    {c.key === 'name' ? <a href={`#/vm/${vm.uuid}`}>{vm.name}</a> : c.key === 'status' ? <StatusBadge status={vm.status} /> : String(c.value(vm))}
+                    {cell(c, vm, usage.get(vm.uuid), now)}
                   </span>
                 ))}
               </div>
