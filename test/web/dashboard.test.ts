@@ -233,6 +233,24 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     }
   });
 
+  it('follows the system into a dark theme, and after a lost session signs in again on the page it was on', async () => {
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.goto(`${api.url}/#/`);
+    await row('demo').waitFor();
+    const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(background, 'rgb(20, 23, 29)', 'the dark palette');
+    await shot('machines-dark');
+    await checkA11y(page, 'the machines page, dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    await page.context().clearCookies();
+    await page.goto(`${api.url}/#/hosts`);
+    await page.getByLabel('User').fill('admin');
+    await page.getByLabel('Password').fill('correct-horse-battery');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Hosts', exact: true }).waitFor();
+    assert.equal(new URL(page.url()).hash, '#/hosts');
+  });
+
   it("a user signed in with the one-time link sees only its own VMs and no power over others'", async () => {
     const link = await createLoginLink(new AuthRepository(cluster.kv, cluster.keys), 'alice', new Date());
     const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
