@@ -25,7 +25,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { keySpace, type KeySpace } from '../contract/keys.js';
-import type { AgentConfig } from '../config/agent-config.js';
+import { applyReload, type AgentConfig } from '../config/agent-config.js';
 import { DroverError, errorMessage, isTerminal } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
@@ -34,11 +34,11 @@ import { KvStore, type WatchEvent, type WatchHandle } from '../store/kv-store.js
 import { toStoredVm, VmRepository, type StoredVm } from '../store/vm-repository.js';
 import { CrashTracker } from './crash-tracker.js';
 import { EventReporter } from './event-reporter.js';
-import { findForeignVms } from './find-foreign.js';
+import { ForeignCheck } from './foreign-check.js';
+import { Fencing } from './fencing.js';
 import { detectIp, hostCpus, hostMemoryMiB } from './host-facts.js';
-import { HostRegistration } from './host-registration.js';
+import { designatedUsage, HostRegistration } from './host-registration.js';
 import { createNotifier, type Notifier } from './notifier.js';
-import { writeFenceFile, type FenceFile } from './fence-file.js';
 import { designatedHostOfRaw, isDesignatedTo, type PlanLimits } from './plan-vm.js';
 import { snapshotDiskSpec } from './snapshot-disks.js';
 import type { StateDir } from './state-dir.js';
@@ -67,8 +67,6 @@ export interface AgentDeps {
 }
 
 /** Config keys that only take effect after a restart. */
-const RESTART_KEYS = ['name', 'etcd', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen'] as const;
-
 export class Agent {
   private config: AgentConfig;
   private readonly keys: KeySpace;
@@ -82,9 +80,8 @@ export class Agent {
   private readonly workers = new Map<string, VmWorker>();
   /** Backups and restores asked through `backup_request` (docs/backups.md). */
   private readonly backups: BackupRunner;
-  private readonly reportedForeign = new Set<number>();
-  /** Failover VMs this agent killed because its lease went stale (self-fencing). */
-  private readonly fenced = new Set<string>();
+  private readonly fencing: Fencing;
+  private readonly foreign: ForeignCheck;
   private notifier: Notifier;
   private reporter: EventReporter;
   private watch: WatchHandle | null = null;
@@ -168,6 +165,9 @@ export class Agent {
       deps.config.lease_ttl,
       this.log,
     );
+    const shared = { host: deps.config.name, stateRoot: deps.stateDir.root, hypervisor: deps.hypervisor, reporter: () => this.reporter, logger: this.log };
+    this.fencing = new Fencing({ ...shared, registration: this.registration, workers: () => this.workers.values(), leaseTtlSeconds: () => this.config.lease_ttl });
+    this.foreign = new ForeignCheck({ ...shared, worker: (uuid) => this.workers.get(uuid), config: () => this.config });
   }
 
   get name(): string {
@@ -196,7 +196,7 @@ export class Agent {
     const fenceTimer = setInterval(() => {
       if (fencing) return;
       fencing = true;
-      void this.selfFence().finally(() => (fencing = false));
+      void (this.stopped ? Promise.resolve() : this.fencing.check()).finally(() => (fencing = false));
     }, 250);
     fenceTimer.unref();
     this.timers.push(fenceTimer);
@@ -284,7 +284,7 @@ export class Agent {
       if (vm.parsed.ok && vm.parsed.value.host === this.name) designated.add(vm.uuid);
       this.route(vm, vm.modRevision);
     }
-    await this.checkForeign(designated);
+    await this.foreign.run(designated);
     const pruned = await this.events.prune(this.config.event_retention);
     if (pruned > 0) this.log.info({ pruned }, 'pruned old events');
     await this.heartbeat();
@@ -426,7 +426,7 @@ export class Agent {
 
   private onExit(exit: VmExit): void {
     this.log.info({ vm: exit.uuid, reason: exit.reason, detail: exit.detail }, 'VM process ended');
-    if (this.fenced.delete(exit.uuid)) {
+    if (this.fencing.takeFenced(exit.uuid)) {
       // Fenced, not stopped: once the lease is back the record decides (still
       // ours and RUNNING: start it again; failed over: leave it).
       this.worker(exit.uuid).kick();
@@ -435,85 +435,8 @@ export class Agent {
     this.worker(exit.uuid).exited(exit);
   }
 
-  /**
-   * Fencing layer 1: when etcd has not confirmed this host's lease for two
-   * thirds of its TTL, kill every failover VM here before the lease can expire and the
-   * scheduler can start them elsewhere (ARCHITECTURE.md, "Fencing").
-   */
-  private async selfFence(): Promise<void> {
-    if (this.stopped) return;
-    await this.feedWatchdog();
-    if (!this.registration.stale()) return;
-    for (const w of this.workers.values()) {
-      const rec = w.record;
-      if (!rec?.parsed.ok || rec.parsed.value.spec.failover !== true || this.fenced.has(w.uuid)) continue;
-      if (this.deps.hypervisor.inspect(w.uuid).state === 'absent') continue;
-      this.fenced.add(w.uuid);
-      this.log.error({ vm: w.uuid }, `self-fencing: lease not confirmed for 2/3 of its ${this.config.lease_ttl} s TTL; killing failover VM ${rec.parsed.value.name}`);
-      void this.deps.hypervisor.stop(w.uuid, { timeoutMs: 0, force: true }).catch((err: unknown) => this.log.error({ vm: w.uuid, err: errorMessage(err) }, 'self-fencing could not kill the VM'));
-      void this.reporter.report({ level: 'error', event: 'vm.fenced', vm: w.uuid, message: `Host ${this.name} lost contact with etcd for two thirds of its lease TTL and killed failover VM ${rec.parsed.value.name} before its lease could expire.`, email: true });
-    }
-  }
-
-  /** Tells the watchdog (a separate process) which failover VMs to kill if this agent stops feeding it. */
-  private async feedWatchdog(): Promise<void> {
-    const vms: FenceFile['vms'] = [];
-    for (const w of this.workers.values()) {
-      const rec = w.record;
-      if (!rec?.parsed.ok || rec.parsed.value.spec.failover !== true) continue;
-      const seen = this.deps.hypervisor.inspect(w.uuid);
-      if (seen.state !== 'absent') vms.push({ uuid: w.uuid, pid: seen.handle.pid, start_time: seen.handle.startTime });
-    }
-    const fence = { written_at: Date.now(), renewed_at: this.registration.renewedAtMs, ttl_ms: this.config.lease_ttl * 1000, vms };
-    await writeFenceFile(this.deps.stateDir.root, fence).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not write the fence file'));
-  }
-
-  private async checkForeign(designated: ReadonlySet<string>): Promise<void> {
-    const scope = this.config.foreign_scope === 'all' ? ({ kind: 'all' } as const) : ({ kind: 'state-dir', stateDir: this.deps.stateDir.root } as const);
-    // The listed set, or the newest record a worker holds (a VM created after the list).
-    const isDesignated = (uuid: string): boolean => {
-      if (designated.has(uuid)) return true;
-      const rec = this.workers.get(uuid)?.record;
-      if (rec?.parsed.ok !== true) return false;
-      // A migration's target runs the VM's qemu before the record names it.
-      const { host, migration } = rec.parsed.value;
-      return host === this.name || migration?.target === this.name;
-    };
-    const foreign = findForeignVms(await this.deps.hypervisor.scan(), isDesignated, scope);
-    const live = new Set(foreign.map((f) => f.vm.pid));
-    for (const pid of this.reportedForeign) if (!live.has(pid)) this.reportedForeign.delete(pid);
-    for (const f of foreign) {
-      if (this.reportedForeign.has(f.vm.pid)) continue;
-      this.reportedForeign.add(f.vm.pid);
-      const stop = this.config.foreign_vms === 'stop';
-      await this.reporter.report({
-        level: 'warn',
-        event: 'vm.foreign',
-        ...(f.vm.uuid ? { vm: f.vm.uuid } : {}),
-        message: `${f.why} ${stop ? 'Stopping it (foreign_vms = stop).' : 'Leaving it running (foreign_vms = report).'}`,
-        email: true,
-      });
-      if (stop) {
-        try {
-          process.kill(f.vm.pid, 'SIGTERM');
-        } catch (err) {
-          this.log.warn({ pid: f.vm.pid, err: errorMessage(err) }, 'could not stop foreign qemu');
-        }
-      }
-    }
-  }
-
   private async heartbeat(): Promise<void> {
-    let vmMemory = 0;
-    let vms = 0;
-    for (const w of this.workers.values()) {
-      const rec = w.record;
-      if (!rec?.parsed.ok || rec.parsed.value.host !== this.name) continue;
-      const status = rec.parsed.value.status;
-      if (status === 'STOP' || status === 'KILLED' || status === 'ERROR') continue;
-      vmMemory += rec.parsed.value.spec.memory;
-      vms++;
-    }
+    const { vmMemory, vms } = designatedUsage([...this.workers.values()].map((w) => w.record), this.name);
     try {
       await this.registration.heartbeat({ vmMemory, vms, reservedMemory: this.config.reserved_memory, ...(this.consoleServer ? { console: this.consoleServer.endpoint } : {}) });
     } catch (err) {
@@ -538,14 +461,10 @@ export class Agent {
       this.log.error({ err: errorMessage(err) }, 'config reload failed; keeping the current config');
       return;
     }
-    for (const key of RESTART_KEYS) {
-      if (JSON.stringify(next[key]) !== JSON.stringify(this.config[key])) {
-        this.log.warn({ key }, `config key ${key} changed; it takes effect after a restart`);
-      }
-    }
+    const { config, waiting } = applyReload(this.config, next);
+    for (const key of waiting) this.log.warn({ key }, `config key ${key} changed; it takes effect after a restart`);
     const mailChanged = next.smtp_url !== this.config.smtp_url || next.notify_email.join() !== this.config.notify_email.join();
-    // Keys that need a restart keep their running values.
-    this.config = Object.freeze({ ...next, ...Object.fromEntries(RESTART_KEYS.map((k) => [k, this.config[k]])) }) as AgentConfig;
+    this.config = config;
     this.log.level = this.config.log_level;
     if (mailChanged) {
       this.notifier.close();

@@ -16,7 +16,7 @@ import { aliveRecordSchema, type HostRecord, type ConsoleEndpoint } from '../con
 import { DroverError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { KvStore } from '../store/kv-store.js';
-import { rawObject } from '../store/vm-repository.js';
+import { rawObject, type StoredVm } from '../store/vm-repository.js';
 
 export interface HostFacts {
   name: string;
@@ -36,6 +36,20 @@ export interface HostUsage {
   vms: number;
   /** Where this agent serves consoles to API processes, when it does. */
   console?: ConsoleEndpoint;
+}
+
+/** Memory and count of the VMs designated to `host` that are meant to run (not STOP, KILLED or ERROR). */
+export function designatedUsage(records: Iterable<StoredVm | null | undefined>, host: string): { vmMemory: number; vms: number } {
+  let vmMemory = 0;
+  let vms = 0;
+  for (const rec of records) {
+    if (!rec?.parsed.ok || rec.parsed.value.host !== host) continue;
+    const status = rec.parsed.value.status;
+    if (status === 'STOP' || status === 'KILLED' || status === 'ERROR') continue;
+    vmMemory += rec.parsed.value.spec.memory;
+    vms++;
+  }
+  return { vmMemory, vms };
 }
 
 /** How long after the last confirmation of a lease its holder must consider itself fenced. */

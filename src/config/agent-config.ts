@@ -132,6 +132,15 @@ export const agentConfigSchema = z.strictObject({
 
 export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
 
+/** Keys a running agent cannot change (a reload keeps their running values). */
+export const RESTART_KEYS = ['name', 'etcd', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen', 'console_listen'] as const;
+
+/** The config after a reload to `next`: the restart keys keep their running values; `waiting` names those that changed. */
+export function applyReload(current: AgentConfig, next: AgentConfig): { config: AgentConfig; waiting: string[] } {
+  const waiting = RESTART_KEYS.filter((key) => JSON.stringify(next[key]) !== JSON.stringify(current[key]));
+  return { config: Object.freeze({ ...next, ...Object.fromEntries(RESTART_KEYS.map((k) => [k, current[k]])) }) as AgentConfig, waiting };
+}
+
 /** What `drover scheduler` runs with: the prefix and the scheduler's keys. */
 export const schedulerConfigSchema = z.strictObject({ prefix: z.string().default('/v1'), ...schedulerConfigShape });
 

@@ -11,6 +11,7 @@ import type { KeySpace } from '../contract/keys.js';
 import { describeIssues } from '../contract/vm-record.js';
 import { DroverError } from '../lib/errors.js';
 import type { KvStore } from '../store/kv-store.js';
+import { readConfigJson } from './config-json.js';
 import { s3LocationSchema, type S3Location } from './s3/location.js';
 
 export const BACKUP_STORE_CONFIG = 'backup_store';
@@ -26,15 +27,8 @@ export function parseBackupStoreConfig(json: unknown): S3Location {
 
 /** The stored setting, or null when none is set. */
 export async function readBackupStoreConfig(kv: KvStore, keys: KeySpace): Promise<S3Location | null> {
-  const entry = await kv.get(keys.config(BACKUP_STORE_CONFIG));
-  if (!entry) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(entry.raw);
-  } catch {
-    throw new DroverError('CONFIG_INVALID', `The backup store setting ${keys.config(BACKUP_STORE_CONFIG)} is not valid JSON (drover backup store set).`);
-  }
-  return parseBackupStoreConfig(json);
+  const json = await readConfigJson(kv, keys, BACKUP_STORE_CONFIG, 'backup store', 'drover backup store set');
+  return json === null ? null : parseBackupStoreConfig(json);
 }
 
 /** Like readBackupStoreConfig, but a missing setting is an error that says what to do. */

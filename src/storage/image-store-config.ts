@@ -11,6 +11,7 @@ import type { KeySpace } from '../contract/keys.js';
 import { describeIssues } from '../contract/vm-record.js';
 import { DroverError } from '../lib/errors.js';
 import type { KvStore } from '../store/kv-store.js';
+import { readConfigJson } from './config-json.js';
 import { DirImageStore } from './dir-image-store.js';
 import type { ImageStore } from './image-store.js';
 import { s3LocationSchema, type S3Credentials } from './s3/location.js';
@@ -44,15 +45,8 @@ export function parseImageStoreConfig(json: unknown): ImageStoreConfig {
 
 /** The stored setting, or null when none is set. */
 export async function readImageStoreConfig(kv: KvStore, keys: KeySpace): Promise<ImageStoreConfig | null> {
-  const entry = await kv.get(keys.config(IMAGE_STORE_CONFIG));
-  if (!entry) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(entry.raw);
-  } catch {
-    throw new DroverError('CONFIG_INVALID', `The image store setting ${keys.config(IMAGE_STORE_CONFIG)} is not valid JSON (drover image store set).`);
-  }
-  return parseImageStoreConfig(json);
+  const json = await readConfigJson(kv, keys, IMAGE_STORE_CONFIG, 'image store', 'drover image store set');
+  return json === null ? null : parseImageStoreConfig(json);
 }
 
 /** Like readImageStoreConfig, but a missing setting is an error that says what to do. */
