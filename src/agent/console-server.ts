@@ -101,7 +101,7 @@ export async function startConsoleServer(listen: { host: string; port: number },
       const [kind, uuid, ticket, ...rest] = (await firstLine(sock)).split(' ');
       if (rest.length > 0 || !CONSOLE_KINDS.includes(kind as ConsoleKind) || !UUID_RE.test(uuid ?? '') || ticket === undefined) throw new DroverError('USAGE', 'The request must be "<vnc|serial> <vm-uuid> <ticket>".');
       vm = uuid as string;
-      const user = await redeemTicket(deps.auth, ticket, { vm, kind: kind as ConsoleKind }, new Date());
+      const user = await redeemTicket(deps.auth, ticket, { vm, kind: kind as ConsoleKind, host: deps.host }, new Date());
       if (user === null) throw new DroverError('UNAUTHORIZED', 'The console ticket is not valid.');
       const record = await deps.vms.get(vm);
       if (!record || !isDesignatedTo(record, deps.host)) throw new DroverError('NOT_FOUND', `VM ${vm} does not run on ${deps.host}.`);

@@ -6,11 +6,11 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AgentConfig } from '../config/agent-config.js';
+import { etcdTlsOf, type AgentConfig } from '../config/agent-config.js';
 import { probeAccel } from '../hypervisor/accel-probe.js';
 import { QemuHypervisor } from '../hypervisor/qemu/qemu-hypervisor.js';
 import type { Logger } from '../lib/logger.js';
-import { createEtcdClient } from '../store/etcd-client.js';
+import { createEtcdClient, PLAIN_ETCD_WARNING } from '../store/etcd-client.js';
 import { Agent } from './agent.js';
 import { openStateDir } from './state-dir.js';
 import { startScheduler } from '../scheduler/run-scheduler.js';
@@ -73,7 +73,9 @@ export async function startAgent(
   startWatchdog(stateDir.root, logger);
   const ceph = { ...(config.ceph_conf !== undefined ? { conf: config.ceph_conf } : {}), ...(config.ceph_user !== undefined ? { user: config.ceph_user } : {}) };
   const hypervisor = new QemuHypervisor({ runRoot: stateDir.vmsDir, accel: choice.accel, qemuBinary: config.qemu_binary, logger, ceph });
-  const client = createEtcdClient(config.etcd);
+  const tls = etcdTlsOf(config);
+  if (!tls) logger.warn({ etcd: config.etcd }, PLAIN_ETCD_WARNING);
+  const client = createEtcdClient(config.etcd, { tls });
   const agent = new Agent({ config, reloadConfig: opts.reloadConfig, client, hypervisor, stateDir, logger, version: droverVersion() });
   try {
     await agent.start();

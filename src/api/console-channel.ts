@@ -38,7 +38,7 @@ export async function openConsole(deps: ApiDeps, route: ConsoleRoute, vm: string
     const greeting = route.serialLog !== undefined ? await serialTail(route.serialLog) : undefined;
     return { stream: await connectSocket(route.socket), ...(greeting ? { greeting } : {}) };
   }
-  const ticket = await issueTicket(deps.store.auth, { user, vm, kind }, deps.now());
+  const ticket = await issueTicket(deps.store.auth, { user, vm, kind }, deps.now(), route.host);
   const { address, port, sha256 } = route.endpoint;
   const sock: TLSSocket = await new Promise((resolve, reject) => {
     // The certificate is checked against the fingerprint etcd holds, not a CA.

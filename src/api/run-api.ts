@@ -9,7 +9,7 @@ import { keySpace } from '../contract/keys.js';
 import { DroverError, errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { AuthRepository } from '../store/auth-repository.js';
-import { createEtcdClient } from '../store/etcd-client.js';
+import { createEtcdClient, PLAIN_ETCD_WARNING, type EtcdTlsFiles } from '../store/etcd-client.js';
 import { EventLog } from '../store/event-log.js';
 import { HostRepository } from '../store/host-repository.js';
 import { KvStore } from '../store/kv-store.js';
@@ -22,6 +22,8 @@ export const DEFAULT_API_LISTEN = '127.0.0.1:7070';
 
 export interface ApiOptions {
   endpoints: readonly string[];
+  /** etcd TLS files (the `api` certificate), or null/absent for plain HTTP. */
+  etcdTls?: EtcdTlsFiles | null;
   prefix: string;
   listen: string;
   tlsCert?: string;
@@ -56,7 +58,8 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       throw new DroverError('CONFIG_INVALID', `Cannot read the TLS certificate or key: ${errorMessage(err)}.`);
     }
   }
-  const client = createEtcdClient(opts.endpoints);
+  if (!opts.etcdTls) opts.logger.warn({ etcd: opts.endpoints }, PLAIN_ETCD_WARNING);
+  const client = createEtcdClient(opts.endpoints, { tls: opts.etcdTls ?? null });
   const keys = keySpace(opts.prefix);
   const kv = new KvStore(client);
   const vmIndex = new VmIndex(kv, keys, opts.logger);

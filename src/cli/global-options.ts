@@ -1,11 +1,15 @@
 /**
- * `--etcd`, `--prefix` and `--json`, on every command that talks to etcd.
+ * `--etcd`, `--etcd-ca/--etcd-cert/--etcd-key`, `--prefix` and `--json`, on
+ * every command that talks to etcd.
  * A flag beats the environment, which beats the default. They are added to
  * each leaf command rather than the root so that `drover vm list --json`
  * reads naturally and `--help` of each command lists them.
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { readUpClient } from '../embedded/up-client.js';
 import type { Command } from 'commander';
+import type { EtcdTlsFiles } from '../store/etcd-client.js';
 import type { ApiTarget } from './api-client.js';
 import { DEFAULT_PREFIX, normalizePrefix } from '../contract/keys.js';
 import { DroverError } from '../lib/errors.js';
@@ -15,6 +19,9 @@ export const DEFAULT_ETCD = 'http://127.0.0.1:2379';
 
 export interface GlobalFlags {
   etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   prefix?: string;
   json?: boolean;
   api?: string;
@@ -23,6 +30,8 @@ export interface GlobalFlags {
 
 export interface GlobalOptions {
   readonly endpoints: readonly string[];
+  /** TLS files for etcd, or null for plain HTTP. */
+  readonly etcdTls: EtcdTlsFiles | null;
   readonly prefix: string;
   readonly json: boolean;
   /** Set when the command goes through the HTTP API instead of etcd (addApiOptions). */
@@ -58,15 +67,39 @@ function resolveApi(flags: GlobalFlags, env: CliEnv): ApiTarget | null {
   return { url, token: token.trim() };
 }
 
+const ETCD_TLS_HELP = {
+  ca: "CA certificate of etcd's TLS (env DROVER_ETCD_CA)",
+  cert: 'client certificate for etcd; its CN is the etcd user (env DROVER_ETCD_CERT)',
+  key: 'key of the client certificate (env DROVER_ETCD_KEY)',
+};
+
 export function addGlobalOptions(cmd: Command): Command {
   return cmd
-    .option('--etcd <urls>', `etcd endpoints, comma-separated (env DROVER_ETCD, default ${DEFAULT_ETCD})`)
+    .option('--etcd <urls>', `etcd endpoints, comma-separated (env DROVER_ETCD, default: the local drover up's, else ${DEFAULT_ETCD})`)
+    .option('--etcd-ca <file>', ETCD_TLS_HELP.ca)
+    .option('--etcd-cert <file>', ETCD_TLS_HELP.cert)
+    .option('--etcd-key <file>', ETCD_TLS_HELP.key)
     .option('--prefix <prefix>', `key prefix in etcd (env DROVER_PREFIX, default ${DEFAULT_PREFIX})`)
     .option('--json', 'print JSON instead of text');
 }
 
+/** Flag, then environment; with neither, the local drover up's (its endpoint and admin certificate). */
+function resolveEtcd(flags: GlobalFlags, env: CliEnv): { etcd: string; tls: EtcdTlsFiles | null } {
+  const ca = flags.etcdCa ?? env.DROVER_ETCD_CA;
+  const cert = flags.etcdCert ?? env.DROVER_ETCD_CERT;
+  const key = flags.etcdKey ?? env.DROVER_ETCD_KEY;
+  const explicit = flags.etcd ?? env.DROVER_ETCD;
+  if (explicit === undefined && ca === undefined && cert === undefined && key === undefined) {
+    const up = readUpClient(resolve(env.DROVER_STATE_DIR ?? '.drover'));
+    if (up) return { etcd: up.endpoint, tls: { ca: up.ca, cert: up.cert, key: up.key } };
+  }
+  if ((cert === undefined) !== (key === undefined)) throw new DroverError('USAGE', 'An etcd client certificate needs both --etcd-cert and --etcd-key (or DROVER_ETCD_CERT and DROVER_ETCD_KEY).');
+  if (cert !== undefined && ca === undefined) throw new DroverError('USAGE', "An etcd client certificate needs --etcd-ca (or DROVER_ETCD_CA), the CA that signed etcd's certificate.");
+  return { etcd: explicit ?? DEFAULT_ETCD, tls: ca === undefined ? null : { ca, ...(cert !== undefined && key !== undefined ? { cert, key } : {}) } };
+}
+
 export function resolveGlobalOptions(flags: GlobalFlags, env: CliEnv): GlobalOptions {
-  const etcd = flags.etcd ?? env.DROVER_ETCD ?? DEFAULT_ETCD;
+  const { etcd, tls } = resolveEtcd(flags, env);
   const endpoints = etcd
     .split(',')
     .map((e) => e.trim())
@@ -80,6 +113,7 @@ export function resolveGlobalOptions(flags: GlobalFlags, env: CliEnv): GlobalOpt
   }
   return Object.freeze({
     endpoints: Object.freeze(endpoints),
+    etcdTls: tls,
     prefix: normalizePrefix(flags.prefix ?? env.DROVER_PREFIX ?? DEFAULT_PREFIX),
     json: flags.json === true,
     api: resolveApi(flags, env),

@@ -31,7 +31,7 @@ export interface StoreSession {
 }
 
 export async function withStore<T>(opts: GlobalOptions, run: (s: StoreSession) => Promise<T>): Promise<T> {
-  const client = createEtcdClient(opts.endpoints, { callTimeoutMs: CALL_TIMEOUT_MS });
+  const client = createEtcdClient(opts.endpoints, { callTimeoutMs: CALL_TIMEOUT_MS, tls: opts.etcdTls });
   const keys = keySpace(opts.prefix);
   const kv = new KvStore(client);
   const session: StoreSession = {

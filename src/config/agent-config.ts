@@ -13,6 +13,7 @@ import { accountingConfigShape } from '../observability/accounting/accounting-se
 import { parseListen } from '../observability/metrics-server.js';
 
 const seconds = (def: number, min = 0) => z.number().min(min).default(def);
+const absolutePath = z.string().refine((p) => p.startsWith('/'), 'must be an absolute path');
 
 /** The scheduler's keys, shared by `drover scheduler` and `drover agent --scheduler`. */
 export const schedulerConfigShape = {
@@ -31,6 +32,10 @@ export const schedulerConfigShape = {
 export const agentConfigSchema = z.strictObject({
   name: z.string().regex(HOST_NAME_RE, 'must be a host name (letters, digits, ".", "_", "-")'),
   etcd: z.array(z.string().min(1)).min(1).default(['http://127.0.0.1:2379']),
+  /** etcd's TLS (docs/security.md): the CA that signed etcd's certificate, and this host's client certificate (CN host-<name>) and key. */
+  etcd_ca: absolutePath.optional(),
+  etcd_cert: absolutePath.optional(),
+  etcd_key: absolutePath.optional(),
   state_dir: z.string().refine((p) => p.startsWith('/'), 'must be an absolute path'),
   prefix: z.string().default('/v1'),
   accel: z.enum(['kvm', 'tcg', 'auto']).default('auto'),
@@ -128,12 +133,20 @@ export const agentConfigSchema = z.strictObject({
   scheduler: z.boolean().default(false),
   ...schedulerConfigShape,
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-});
+})
+  .refine((c) => (c.etcd_cert === undefined) === (c.etcd_key === undefined), { message: 'etcd_cert and etcd_key go together', path: ['etcd_cert'] })
+  .refine((c) => c.etcd_cert === undefined || c.etcd_ca !== undefined, { message: "a client certificate needs etcd_ca, the CA that signed etcd's certificate", path: ['etcd_ca'] });
 
 export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
 
+/** The agent's etcd TLS files, or null for plain HTTP. */
+export function etcdTlsOf(config: Pick<AgentConfig, 'etcd_ca' | 'etcd_cert' | 'etcd_key'>): { ca: string; cert?: string; key?: string } | null {
+  if (config.etcd_ca === undefined) return null;
+  return { ca: config.etcd_ca, ...(config.etcd_cert !== undefined && config.etcd_key !== undefined ? { cert: config.etcd_cert, key: config.etcd_key } : {}) };
+}
+
 /** Keys a running agent cannot change (a reload keeps their running values). */
-export const RESTART_KEYS = ['name', 'etcd', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen', 'console_listen'] as const;
+export const RESTART_KEYS = ['name', 'etcd', 'etcd_ca', 'etcd_cert', 'etcd_key', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen', 'console_listen'] as const;
 
 /** The config after a reload to `next`: the restart keys keep their running values; `waiting` names those that changed. */
 export function applyReload(current: AgentConfig, next: AgentConfig): { config: AgentConfig; waiting: string[] } {

@@ -14,6 +14,9 @@ export type ConfigLayer = { source: string; values: Record<string, unknown> };
 /** Environment variables the agent understands (CONTRACT.md section 6). */
 export const ENV_KEYS: Readonly<Record<string, string>> = {
   DROVER_ETCD: 'etcd',
+  DROVER_ETCD_CA: 'etcd_ca',
+  DROVER_ETCD_CERT: 'etcd_cert',
+  DROVER_ETCD_KEY: 'etcd_key',
   DROVER_NAME: 'name',
   DROVER_STATE_DIR: 'state_dir',
   DROVER_ACCEL: 'accel',

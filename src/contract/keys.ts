@@ -15,6 +15,13 @@ export interface KeySpace {
   readonly imagePrefix: string;
   /** Per-host stats summaries (docs/metrics.md). */
   readonly statsPrefix: string;
+  /** Cluster-wide settings, `P/config/` (image_store, backup_store). */
+  readonly configPrefix: string;
+  /** The scheduler's leader election (etcd3's Election under `P/`: `P/election/scheduler/<lease>`). */
+  readonly electionPrefix: string;
+  /** Console tickets an API hands to one host's agent, `P/console/<host>/<id>` (docs/consoles.md): a host reads only its own. */
+  consoleTicketPrefix(host: string): string;
+  consoleTicket(host: string, id: string): string;
   vm(uuid: string): string;
   host(name: string): string;
   /** Liveness key of a host, attached to the agent's lease. */
@@ -59,6 +66,7 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
   const poolPrefix = `${p}/pool/`;
   const imagePrefix = `${p}/image/`;
   const statsPrefix = `${p}/stats/`;
+  const consoleTicketPrefix = (host: string): string => `${p}/console/${host}/`;
   return Object.freeze({
     prefix: p,
     vmPrefix,
@@ -68,6 +76,10 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
     poolPrefix,
     imagePrefix,
     statsPrefix,
+    configPrefix: `${p}/config/`,
+    electionPrefix: `${p}/election/`,
+    consoleTicketPrefix,
+    consoleTicket: (host: string, id: string) => consoleTicketPrefix(host) + id,
     vm: (uuid: string) => vmPrefix + uuid,
     host: (name: string) => hostPrefix + name,
     alive: (name: string) => alivePrefix + name,

@@ -2,12 +2,19 @@
  * One etcd server as a child process: what `drover up` runs for a laptop and
  * what every test suite runs for itself (a free loopback port, its own data
  * dir). The data dir is created readable by its owner only.
+ *
+ * With `tls` (drover up, the tests) clients and peers speak TLS only and
+ * must present a certificate signed by the PKI's CA (--client-cert-auth):
+ * a plain-HTTP or certificate-less client is refused at the handshake.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DroverError } from '../lib/errors.js';
+import { pkiFiles } from '../security/pki.js';
 
 export interface EtcdProcessOptions {
   dataDir: string;
@@ -20,6 +27,8 @@ export interface EtcdProcessOptions {
   /** Where etcd's own output goes; a file in the data dir's parent by default. */
   logFile?: string;
   name?: string;
+  /** A PKI dir (drover pki init): serve TLS with its `etcd` certificate and require client certificates from its CA. */
+  tlsDir?: string;
 }
 
 export async function freePort(): Promise<number> {
@@ -42,7 +51,11 @@ export class EtcdProcess {
   constructor(private readonly opts: EtcdProcessOptions) {}
 
   get endpoint(): string {
-    return `http://127.0.0.1:${this.clientPort}`;
+    return `${this.scheme}://127.0.0.1:${this.clientPort}`;
+  }
+
+  private get scheme(): 'http' | 'https' {
+    return this.opts.tlsDir ? 'https' : 'http';
   }
 
   get running(): boolean {
@@ -55,8 +68,9 @@ export class EtcdProcess {
     await mkdir(this.opts.dataDir, { recursive: true, mode: 0o700 });
     if (!this.clientPort) this.clientPort = this.opts.clientPort || (await freePort());
     if (!this.peerPort) this.peerPort = this.opts.peerPort || (await freePort());
-    const client = `http://127.0.0.1:${this.clientPort}`;
-    const peer = `http://127.0.0.1:${this.peerPort}`;
+    const client = `${this.scheme}://127.0.0.1:${this.clientPort}`;
+    const peer = `${this.scheme}://127.0.0.1:${this.peerPort}`;
+    const tls = this.opts.tlsDir ? pkiFiles(this.opts.tlsDir, 'etcd') : null;
     const name = this.opts.name ?? 'drover';
     const argv = [
       '--name', name,
@@ -69,6 +83,12 @@ export class EtcdProcess {
       '--initial-cluster-state', 'new',
       '--auto-compaction-mode', 'revision',
       '--auto-compaction-retention', '10000',
+      ...(tls
+        ? [
+            '--cert-file', tls.cert, '--key-file', tls.key, '--trusted-ca-file', tls.ca, '--client-cert-auth',
+            '--peer-cert-file', tls.cert, '--peer-key-file', tls.key, '--peer-trusted-ca-file', tls.ca, '--peer-client-cert-auth',
+          ]
+        : []),
     ];
     await this.killStale();
     const log = await open(this.opts.logFile ?? join(this.opts.dataDir, '..', 'etcd.log'), 'a', 0o600);
@@ -104,16 +124,32 @@ export class EtcdProcess {
           : `etcd could not be started: ${(spawnError as Error).message}.`);
       }
       if (!this.child) throw new DroverError('SPAWN_FAILED', `etcd exited during start-up; see ${this.opts.logFile ?? 'etcd.log'}.`);
-      try {
-        const res = await fetch(`${client}/health`, { signal: AbortSignal.timeout(500) });
-        if (res.ok) return;
-      } catch {
-        // not up yet
-      }
+      if (await this.healthy(`${client}/health`, tls)) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     await this.stop();
     throw new DroverError('TIMEOUT', `etcd did not become healthy within ${timeoutMs} ms.`);
+  }
+
+  /** etcd's /health answers; over TLS with the server's own certificate (it is also a client certificate of the CA). */
+  private async healthy(url: string, tls: { ca: string; cert: string; key: string } | null): Promise<boolean> {
+    if (!tls) {
+      try {
+        return (await fetch(url, { signal: AbortSignal.timeout(500) })).ok;
+      } catch {
+        return false;
+      }
+    }
+    const creds = { ca: readFileSync(tls.ca), cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+    return new Promise((resolve) => {
+      const req = request(url, { ...creds, servername: 'localhost', timeout: 500 }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(false));
+      req.end();
+    });
   }
 
   private get pidFile(): string {

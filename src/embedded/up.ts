@@ -3,9 +3,16 @@
  * process (data in the state dir, loopback port), the agent, and with
  * --demo a small VM from the test guest. Ctrl-C stops drover; VMs keep
  * running (and are adopted by the next `drover up`) unless --stop-vms.
+ *
+ * Secure by default (docs/security.md): the first start makes a PKI under
+ * `<state>/pki`; etcd serves TLS only, wants client certificates and has
+ * authentication on, with one user per component (the agent `host-<name>`,
+ * the API `api`, this process and the CLI `admin`). The CLI finds the
+ * endpoint and admin certificate in `<state>/etcd-client.json`.
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { rm, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { keySpace } from '../contract/keys.js';
 import { mergeConfigLayers } from '../config/load-config.js';
@@ -20,6 +27,9 @@ import { EtcdProcess } from './etcd-process.js';
 import { startApi, type RunningApi } from '../api/run-api.js';
 import { addUser, createLoginLink, LINK_TTL_SECONDS } from '../auth/accounts.js';
 import { AuthRepository } from '../store/auth-repository.js';
+import { hostUser, initPki, pkiFiles } from '../security/pki.js';
+import { setupAuth } from '../security/setup-auth.js';
+import { UP_CLIENT_FILE } from './up-client.js';
 
 export interface UpOptions {
   stateDir: string;
@@ -51,20 +61,34 @@ const HOST_NAME_UNSAFE = /[^A-Za-z0-9._-]/g;
 export async function up(opts: UpOptions): Promise<RunningUp> {
   const { logger, print } = opts;
   const name = opts.name ?? (hostname().replace(HOST_NAME_UNSAFE, '-').slice(0, 63) || 'localhost');
-  const etcd = new EtcdProcess({ dataDir: join(opts.stateDir, 'etcd'), logFile: join(opts.stateDir, 'etcd.log'), clientPort: opts.etcdPort, peerPort: opts.etcdPort + 1 });
-  print(`starting etcd on 127.0.0.1:${opts.etcdPort} (data in ${join(opts.stateDir, 'etcd')})`);
+  const pki = join(opts.stateDir, 'pki');
+  const made = await initPki(pki, { hosts: [name] });
+  if (made.created.length > 0) print(`made etcd's CA and certificates in ${pki}`);
+  const etcd = new EtcdProcess({ dataDir: join(opts.stateDir, 'etcd'), logFile: join(opts.stateDir, 'etcd.log'), clientPort: opts.etcdPort, peerPort: opts.etcdPort + 1, tlsDir: pki });
+  print(`starting etcd on 127.0.0.1:${opts.etcdPort}, TLS with client certificates and users (data in ${join(opts.stateDir, 'etcd')})`);
   try {
     await etcd.start();
   } catch (err) {
     throw new DroverError('SPAWN_FAILED', `${errorMessage(err)} Is port ${opts.etcdPort} already in use? See ${join(opts.stateDir, 'etcd.log')}.`.replace('.. ', '. '));
   }
+  const admin = pkiFiles(pki, 'admin');
+  const client = createEtcdClient([etcd.endpoint], { tls: admin });
+  try {
+    await setupAuth(client, { keys: keySpace(opts.prefix), hosts: [name], schedulerHosts: [name] });
+  } catch (err) {
+    client.close();
+    await etcd.stop();
+    throw new DroverError('ETCD_UNAVAILABLE', `Could not set up etcd's users and roles: ${errorMessage(err)}`);
+  }
+  const hostTls = pkiFiles(pki, hostUser(name));
   const config = mergeConfigLayers([
-    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0' } },
+    { source: 'drover up', values: { name, etcd: [etcd.endpoint], etcd_ca: hostTls.ca, etcd_cert: hostTls.cert, etcd_key: hostTls.key, state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0' } },
   ]);
   let agent: RunningAgent;
   try {
     agent = await startAgent(config, { logger });
   } catch (err) {
+    client.close();
     await etcd.stop();
     throw err;
   }
@@ -72,7 +96,8 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
   const metrics = agent.agent.metricsAddress;
   print(metrics ? `Prometheus metrics: http://${metrics}/metrics` : 'Prometheus metrics: off (metrics_listen, or its port was taken: see the log)');
 
-  const client = createEtcdClient([etcd.endpoint]);
+  const clientFile = join(opts.stateDir, UP_CLIENT_FILE);
+  await writeFile(clientFile, `${JSON.stringify({ endpoint: etcd.endpoint, ...admin }, null, 2)}\n`, { mode: 0o600 });
   const repo = new VmRepository(new KvStore(client), keySpace(opts.prefix));
   // The embedded default image store: a directory beside the agent's state (docs/storage.md).
   const imageStore = join(opts.stateDir, 'image-store');
@@ -85,7 +110,7 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
   let api: RunningApi | null = null;
   if (opts.apiListen !== 'off') {
     try {
-      api = await startApi({ endpoints: [etcd.endpoint], prefix: opts.prefix, listen: opts.apiListen, bootDirs: opts.bootDirs, logger });
+      api = await startApi({ endpoints: [etcd.endpoint], etcdTls: pkiFiles(pki, 'api'), prefix: opts.prefix, listen: opts.apiListen, bootDirs: opts.bootDirs, logger });
       await printFirstLogin(new AuthRepository(new KvStore(client), keySpace(opts.prefix)), api.url, print);
     } catch (err) {
       print(`the API did not start: ${errorMessage(err)}`);
@@ -101,6 +126,7 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
       if (stopVms) await stopHostVms(repo, name, print).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not stop every VM'));
       client.close();
       await agent.stop();
+      await rm(clientFile, { force: true });
       await etcd.stop();
     },
   };

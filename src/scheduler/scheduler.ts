@@ -159,11 +159,11 @@ export class Scheduler {
     for (const e of (await this.kv.list(keys.poolPrefix)).entries) view.put(e);
     this.view = view;
     this.leaderKey = leaderKey;
-    this.watch = await this.kv.watchPrefix(`${keys.prefix}/`, String(BigInt(first.revision) + 1n), {
+    // Only what placement reads: the scheduler's etcd role reads nothing else (docs/security.md).
+    this.watch = await this.kv.watchPrefixes([keys.alivePrefix, keys.hostPrefix, keys.vmPrefix, keys.poolPrefix], String(BigInt(first.revision) + 1n), {
       onEvent: (e) => {
         if (this.view !== view) return;
         const key = e.type === 'put' ? e.entry.key : e.key;
-        if (key.startsWith(keys.logPrefix)) return;
         const changed = e.type === 'put' ? view.put(e.entry) : view.delete(e.key, e.modRevision);
         if (!changed) return;
         if (e.type === 'delete' && key.startsWith(keys.alivePrefix)) this.hostLeaseGone(keys.idOf(key, keys.alivePrefix));

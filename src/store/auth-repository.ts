@@ -141,14 +141,23 @@ export class AuthRepository {
     return this.take(this.keys.auth.link(id), loginLinkSchema);
   }
 
-  async createTicket(ticket: ConsoleTicket, ttlSeconds: number): Promise<void> {
+  /**
+   * A ticket for a browser is kept under P/auth/ticket/; one an API hands to
+   * the agent of `host` under P/console/<host>/, the only place that
+   * agent's etcd role may read (docs/security.md).
+   */
+  async createTicket(ticket: ConsoleTicket, ttlSeconds: number, host?: string): Promise<void> {
     const lease = await this.kv.grantLease(ttlSeconds);
-    await this.kv.putIf(this.keys.auth.ticket(ticket.id), JSON.stringify(ticket), 'absent', lease);
+    await this.kv.putIf(this.ticketKey(ticket.id, host), JSON.stringify(ticket), 'absent', lease);
   }
 
   /** Takes a console ticket for use, like a login link: exactly one of several API processes gets it. */
-  takeTicket(id: string): Promise<ConsoleTicket | null> {
-    return this.take(this.keys.auth.ticket(id), consoleTicketSchema);
+  takeTicket(id: string, host?: string): Promise<ConsoleTicket | null> {
+    return this.take(this.ticketKey(id, host), consoleTicketSchema);
+  }
+
+  private ticketKey(id: string, host: string | undefined): string {
+    return host === undefined ? this.keys.auth.ticket(id) : this.keys.consoleTicket(host, id);
   }
 
   /** Reads a single-use record and deletes it with a compare-and-swap; null when it is gone or another reader won. */

@@ -227,4 +227,33 @@ export class KvStore {
       },
     };
   }
+
+  /**
+   * One watch per prefix, as one handle: for a reader whose etcd role may
+   * read these prefixes but not everything between them (the scheduler
+   * reads no P/auth/). Events of different prefixes are not ordered
+   * against each other; each key's are.
+   */
+  async watchPrefixes(prefixes: readonly string[], fromRevision: string, handlers: WatchHandlers): Promise<WatchHandle> {
+    const handles: WatchHandle[] = [];
+    let broken = false;
+    const once: WatchHandlers = {
+      ...handlers,
+      onBroken: (why) => {
+        if (broken) return;
+        broken = true;
+        handlers.onBroken(why);
+      },
+    };
+    const close = async (): Promise<void> => {
+      await Promise.all(handles.map((h) => h.close()));
+    };
+    try {
+      for (const p of prefixes) handles.push(await this.watchPrefix(p, fromRevision, once));
+    } catch (err) {
+      await close();
+      throw err;
+    }
+    return { close };
+  }
 }

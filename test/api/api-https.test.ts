@@ -12,7 +12,7 @@ import { startApi, type RunningApi } from '../../src/api/run-api.js';
 import { keySpace } from '../../src/contract/keys.js';
 import { AuthRepository } from '../../src/store/auth-repository.js';
 import { KvStore } from '../../src/store/kv-store.js';
-import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { apiEtcd, startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { quietLogger } from './helpers.js';
 
 const run = promisify(execFile);
@@ -59,7 +59,7 @@ describe('the API over HTTPS', () => {
   });
 
   it('refuses a certificate without its key, and a file it cannot read, in one sentence', async () => {
-    await assert.rejects(startApi({ endpoints: [etcd.endpoint], prefix: '/x', listen: '127.0.0.1:0', tlsCert: '/nonexistent.crt', logger: quietLogger }), /HTTPS needs both --tls-cert and --tls-key\./);
-    await assert.rejects(startApi({ endpoints: [etcd.endpoint], prefix: '/x', listen: '127.0.0.1:0', tlsCert: '/nonexistent.crt', tlsKey: '/nonexistent.key', logger: quietLogger }), /^DroverError: Cannot read the TLS certificate or key: .*nonexistent/);
+    await assert.rejects(startApi({ ...(await apiEtcd(etcd, '/x')), prefix: '/x', listen: '127.0.0.1:0', tlsCert: '/nonexistent.crt', logger: quietLogger }), /HTTPS needs both --tls-cert and --tls-key\./);
+    await assert.rejects(startApi({ ...(await apiEtcd(etcd, '/x')), prefix: '/x', listen: '127.0.0.1:0', tlsCert: '/nonexistent.crt', tlsKey: '/nonexistent.key', logger: quietLogger }), /^DroverError: Cannot read the TLS certificate or key: .*nonexistent/);
   });
 });

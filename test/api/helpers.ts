@@ -13,7 +13,7 @@ import { createLogger } from '../../src/lib/logger.js';
 import { AuthRepository } from '../../src/store/auth-repository.js';
 import { EventLog, type StoredEvent } from '../../src/store/event-log.js';
 import { KvStore } from '../../src/store/kv-store.js';
-import type { TestEtcd } from '../helpers/etcd.js';
+import { apiEtcd, type TestEtcd } from '../helpers/etcd.js';
 
 export interface Answer {
   status: number;
@@ -67,8 +67,9 @@ export async function apiWorld(etcd: TestEtcd, settings: Partial<ApiSettings> = 
   const kv = new KvStore(etcd.client);
   const auth = new AuthRepository(kv, keys);
   const events = new EventLog(kv, keys);
+  const etcdSettings = await apiEtcd(etcd, prefix);
   const start = () =>
-    startApi({ endpoints: [etcd.endpoint], prefix, listen: '127.0.0.1:0', bootDirs: ['/srv/boot'], logger: quietLogger, settings: { login: { ...DEFAULT_LOGIN_POLICY, failureDelayMs: 50 }, streamRecheckMs: 500, ...settings } });
+    startApi({ ...etcdSettings, prefix, listen: '127.0.0.1:0', bootDirs: ['/srv/boot'], logger: quietLogger, settings: { login: { ...DEFAULT_LOGIN_POLICY, failureDelayMs: 50 }, streamRecheckMs: 500, ...settings } });
   const api = await start();
   const others: RunningApi[] = [];
   return {

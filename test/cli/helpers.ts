@@ -24,10 +24,10 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-/** The test's own environment without DROVER_* variables, so flags and env are what a test says. */
+/** The test's own environment without DROVER_* variables (but the suite etcd's admin certificate), so flags and env are what a test says. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DROVER_')) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DROVER_') || /^DROVER_ETCD_(CA|CERT|KEY)$/.test(k)) env[k] = v;
   return { ...env, ...extra };
 }
 

@@ -87,6 +87,12 @@ export async function procCpuSeconds(pid: number): Promise<number> {
   return (Number(f[14 - 3]) + Number(f[15 - 3])) / 100;
 }
 
+/** The environment without the suite's admin certificate (DROVER_ETCD_*): an agent uses its own host's. */
+function withoutEtcdTls(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { DROVER_ETCD_CA: _ca, DROVER_ETCD_CERT: _cert, DROVER_ETCD_KEY: _key, ...rest } = env;
+  return rest;
+}
+
 export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
   const prefix = etcd.newPrefix();
   const keys = keySpace(prefix);
@@ -124,13 +130,17 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
         log_level: 'debug',
         ...opts.config,
       };
+      // Each agent is its host's etcd user (host-<name>), with that role's grants only.
+      await etcd.authorize(prefix, { hosts: [name], schedulerHosts: config.scheduler === true ? [name] : [] });
+      const tls = await etcd.tlsOf(`host-${name}`);
+      if (tls) Object.assign(config, { etcd_ca: tls.ca, etcd_cert: tls.cert, etcd_key: tls.key });
       await writeFile(configFile, Object.entries(config).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
       const logFile = join(dir, `${name}-${agents.length}.log`);
       const log = await open(logFile, 'a');
       const child = spawn(
         DROVER_BIN,
         ['agent', '--etcd', opts.etcd ?? etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'],
-        { stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...opts.env } },
+        { stdio: ['ignore', log.fd, log.fd], env: { ...withoutEtcdTls(process.env), ...opts.env } },
       );
       await log.close();
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { addUser, createToken } from '../../src/auth/accounts.js';
 import { startApi, type RunningApi } from '../../src/api/run-api.js';
 import { AuthRepository } from '../../src/store/auth-repository.js';
-import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { apiEtcd, startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { DROVER_BIN, GUEST, GUEST_DIR, pidAlive, startCluster, type Cluster } from '../helpers/agent-harness.js';
 import { quietLogger } from '../api/helpers.js';
 
@@ -41,7 +41,7 @@ describe('the API over a real agent, driven by the CLI with --api', () => {
     etcd = await startTestEtcd();
     cluster = await startCluster(etcd);
     await cluster.startAgent('hv1', { config: { scheduler: true } });
-    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
+    api = await startApi({ ...(await apiEtcd(etcd, cluster.prefix)), prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
     const auth = new AuthRepository(cluster.kv, cluster.keys);
     for (const name of ['alice', 'bob']) await addUser(auth, { name, role: 'user', now: new Date() });
     alice = { DROVER_API_URL: api.url, DROVER_TOKEN: (await createToken(auth, { user: 'alice', now: new Date() })).token };

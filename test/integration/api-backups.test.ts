@@ -17,7 +17,7 @@ import { addUser, createToken } from '../../src/auth/accounts.js';
 import type { Role } from '../../src/contract/auth-records.js';
 import { startApi, type RunningApi } from '../../src/api/run-api.js';
 import { AuthRepository } from '../../src/store/auth-repository.js';
-import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { apiEtcd, startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { GUEST_DIR, pidAlive, startCluster, type Cluster } from '../helpers/agent-harness.js';
 import { S3RVER_CREDENTIALS, startTestS3, type TestS3 } from '../helpers/s3-server.js';
 import { runDrover } from '../cli/helpers.js';
@@ -65,7 +65,7 @@ describe('backups through the API (real agent, real qemu, s3rver)', () => {
     [etcd, s3] = await Promise.all([startTestEtcd(), startTestS3()]);
     cluster = await startCluster(etcd);
     await cluster.startAgent('hv1', { config: { s3_access_key_id: S3RVER_CREDENTIALS.accessKeyId, s3_secret_access_key: S3RVER_CREDENTIALS.secretAccessKey } });
-    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger, settings: { s3Credentials: S3RVER_CREDENTIALS } });
+    api = await startApi({ ...(await apiEtcd(etcd, cluster.prefix)), prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger, settings: { s3Credentials: S3RVER_CREDENTIALS } });
     const auth = new AuthRepository(cluster.kv, cluster.keys);
     const people: Array<[string, Role]> = [['alice', 'user'], ['bob', 'user'], ['audrey', 'auditor']];
     for (const [name, role] of people) {

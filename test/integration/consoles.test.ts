@@ -17,7 +17,7 @@ import { issueTicket } from '../../src/auth/console-tickets.js';
 import type { Role } from '../../src/contract/auth-records.js';
 import { startApi, type RunningApi } from '../../src/api/run-api.js';
 import { AuthRepository } from '../../src/store/auth-repository.js';
-import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { apiEtcd, startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { DROVER_BIN, GUEST_DIR, startCluster, waitForSerialText, type Cluster } from '../helpers/agent-harness.js';
 import { quietLogger } from '../api/helpers.js';
 import { connect as tlsConnect } from 'node:tls';
@@ -74,7 +74,7 @@ describe('VM consoles: tickets, the websocket relay and drover vm console (real 
     etcd = await startTestEtcd();
     cluster = await startCluster(etcd);
     await cluster.startAgent('hv1');
-    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
+    api = await startApi({ ...(await apiEtcd(etcd, cluster.prefix)), prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
     auth = new AuthRepository(cluster.kv, cluster.keys);
     const people: Array<[string, Role]> = [['alice', 'user'], ['bob', 'user'], ['audrey', 'auditor']];
     for (const [name, role] of people) {
@@ -169,7 +169,7 @@ describe('VM consoles: tickets, the websocket relay and drover vm console (real 
   });
 
   it("through the agent's console endpoint (TLS, its certificate pinned by the host record): the RFB banner and the serial shell", async () => {
-    const viaAgent = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger, settings: { consoleVia: 'agent' } });
+    const viaAgent = await startApi({ ...(await apiEtcd(etcd, cluster.prefix)), prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger, settings: { consoleVia: 'agent' } });
     try {
       const postVia = async (path: string) => {
         const res = await fetch(`${viaAgent.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${tokens.alice}` } });

@@ -13,7 +13,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { addUser, createLoginLink } from '../../src/auth/accounts.js';
 import { startApi, type RunningApi } from '../../src/api/run-api.js';
 import { AuthRepository } from '../../src/store/auth-repository.js';
-import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { apiEtcd, startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { GUEST, GUEST_DIR, REPO_ROOT, startCluster, type Cluster } from '../helpers/agent-harness.js';
 import { quietLogger } from '../api/helpers.js';
 
@@ -48,7 +48,7 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     etcd = await startTestEtcd();
     cluster = await startCluster(etcd);
     await cluster.startAgent('hv1', { config: { scheduler: true } });
-    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
+    api = await startApi({ ...(await apiEtcd(etcd, cluster.prefix)), prefix: cluster.prefix, listen: '127.0.0.1:0', bootDirs: [GUEST_DIR], logger: quietLogger });
     const auth = new AuthRepository(cluster.kv, cluster.keys);
     await addUser(auth, { name: 'admin', role: 'admin', password: 'correct-horse-battery', now: new Date() });
     await addUser(auth, { name: 'alice', role: 'user', now: new Date() });
@@ -118,7 +118,7 @@ describe('the web dashboard in chromium (real API, agent and qemu)', () => {
     await page.getByText('Reconnecting to the event stream…').waitFor({ timeout: 20_000 });
     await shot('stream-away');
     await cluster.createVm({ name: 'while-away', owner: 'admin', status: 'STOP', host: '' });
-    api = await startApi({ endpoints: [etcd.endpoint], prefix: cluster.prefix, listen: `127.0.0.1:${port}`, bootDirs: [GUEST_DIR], logger: quietLogger });
+    api = await startApi({ ...(await apiEtcd(etcd, cluster.prefix)), prefix: cluster.prefix, listen: `127.0.0.1:${port}`, bootDirs: [GUEST_DIR], logger: quietLogger });
     await page.getByText('Live', { exact: true }).waitFor({ timeout: 30_000 });
     await row('while-away').waitFor({ timeout: 10_000 });
     assert.equal(await page.evaluate(() => performance.timeOrigin), origin, 'no reload');

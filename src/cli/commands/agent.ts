@@ -9,6 +9,9 @@ import { exitAfterStop } from '../exit-after-stop.js';
 
 interface AgentFlags {
   etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   name?: string;
   stateDir?: string;
   config?: string;
@@ -21,7 +24,8 @@ interface AgentFlags {
 }
 
 const HELP = `
-Every flag has an environment variable (DROVER_ETCD, DROVER_NAME,
+Every flag has an environment variable (DROVER_ETCD, DROVER_ETCD_CA,
+DROVER_ETCD_CERT, DROVER_ETCD_KEY, DROVER_NAME,
 DROVER_STATE_DIR, DROVER_CONFIG, DROVER_ACCEL, DROVER_PREFIX,
 DROVER_METRICS_LISTEN) and a config file key; a flag wins over the
 environment, which wins over the file.
@@ -44,6 +48,9 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
     .command('agent')
     .description('run the host agent: start, stop and watch the VMs etcd designates to this host')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated')
+    .option('--etcd-ca <file>', "CA certificate of etcd's TLS (config etcd_ca)")
+    .option('--etcd-cert <file>', "this host's client certificate for etcd, CN host-<name> (config etcd_cert)")
+    .option('--etcd-key <file>', 'key of the client certificate (config etcd_key)')
     .option('--name <name>', 'this host\'s name in the cluster')
     .option('--state-dir <dir>', 'where VM runtime files, the hostid and sockets live (absolute path)')
     .option('--config <file>', 'TOML config file')
@@ -63,6 +70,9 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
       const file = flags.config ?? ctx.env.DROVER_CONFIG;
       const cliValues = {
         etcd: flags.etcd,
+        etcd_ca: flags.etcdCa,
+        etcd_cert: flags.etcdCert,
+        etcd_key: flags.etcdKey,
         name: flags.name,
         state_dir: flags.stateDir,
         accel: flags.accel,

@@ -5,6 +5,9 @@ import { exitAfterStop } from '../exit-after-stop.js';
 
 interface ApiFlags {
   etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   prefix?: string;
   listen?: string;
   tlsCert?: string;
@@ -37,6 +40,9 @@ export function registerApiCommand(program: Command, ctx: CliContext): void {
     .command('api')
     .description('serve the authenticated HTTP API and the web dashboard for etcd, in the foreground')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated (env DROVER_ETCD)')
+    .option('--etcd-ca <file>', "CA certificate of etcd's TLS (env DROVER_ETCD_CA)")
+    .option('--etcd-cert <file>', 'client certificate for etcd; its CN is the etcd user (env DROVER_ETCD_CERT)')
+    .option('--etcd-key <file>', 'key of the client certificate (env DROVER_ETCD_KEY)')
     .option('--prefix <prefix>', 'key prefix in etcd (env DROVER_PREFIX, default /v1)')
     .option('--listen <host:port>', 'where to listen (env DROVER_API_LISTEN, default 127.0.0.1:7070)')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; env DROVER_TLS_CERT)')
@@ -49,10 +55,11 @@ export function registerApiCommand(program: Command, ctx: CliContext): void {
       const { startApi, DEFAULT_API_LISTEN } = await import('../../api/run-api.js');
       const { createLogger } = await import('../../lib/logger.js');
       const { resolveGlobalOptions } = await import('../global-options.js');
-      const global = resolveGlobalOptions({ etcd: flags.etcd, prefix: flags.prefix }, ctx.env);
+      const global = resolveGlobalOptions({ etcd: flags.etcd, etcdCa: flags.etcdCa, etcdCert: flags.etcdCert, etcdKey: flags.etcdKey, prefix: flags.prefix }, ctx.env);
       const logger = createLogger({ level: flags.logLevel ?? 'info', pretty: flags.pretty === true, name: 'api' });
       const api = await startApi({
         endpoints: global.endpoints,
+        etcdTls: global.etcdTls,
         prefix: global.prefix,
         listen: flags.listen ?? ctx.env.DROVER_API_LISTEN ?? DEFAULT_API_LISTEN,
         tlsCert: flags.tlsCert ?? ctx.env.DROVER_TLS_CERT,

@@ -5,6 +5,9 @@ import { exitAfterStop } from '../exit-after-stop.js';
 
 interface SchedulerFlags {
   etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   prefix?: string;
   strategy?: string;
   overhead?: string;
@@ -30,6 +33,9 @@ export function registerSchedulerCommand(program: Command, ctx: CliContext): voi
     .command('scheduler')
     .description('place VMs that have no host on live hosts, and handle hosts that die')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated (env DROVER_ETCD)')
+    .option('--etcd-ca <file>', "CA certificate of etcd's TLS (env DROVER_ETCD_CA)")
+    .option('--etcd-cert <file>', 'client certificate for etcd; its CN is the etcd user (env DROVER_ETCD_CERT)')
+    .option('--etcd-key <file>', 'key of the client certificate (env DROVER_ETCD_KEY)')
     .option('--prefix <prefix>', 'key prefix in etcd (env DROVER_PREFIX, default /v1)')
     .option('--strategy <strategy>', 'spread (most free memory first) or pack', 'spread')
     .option('--overhead <MiB>', 'memory added to each VM for qemu itself', '64')
@@ -44,10 +50,10 @@ export function registerSchedulerCommand(program: Command, ctx: CliContext): voi
       const { mergeLayers } = await import('../../config/load-config.js');
       const { schedulerConfigSchema } = await import('../../config/agent-config.js');
       const { startScheduler } = await import('../../scheduler/run-scheduler.js');
-      const { createEtcdClient } = await import('../../store/etcd-client.js');
+      const { createEtcdClient, PLAIN_ETCD_WARNING } = await import('../../store/etcd-client.js');
       const { createLogger } = await import('../../lib/logger.js');
       const { resolveGlobalOptions } = await import('../global-options.js');
-      const global = resolveGlobalOptions({ etcd: flags.etcd, prefix: flags.prefix }, ctx.env);
+      const global = resolveGlobalOptions({ etcd: flags.etcd, etcdCa: flags.etcdCa, etcdCert: flags.etcdCert, etcdKey: flags.etcdKey, prefix: flags.prefix }, ctx.env);
       const config = mergeLayers([
         {
           source: 'the command line',
@@ -62,7 +68,8 @@ export function registerSchedulerCommand(program: Command, ctx: CliContext): voi
         },
       ], schedulerConfigSchema);
       const logger = createLogger({ level: flags.logLevel ?? 'info', pretty: flags.pretty === true, name: 'scheduler' });
-      const client = createEtcdClient(global.endpoints);
+      if (!global.etcdTls) logger.warn({ etcd: global.endpoints }, PLAIN_ETCD_WARNING);
+      const client = createEtcdClient(global.endpoints, { tls: global.etcdTls });
       const scheduler = startScheduler(client, config, logger, flags.name);
       logger.info({ etcd: global.endpoints, prefix: global.prefix }, 'scheduler running; campaigning for leadership');
       await new Promise<void>((resolve) => {
