@@ -85,9 +85,10 @@ export function addGlobalOptions(cmd: Command): Command {
 
 /** Flag, then environment; with neither, the local drover up's (its endpoint and admin certificate). */
 function resolveEtcd(flags: GlobalFlags, env: CliEnv): { etcd: string; tls: EtcdTlsFiles | null } {
-  const ca = flags.etcdCa ?? env.DROVER_ETCD_CA;
-  const cert = flags.etcdCert ?? env.DROVER_ETCD_CERT;
-  const key = flags.etcdKey ?? env.DROVER_ETCD_KEY;
+  const set = (v: string | undefined): string | undefined => (v === '' ? undefined : v);
+  const ca = set(flags.etcdCa ?? env.DROVER_ETCD_CA);
+  const cert = set(flags.etcdCert ?? env.DROVER_ETCD_CERT);
+  const key = set(flags.etcdKey ?? env.DROVER_ETCD_KEY);
   const explicit = flags.etcd ?? env.DROVER_ETCD;
   if (explicit === undefined && ca === undefined && cert === undefined && key === undefined) {
     const up = readUpClient(resolve(env.DROVER_STATE_DIR ?? '.drover'));

@@ -35,8 +35,28 @@ export function etcdUrls(endpoints: readonly string[], tls: boolean): string[] {
 /** The one warning a component logs when it reaches etcd without TLS (the user's choice, e.g. their own etcd): anyone on the path reads and writes the cluster. */
 export const PLAIN_ETCD_WARNING = 'etcd is reached over plain HTTP without a client certificate: whoever reaches it can read and change the whole cluster (give --etcd-ca, --etcd-cert and --etcd-key; docs/security.md)';
 
+let ipServernameWarningMuted = false;
+
+/**
+ * grpc-js hands an IP endpoint to TLS as the server name, and Node then
+ * warns (DEP0123) on every connection, on stderr of every CLI command. The
+ * certificate is still checked against the IP (its subjectAltName), so the
+ * warning says nothing to a drover user: that one warning is dropped.
+ */
+function muteIpServernameWarning(): void {
+  if (ipServernameWarningMuted) return;
+  ipServernameWarningMuted = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 export function createEtcdClient(endpoints: readonly string[], opts: EtcdClientOptions = {}): Etcd3 {
   const tls = opts.tls ?? null;
+  if (tls) muteIpServernameWarning();
   const hosts = etcdUrls(endpoints, tls !== null);
   const callTimeoutMs = opts.callTimeoutMs ?? 5000;
   return new Etcd3({

@@ -7,7 +7,7 @@
  * mod revision (CONTRACT.md section 2): a writer that lost a race gets `false`
  * and must re-read and re-decide.
  */
-import { Range, type Etcd3, type IKeyValue, type Watcher } from 'etcd3';
+import { EtcdPermissionDeniedError, Range, type Etcd3, type IKeyValue, type Watcher } from 'etcd3';
 import { DroverError, errorMessage } from '../lib/errors.js';
 
 export interface KvEntry {
@@ -59,6 +59,10 @@ async function translate<T>(what: string, op: () => Promise<T>): Promise<T> {
     return await op();
   } catch (err) {
     if (err instanceof DroverError) throw err;
+    if (err instanceof EtcdPermissionDeniedError) {
+      // etcd's RBAC (docs/security.md): this client's etcd user may not do it; retrying will not help.
+      throw new DroverError('FORBIDDEN', `etcd refused the ${what}: this client's etcd user has no permission for it.`, false, { cause: err });
+    }
     throw new DroverError('ETCD_UNAVAILABLE', `etcd ${what} failed: ${errorMessage(err)}`, true, { cause: err });
   }
 }

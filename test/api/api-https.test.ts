@@ -49,7 +49,7 @@ describe('the API over HTTPS', () => {
     const prefix = etcd.newPrefix();
     const auth = new AuthRepository(new KvStore(etcd.client), keySpace(prefix));
     await addUser(auth, { name: 'alice', role: 'user', password: 'correct horse', now: new Date() });
-    api = await startApi({ endpoints: [etcd.endpoint], prefix, listen: '127.0.0.1:0', tlsCert: cert, tlsKey: key, logger: quietLogger });
+    api = await startApi({ ...(await apiEtcd(etcd, prefix)), prefix, listen: '127.0.0.1:0', tlsCert: cert, tlsKey: key, logger: quietLogger });
     assert.match(api.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     const { readFile } = await import('node:fs/promises');
     const res = await post(`${api.url}/api/v1/login`, await readFile(cert), { user: 'alice', password: 'correct horse' });

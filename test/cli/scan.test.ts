@@ -162,7 +162,7 @@ describe('drover scan --watch on a terminal (in-process, real etcd)', () => {
     let out = '';
     const stdout = Object.assign(new Writable({ write: (chunk: Buffer, _enc, done) => ((out += chunk.toString()), done()) }), { isTTY: true });
     const stderr = new Writable({ write: (_chunk, _enc, done) => done() });
-    const ctx: CliContext = { env: {}, io: { stdout, stderr, stdin: () => process.stdin } };
+    const ctx: CliContext = { env: etcd.env, io: { stdout, stderr, stdin: () => process.stdin } };
     const run = runCli(['scan', '--watch', '0.2', '-o', 'name', 'name=web-1', '--etcd', etcd.endpoint, '--prefix', c.prefix], ctx);
     while (out.split(CLEAR).length < 3) await sleep(50);
     process.kill(process.pid, 'SIGINT'); // the command's own handler takes it, as it would a user's Ctrl-C

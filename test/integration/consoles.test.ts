@@ -150,7 +150,7 @@ describe('VM consoles: tickets, the websocket relay and drover vm console (real 
 
   it('drover vm console: through etcd on the host and through --api; Ctrl-] detaches', async () => {
     for (const how of ['etcd', 'api'] as const) {
-      const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DROVER_'))), ...(how === 'api' ? { DROVER_API_URL: api.url, DROVER_TOKEN: tokens.alice as string } : {}) };
+      const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DROVER_'))), ...etcd.env, ...(how === 'api' ? { DROVER_API_URL: api.url, DROVER_TOKEN: tokens.alice as string } : {}) };
       const args = ['vm', 'console', 'con-a', ...(how === 'etcd' ? ['--etcd', etcd.endpoint, '--prefix', cluster.prefix] : [])];
       const child = spawn(DROVER_BIN, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
       let out = '';
@@ -207,12 +207,15 @@ describe('VM consoles: tickets, the websocket relay and drover vm console (real 
         setTimeout(() => sock.end(), 3000);
       });
     assert.match(await ask(`vnc ${aliceVm} drc_${'0'.repeat(16)}_${'A'.repeat(43)}\n`), /^ERR The console ticket is not valid\.\n$/);
-    const ticket = await issueTicket(auth, { user: 'alice', vm: aliceVm, kind: 'vnc' }, new Date());
+    // A browser's ticket (P/auth/ticket/) is nothing to an agent: its etcd role cannot even read there.
+    const browsers = await issueTicket(auth, { user: 'alice', vm: aliceVm, kind: 'vnc' }, new Date());
+    assert.match(await ask(`vnc ${aliceVm} ${browsers}\n`), /^ERR /);
+    const ticket = await issueTicket(auth, { user: 'alice', vm: aliceVm, kind: 'vnc' }, new Date(), 'hv1');
     assert.match(await ask(`vnc ${aliceVm} ${ticket}\n`), /^OK\nRFB 003\.008\n/);
     assert.match(await ask(`vnc ${aliceVm} ${ticket}\n`), /^ERR /, 'a ticket works once');
     assert.match(await ask('garbage\n'), /^ERR The request must be/);
     const elsewhere = await cluster.createVm({ name: 'con-elsewhere', owner: 'alice', status: 'STOP' }, 'hv2');
-    const forHv2 = await issueTicket(auth, { user: 'alice', vm: elsewhere, kind: 'vnc' }, new Date());
+    const forHv2 = await issueTicket(auth, { user: 'alice', vm: elsewhere, kind: 'vnc' }, new Date(), 'hv1');
     assert.match(await ask(`vnc ${elsewhere} ${forHv2}\n`), new RegExp(`^ERR VM ${elsewhere} does not run on hv1\\.\\n$`));
     const deps = { store: { auth, hosts: null }, settings: {}, now: () => new Date() } as unknown as ApiDeps;
     await assert.rejects(openConsole(deps, { kind: 'agent', host: 'hv1', endpoint: { ...endpoint, sha256: endpoint.sha256.replace(/^../, endpoint.sha256.startsWith('00') ? '11' : '00') } }, aliceVm, 'vnc', 'alice'), /presented a certificate other than the one its host record names/);

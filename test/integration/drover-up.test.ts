@@ -2,14 +2,59 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import type { Etcd3 } from 'etcd3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../../src/embedded/etcd-process.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
 import { DROVER_BIN, killQemusUnder, pidAlive, waitForSerialText, waitUntil } from '../helpers/agent-harness.js';
 
 const run = promisify(execFile);
+
+/** This process's environment without DROVER_* (no etcd settings leak in). */
+function cliEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DROVER_')));
+}
+
+/**
+ * drover up's etcd speaks TLS only, wants a client certificate from its CA
+ * and has authentication on: a plain-HTTP client, a client without a
+ * certificate, and the agent's own certificate outside its grants are all
+ * refused; the admin certificate is let in.
+ */
+async function checkEtcdIsLocked(state: string, port: number): Promise<void> {
+  const pki = join(state, 'pki');
+  for (const f of ['ca.key', 'etcd.key', 'admin.key', 'api.key', 'host-laptop.key']) assert.equal((await stat(join(pki, f))).mode & 0o777, 0o600, `${f} is 0600`);
+  assert.equal((await stat(pki)).mode & 0o777, 0o700);
+  const files = (who: string) => ({ ca: join(pki, 'ca.crt'), cert: join(pki, `${who}.crt`), key: join(pki, `${who}.key`) });
+  const refused = async (what: string, client: Etcd3, op: (c: Etcd3) => Promise<unknown>, why: RegExp): Promise<void> => {
+    try {
+      await assert.rejects(op(client), why, what);
+    } finally {
+      client.close();
+    }
+  };
+  const url = `127.0.0.1:${port}`;
+  await refused('a plain-HTTP client', createEtcdClient([`http://${url}`], { callTimeoutMs: 1500 }), (c) => c.get('/v1/vm/x').string(), /UNAVAILABLE|No connection/);
+  await refused('a client without a certificate', createEtcdClient([`https://${url}`], { callTimeoutMs: 1500, tls: { ca: join(pki, 'ca.crt') } }), (c) => c.get('/v1/vm/x').string(), /certificate|UNAVAILABLE/);
+  await refused("the agent reading P/auth/", createEtcdClient([url], { tls: files('host-laptop') }), (c) => c.getAll().prefix('/v1/auth/').keys(), /permission denied/);
+  await refused("the agent writing another host's record", createEtcdClient([url], { tls: files('host-laptop') }), (c) => c.put('/v1/host/other').value('{}').exec(), /permission denied/);
+  const admin = createEtcdClient([url], { tls: files('admin') });
+  try {
+    assert.ok((await admin.getAll().prefix('/v1/auth/user/').keys()).length >= 1, 'the admin reads the users');
+  } finally {
+    admin.close();
+  }
+  // And the CLI pointed at it without TLS says why in one sentence.
+  const plain = await run(DROVER_BIN, ['vm', 'list', '--etcd', `http://${url}`], { env: cliEnv() }).then(
+    () => null,
+    (err: { stderr: string; code: number }) => err,
+  );
+  assert.ok(plain, 'a plain-HTTP CLI is refused');
+  assert.match(plain.stderr, /^drover: etcd at http:\/\/127\.0\.0\.1:\d+ /);
+}
 
 describe('drover up', () => {
   let dir = '';
@@ -52,13 +97,15 @@ describe('drover up', () => {
       assert.equal((await login()).status, 401, 'the link works once');
       assert.match(out, /bin\/drover vm list/);
       assert.match(out, /serial console/);
-      const { stdout } = await run(DROVER_BIN, ['vm', 'list', '--json', '--etcd', `http://127.0.0.1:${port}`]);
+      // The CLI beside it finds the endpoint and the admin certificate in the state dir (etcd-client.json).
+      const { stdout } = await run(DROVER_BIN, ['vm', 'list', '--json'], { env: { ...cliEnv(), DROVER_STATE_DIR: dir } });
       const vms = JSON.parse(stdout) as Array<{ name: string; status: string; host: string; runtime?: { pid: number } }>;
       const demo = vms.find((v) => v.name === 'demo');
       assert.equal(demo?.status, 'RUNNING');
       assert.equal(demo?.host, 'laptop');
       const pid = demo.runtime!.pid;
       assert.ok(pidAlive(pid));
+      await checkEtcdIsLocked(dir, port);
       // Let the guest boot far enough to hear the power button.
       const serial = /tail -f (\S+)/.exec(out)?.[1];
       assert.ok(serial, 'the serial log path is printed');

@@ -20,6 +20,7 @@ import { registerImageCommands } from './image.js';
 import { registerPoolCommands } from './pool.js';
 import { registerScanCommand } from './scan.js';
 import { registerSchedulerCommand } from './scheduler.js';
+import { registerSecurityCommands } from './security.js';
 import { registerUpCommand } from './up.js';
 import { registerWatchdogCommand } from './watchdog.js';
 import { registerVmCommands } from './vm.js';
@@ -35,6 +36,7 @@ export const COMMAND_GROUPS: readonly RegisterCommands[] = [
   registerBackupCommands,
   registerCheckCommands,
   registerAuthCommands,
+  registerSecurityCommands,
   registerAgentCommand,
   registerSchedulerCommand,
   registerApiCommand,
