@@ -5,7 +5,7 @@
  * running (and are adopted by the next `drover up`) unless --stop-vms.
  */
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { keySpace } from '../contract/keys.js';
 import { mergeConfigLayers } from '../config/load-config.js';
@@ -59,7 +59,14 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     throw new DroverError('SPAWN_FAILED', `${errorMessage(err)} Is port ${opts.etcdPort} already in use? See ${join(opts.stateDir, 'etcd.log')}.`.replace('.. ', '. '));
   }
   const config = mergeConfigLayers([
-    { source: 'drover up', values: { name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0' } },
+    {
+      source: 'drover up',
+      values: {
+        name, etcd: [etcd.endpoint], state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0',
+        // Host paths VMs may use (docs/security.md): the image cache, the embedded image store, the boot dirs and the demo guest's.
+        allowed_paths: [...new Set([join(opts.stateDir, 'agent', 'images'), join(opts.stateDir, 'image-store'), ...opts.bootDirs, ...(opts.demo ? [dirname(opts.demo.kernel), dirname(opts.demo.initrd)] : [])])],
+      },
+    },
   ]);
   let agent: RunningAgent;
   try {

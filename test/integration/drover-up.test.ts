@@ -2,7 +2,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +22,7 @@ describe('drover up', () => {
 
   it('starts etcd and the agent, boots the demo VM, says where to look, and stops cleanly on Ctrl-C', async () => {
     dir = await mkdtemp(join(tmpdir(), 'drover-up-'));
+    await chmod(dir, 0o711); // qemu, as drover-qemu, reaches its run dirs below (docs/security.md)
     const port = await freePort();
     const apiPort = await freePort();
     const child = spawn(DROVER_BIN, ['up', '--state-dir', dir, '--etcd-port', String(port), '--api-listen', `127.0.0.1:${apiPort}`, '--accel', 'tcg', '--demo', '--stop-vms', '--name', 'laptop'], {
@@ -74,6 +75,7 @@ describe('drover up', () => {
 
   it('a drover up killed with -9 leaves an etcd behind that the next drover up on the same state dir replaces', async () => {
     const state = await mkdtemp(join(tmpdir(), 'drover-up-'));
+    await chmod(state, 0o711);
     const port = await freePort();
     const start = () => {
       const child = spawn(DROVER_BIN, ['up', '--state-dir', state, '--etcd-port', String(port), '--accel', 'tcg', '--name', 'laptop'], { stdio: ['ignore', 'pipe', 'pipe'] });
