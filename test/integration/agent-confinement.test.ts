@@ -9,7 +9,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { chmod, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +16,7 @@ import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { GUEST, startCluster, waitForSerialText, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { lookupQemuUser, type QemuUser } from '../../src/hypervisor/qemu/qemu-user.js';
 import { cgroupMemoryMax } from '../../src/hypervisor/qemu/vm-cgroup.js';
+import { vncSecurityTypes } from '../helpers/vnc-probe.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -35,33 +35,6 @@ async function qemuCommandLines(): Promise<string[]> {
     if (cmd.includes('qemu-system')) out.push(cmd.split('\0').join(' '));
   }
   return out;
-}
-
-/** The first bytes a VNC server sends after the client's version: the security types it offers. */
-async function vncSecurityTypes(address: string): Promise<number[]> {
-  const colon = address.lastIndexOf(':');
-  const host = address.slice(0, colon);
-  const port = Number(address.slice(colon + 1));
-  return new Promise((resolve, reject) => {
-    const sock = connect({ host, port });
-    let buf = Buffer.alloc(0);
-    let sentVersion = false;
-    sock.setTimeout(10_000, () => reject(new Error('VNC server did not answer')));
-    sock.on('error', reject);
-    sock.on('data', (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (!sentVersion && buf.length >= 12) {
-        assert.match(buf.subarray(0, 12).toString('latin1'), /^RFB 003\.00\d\n$/);
-        sock.write('RFB 003.008\n');
-        sentVersion = true;
-        buf = buf.subarray(12);
-      }
-      if (sentVersion && buf.length >= 1 && buf.length >= 1 + (buf[0] ?? 0)) {
-        sock.destroy();
-        resolve([...buf.subarray(1, 1 + (buf[0] ?? 0))]);
-      }
-    });
-  });
 }
 
 describe('confined qemu and host paths (real etcd, real qemu)', () => {
