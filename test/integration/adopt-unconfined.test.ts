@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { vmSpecSchema } from '../../src/contract/vm-record.js';
 import { buildQemuArgs } from '../../src/hypervisor/qemu/build-qemu-args.js';
 import { readStartTime } from '../../src/hypervisor/qemu/proc.js';
+import { lookupQemuUser } from '../../src/hypervisor/qemu/qemu-user.js';
 import { createRunDir, runPaths, writeHandle } from '../../src/hypervisor/qemu/run-dir.js';
 import { spawnQemu } from '../../src/hypervisor/qemu/spawn-qemu.js';
 import { makeQemuHarness, type QemuHarness } from '../helpers/qemu-harness.js';
@@ -26,7 +27,7 @@ describe('adopting a qemu started before confinement (real qemu)', () => {
     await h?.close();
   });
 
-  it('recovers it running as root without a cgroup, ignores a forged cgroup, and stops it', async () => {
+  it('recovers it running as root without a cgroup, ignores a forged cgroup, stops it, and starts it confined', async () => {
     const files = await ensureGuest();
     const uuid = randomUUID();
     const spec = vmSpecSchema.parse(guestSpec(files));
@@ -63,5 +64,14 @@ describe('adopting a qemu started before confinement (real qemu)', () => {
     assert.equal(hv.inspect(uuid).state, 'absent');
     await new Promise((r) => setTimeout(r, 500));
     assert.ok((await stat(decoy)).isDirectory(), 'a cgroup path that is not this VM\'s own is never removed');
+
+    // Its next start is confined, in the run dir (and over the serial log) the old root qemu left.
+    assert.equal((await stat(paths.serialLog)).uid, 0);
+    const again = await hv.start({ uuid, name: 'old-vm', spec });
+    await waitForSerial(again.serialLog, READY_MARKER, 30_000);
+    const user = await lookupQemuUser('drover-qemu');
+    assert.match(await readFile(`/proc/${again.pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${user?.uid ?? -1}\\s`, 'm'));
+    assert.equal((await stat(paths.dir)).uid, user?.uid, 'the run dir now belongs to qemu\'s user');
+    await hv.stop(uuid, { timeoutMs: 0, force: true });
   });
 });

@@ -75,8 +75,10 @@ export async function startQemu(ctx: StartContext, req: StartRequest, hooks: Sta
     });
     if (incomingHost !== null) argv.push('-incoming', 'defer');
     await createRunDir(paths, opts.qemuUser);
-    // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
-    await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true }), rm(paths.serialSocket, { force: true })]);
+    // A socket file left by a killed qemu would refuse connections until the new qemu replaces it; a
+    // serial log from an agent before confinement is root's, which qemu's user could not truncate
+    // (qemu truncates it at each start anyway).
+    await Promise.all([paths.qmpSocket, paths.vncSocket, paths.serialSocket, paths.serialLog].map((p) => rm(p, { force: true })));
     if (taps.length > 0) await createTaps(ctx.ipBinary, taps, tapsInUse(await listQemuProcesses()), opts.qemuUser);
     try {
       child = await spawnQemu(ctx.qemuBinary, argv, paths.qemuLog, { user: opts.qemuUser, fds: files.handles.map((h) => h.fd) });
