@@ -74,6 +74,12 @@ describe('host files on disk', () => {
     await files.close();
   });
 
+  it('refuses a FIFO named as a disk without hanging on it', async () => {
+    const fifo = join(dir, 'ok', 'pipe');
+    await run('mkfifo', [fifo]);
+    await assert.rejects(openSpecFiles(spec({ disks: [{ path: fifo }] }), { allowed, user: null }), /The disk 1 path ".*pipe" is not a regular file/);
+  });
+
   it('looks the qemu user up in a passwd file, refusing a missing one and uid 0', async () => {
     const passwd = join(dir, 'passwd');
     await writeFile(passwd, 'root:x:0:0:root:/root:/bin/bash\ntoor:x:0:0::/:/bin/sh\ndrover-qemu:x:998:997::/nonexistent:/usr/sbin/nologin\n');

@@ -98,7 +98,8 @@ async function openChecked(what: string, path: string, allowed: readonly string[
   const real = await checkHostPath(what, path, allowed);
   let fh: FileHandle;
   try {
-    fh = await open(real, flags | constants.O_NOFOLLOW | constants.O_NOCTTY);
+    // O_NONBLOCK: a FIFO named as a disk must not hang the start (it is refused below, as not a file).
+    fh = await open(real, flags | constants.O_NOFOLLOW | constants.O_NOCTTY | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw pathRefused(what, path, code === 'ENOENT' ? 'does not exist' : code === 'ELOOP' ? 'was replaced by a symlink while it was checked' : `cannot be opened (${code ?? (err as Error).message})`);
