@@ -239,6 +239,9 @@ export class QemuHypervisor implements Hypervisor {
       throw new DroverError('CONFLICT', `VM ${uuid} is still running; stop it before destroying it.`, true);
     }
     await removeRunDir(this.runRoot, uuid);
+    // A cgroup left by a VM whose exit no agent saw (it ended while the agent was away).
+    const cgroup = await this.cgroups?.dirOf(uuid);
+    if (cgroup) await this.cgroups?.remove(cgroup);
   }
 
   onExit(listener: (exit: VmExit) => void): () => void {
