@@ -30,7 +30,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -39,6 +39,7 @@ import { keySpace } from '../src/contract/keys.js';
 import { vmSpecSchema } from '../src/contract/vm-record.js';
 import { buildQemuArgs } from '../src/hypervisor/qemu/build-qemu-args.js';
 import { QemuHypervisor } from '../src/hypervisor/qemu/qemu-hypervisor.js';
+import { lookupQemuUser } from '../src/hypervisor/qemu/qemu-user.js';
 import { runPaths } from '../src/hypervisor/qemu/run-dir.js';
 import { rawObject, VmRepository } from '../src/store/vm-repository.js';
 import { clockTicksPerSecond, cpuTicks, killQemusMentioning, machineInfo, pidsMentioning, qemuPidsMentioning, rssKiB, type MachineInfo } from './lib/procfs.js';
@@ -177,7 +178,9 @@ async function droverArgvRuns(root: string, count: number, children: Set<ChildPr
 async function hypervisorRuns(root: string, count: number, keepRunning: boolean): Promise<{ spawned: number[]; resolved: number[] }> {
   const runRoot = join(root, keepRunning ? 'hv-keep' : 'hv');
   const disks = join(root, 'disks');
-  const hv = new QemuHypervisor({ runRoot, accel: 'tcg' });
+  // Confined as an agent runs it: qemu_user drover-qemu, the disks the only allowed files.
+  await chmod(root, 0o711);
+  const hv = new QemuHypervisor({ runRoot, accel: 'tcg', allowedPaths: [disks], qemuUser: await lookupQemuUser('drover-qemu') });
   const spawned: number[] = [];
   const resolved: number[] = [];
   const started: string[] = [];

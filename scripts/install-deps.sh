@@ -36,6 +36,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The unprivileged user every qemu runs as (agent config qemu_user; docs/security.md, "Confined qemu").
+if ! getent passwd drover-qemu >/dev/null; then
+  echo "install-deps: creating the system user drover-qemu"
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" useradd --system --no-create-home --shell /usr/sbin/nologin drover-qemu
+fi
+
 stamp=node_modules/.drover-installed
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
   echo "install-deps: installing npm dependencies"

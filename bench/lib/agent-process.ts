@@ -5,7 +5,7 @@
  * leave behind on purpose (qemu processes and fencing watchdogs).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { KvStore } from '../../src/store/kv-store.js';
@@ -41,8 +41,12 @@ export async function startAgentProc(
 ): Promise<AgentProc> {
   const stateDir = join(dir, name, 'state');
   await mkdir(stateDir, { recursive: true });
+  // qemu runs as drover-qemu (docs/security.md): it must reach its run dir, and may use the bench's files and the test guest.
+  await chmod(dir, 0o711);
+  const guestDir = join(dirname(dirname(droverBin)), 'build', 'guest');
+  const full = { allowed_paths: [dir, guestDir], ...config };
   const configFile = join(dir, name, 'agent.toml');
-  await writeFile(configFile, Object.entries(config).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
+  await writeFile(configFile, Object.entries(full).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
   const logFile = join(dir, name, 'agent.log');
   const fh = await open(logFile, 'a');
   const args = ['agent', '--etcd', endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'];

@@ -9,6 +9,10 @@ import { join } from 'node:path';
 import { etcdTlsOf, type AgentConfig } from '../config/agent-config.js';
 import { probeAccel } from '../hypervisor/accel-probe.js';
 import { QemuHypervisor } from '../hypervisor/qemu/qemu-hypervisor.js';
+import { checkQemuUserReaches, lookupQemuUser } from '../hypervisor/qemu/qemu-user.js';
+import { keySpace } from '../contract/keys.js';
+import { KvStore } from '../store/kv-store.js';
+import { allowedPathsOf } from './allowed-paths.js';
 import type { Logger } from '../lib/logger.js';
 import { createEtcdClient, PLAIN_ETCD_WARNING } from '../store/etcd-client.js';
 import { Agent } from './agent.js';
@@ -72,10 +76,29 @@ export async function startAgent(
   logger.info({ accel: choice.accel }, choice.reason);
   startWatchdog(stateDir.root, logger);
   const ceph = { ...(config.ceph_conf !== undefined ? { conf: config.ceph_conf } : {}), ...(config.ceph_user !== undefined ? { user: config.ceph_user } : {}) };
-  const hypervisor = new QemuHypervisor({ runRoot: stateDir.vmsDir, accel: choice.accel, qemuBinary: config.qemu_binary, logger, ceph });
+  // Only root can start qemu as another user (and chown its run dir): an agent run by a user runs qemu as itself.
+  const asRoot = process.getuid?.() === 0;
+  const qemuUser = asRoot ? await lookupQemuUser(config.qemu_user) : null;
+  if (!asRoot) logger.warn({ qemu_user: config.qemu_user }, 'the agent does not run as root, so qemu runs as the agent\'s own user; only its seccomp sandbox confines it');
+  else if (qemuUser === null) logger.warn('qemu_user is "root": qemu runs as root, only its seccomp sandbox confines it');
+  else await checkQemuUserReaches(stateDir.vmsDir, qemuUser);
   const tls = etcdTlsOf(config);
   if (!tls) logger.warn({ etcd: config.etcd }, PLAIN_ETCD_WARNING);
   const client = createEtcdClient(config.etcd, { tls });
+  const hypervisor = new QemuHypervisor({
+    runRoot: stateDir.vmsDir,
+    accel: choice.accel,
+    qemuBinary: config.qemu_binary,
+    logger,
+    ceph,
+    qemuUser,
+    allowedPaths: allowedPathsOf({ configured: config.allowed_paths, stateRoot: stateDir.root, kv: new KvStore(client), keys: keySpace(config.prefix), logger }),
+    vnc: {
+      listen: config.vnc_listen,
+      ...(config.vnc_password_file !== undefined ? { passwordFile: config.vnc_password_file } : {}),
+      ...(config.vnc_tls_dir !== undefined ? { tlsDir: config.vnc_tls_dir } : {}),
+    },
+  });
   const agent = new Agent({ config, reloadConfig: opts.reloadConfig, client, hypervisor, stateDir, logger, version: droverVersion() });
   try {
     await agent.start();

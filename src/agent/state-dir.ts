@@ -1,5 +1,8 @@
 /**
- * The agent's state directory: readable by the agent's user only.
+ * The agent's state directory: readable by the agent's user only. The
+ * root and vms/ are 0711 (searchable, not listable), so qemu, running as
+ * qemu_user, can reach its own run directory <state>/vms/<uuid>, which it
+ * owns (docs/security.md, "Confined qemu"); everything else stays 0700/0600.
  *
  *   <state>/hostid      this host's UUID, generated once, kept across
  *                       restarts, upgrades and renames (chunter's hostid)
@@ -38,12 +41,13 @@ async function isLiveAgent(pid: number): Promise<boolean> {
   return cmdline !== null && cmdline.includes('drover');
 }
 
-/** Creates (mode 0700) and locks the state dir, and reads or makes the hostid. */
+/** Creates (mode 0711) and locks the state dir, and reads or makes the hostid. */
 export async function openStateDir(root: string): Promise<StateDir> {
-  await mkdir(root, { recursive: true, mode: 0o700 });
-  await chmod(root, 0o700);
+  await mkdir(root, { recursive: true, mode: 0o711 });
+  await chmod(root, 0o711);
   const vmsDir = join(root, 'vms');
-  await mkdir(vmsDir, { recursive: true, mode: 0o700 });
+  await mkdir(vmsDir, { recursive: true, mode: 0o711 });
+  await chmod(vmsDir, 0o711);
 
   const pidFile = join(root, 'agent.pid');
   const other = Number(await readTrimmed(pidFile));

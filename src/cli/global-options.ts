@@ -13,7 +13,7 @@ import type { EtcdTlsFiles } from '../store/etcd-client.js';
 import type { ApiTarget } from './api-client.js';
 import { DEFAULT_PREFIX, normalizePrefix } from '../contract/keys.js';
 import { DroverError } from '../lib/errors.js';
-import type { CliEnv } from './context.js';
+import type { CliEnv, CliIo } from './context.js';
 
 export const DEFAULT_ETCD = 'http://127.0.0.1:2379';
 
@@ -99,7 +99,12 @@ function resolveEtcd(flags: GlobalFlags, env: CliEnv): { etcd: string; tls: Etcd
   return { etcd: explicit ?? DEFAULT_ETCD, tls: ca === undefined ? null : { ca, ...(cert !== undefined && key !== undefined ? { cert, key } : {}) } };
 }
 
-export function resolveGlobalOptions(flags: GlobalFlags, env: CliEnv): GlobalOptions {
+/**
+ * With `io`, one warning on stderr when etcd is reached in plain HTTP on
+ * another machine (the user's choice, e.g. their own etcd): whoever is on
+ * the path reads and writes the cluster. Loopback stays quiet.
+ */
+export function resolveGlobalOptions(flags: GlobalFlags, env: CliEnv, io?: { stderr: Pick<CliIo['stderr'], 'write'> }): GlobalOptions {
   const { etcd, tls } = resolveEtcd(flags, env);
   const endpoints = etcd
     .split(',')
@@ -111,6 +116,9 @@ export function resolveGlobalOptions(flags: GlobalFlags, env: CliEnv): GlobalOpt
   }
   for (const e of endpoints) {
     if (!URL.canParse(e)) throw new DroverError('USAGE', `The etcd endpoint ${JSON.stringify(e)} is not a URL.`);
+  }
+  if (io && !tls && endpoints.some((e) => e.startsWith('http://') && !/^http:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:|\/|$)/.test(e))) {
+    io.stderr.write('drover: warning: etcd is reached over plain HTTP without a client certificate; whoever is on the path can read and change the cluster (--etcd-ca, --etcd-cert, --etcd-key; docs/security.md).\n');
   }
   return Object.freeze({
     endpoints: Object.freeze(endpoints),

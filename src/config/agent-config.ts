@@ -88,6 +88,23 @@ export const agentConfigSchema = z.strictObject({
    * A VM with spec.failover may only use disks under these (or rbd).
    */
   shared_storage: z.array(z.string().refine((p) => p.startsWith('/'), 'must be absolute paths')).default([]),
+  /**
+   * Directories a VM record's host paths (path disks, kernel, initrd) must
+   * lie in (docs/security.md, "Host paths"). When absent: the image cache
+   * <state_dir>/images and, when the cluster's image store is a directory,
+   * that directory. A VM's own run dir <state_dir>/vms/<uuid> is always allowed.
+   */
+  allowed_paths: z
+    .array(z.string().refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'must be absolute paths without ".." segments'))
+    .optional(),
+  /** The unprivileged user every qemu runs as ("root": the agent's own user, unconfined; docs/security.md). */
+  qemu_user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name').default('drover-qemu'),
+  /** Where `vnc: "tcp"` listens: an IP address or host name; loopback unless set. */
+  vnc_listen: z.string().regex(/^[A-Za-z0-9.:-]+$/, 'must be an IP address or host name').default('127.0.0.1'),
+  /** A file whose first line is the password of `vnc: "tcp"` servers (VNC uses its first 8 characters). */
+  vnc_password_file: z.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
+  /** An x509 directory (ca-cert.pem, server-cert.pem, server-key.pem) for TLS on `vnc: "tcp"` servers; readable by qemu_user. */
+  vnc_tls_dir: z.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
   /** Address this host's qemu listens on for incoming live migrations; the host's `ip` when absent. */
   migration_address: z.string().optional(),
   /** Seconds a migration's source waits for the target to be ready. */
@@ -146,7 +163,7 @@ export function etcdTlsOf(config: Pick<AgentConfig, 'etcd_ca' | 'etcd_cert' | 'e
 }
 
 /** Keys a running agent cannot change (a reload keeps their running values). */
-export const RESTART_KEYS = ['name', 'etcd', 'etcd_ca', 'etcd_cert', 'etcd_key', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen', 'console_listen'] as const;
+export const RESTART_KEYS = ['name', 'etcd', 'etcd_ca', 'etcd_cert', 'etcd_key', 'state_dir', 'prefix', 'accel', 'lease_ttl', 'qemu_binary', 'metrics_listen', 'console_listen', 'allowed_paths', 'qemu_user', 'vnc_listen', 'vnc_password_file', 'vnc_tls_dir'] as const;
 
 /** The config after a reload to `next`: the restart keys keep their running values; `waiting` names those that changed. */
 export function applyReload(current: AgentConfig, next: AgentConfig): { config: AgentConfig; waiting: string[] } {

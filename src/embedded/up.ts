@@ -11,9 +11,10 @@
  * endpoint and admin certificate in `<state>/etcd-client.json`.
  */
 import { hostname } from 'node:os';
-import { join } from 'node:path';
-import { rm, writeFile } from 'node:fs/promises';
-import { randomUUID } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { checkQemuUserReaches, lookupQemuUser } from '../hypervisor/qemu/qemu-user.js';
 import { keySpace } from '../contract/keys.js';
 import { mergeConfigLayers } from '../config/load-config.js';
 import { startAgent, type RunningAgent } from '../agent/run-agent.js';
@@ -81,8 +82,16 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     throw new DroverError('ETCD_UNAVAILABLE', `Could not set up etcd's users and roles: ${errorMessage(err)}`);
   }
   const hostTls = pkiFiles(pki, hostUser(name));
+  const agentState = await agentStateDir(opts.stateDir, print);
   const config = mergeConfigLayers([
-    { source: 'drover up', values: { name, etcd: [etcd.endpoint], etcd_ca: hostTls.ca, etcd_cert: hostTls.cert, etcd_key: hostTls.key, state_dir: join(opts.stateDir, 'agent'), accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0' } },
+    {
+      source: 'drover up',
+      values: {
+        name, etcd: [etcd.endpoint], etcd_ca: hostTls.ca, etcd_cert: hostTls.cert, etcd_key: hostTls.key, state_dir: agentState, accel: opts.accel, prefix: opts.prefix, reserved_memory: 512, scheduler: true, console_listen: '127.0.0.1:0',
+        // Host paths VMs may use (docs/security.md): the image cache, the embedded image store, the boot dirs and the demo guest's.
+        allowed_paths: [...new Set([join(agentState, 'images'), join(opts.stateDir, 'image-store'), ...opts.bootDirs, ...(opts.demo ? [dirname(opts.demo.kernel), dirname(opts.demo.initrd)] : [])])],
+      },
+    },
   ]);
   let agent: RunningAgent;
   try {
@@ -131,6 +140,33 @@ export async function up(opts: UpOptions): Promise<RunningUp> {
     },
   };
 }
+
+/**
+ * Where the agent keeps its VMs' files: `<state>/agent`, unless qemu's
+ * unprivileged user cannot search the directories above it (a clone in
+ * root's 0700 home, as `make run` on a fresh machine): then a directory of
+ * its own under /var/lib/drover/up, named by the state dir, so the next
+ * `drover up` finds and adopts the same VMs. Never loosens a directory the
+ * user owns.
+ */
+async function agentStateDir(stateDir: string, print: (l: string) => void): Promise<string> {
+  const wanted = join(stateDir, 'agent');
+  if (process.getuid?.() !== 0) return wanted;
+  const user = await lookupQemuUser('drover-qemu').catch(() => null);
+  if (!user) return wanted; // the agent's own start says what is missing
+  try {
+    await checkQemuUserReaches(join(wanted, 'vms'), user);
+    return wanted;
+  } catch (err) {
+    const alt = join(UP_RUN_ROOT, createHash('sha256').update(stateDir).digest('hex').slice(0, 12));
+    await mkdir(UP_RUN_ROOT, { recursive: true, mode: 0o711 });
+    const blocked = / (\/\S*) has mode (\d+);/.exec(errorMessage(err));
+    print(`VM files in ${alt}: ${blocked ? `${blocked[1]} has mode ${blocked[2]}, which` : 'a directory above the state dir is one that'} qemu's user ${user.name} cannot search.`);
+    return alt;
+  }
+}
+
+const UP_RUN_ROOT = '/var/lib/drover/up';
 
 /**
  * The first start creates the `admin` user (no password: never a fixed

@@ -5,6 +5,7 @@
  * (`.../<uuid>/vnc.sock`, `.../<uuid>/serial.sock`) and a socket, so no
  * record can point the API's relay or `drover vm console` at another file.
  */
+import { constants } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, isAbsolute } from 'node:path';
@@ -58,7 +59,8 @@ export async function findConsole(vm: StoredVm, kind: ConsoleKind): Promise<Cons
 /** The last bytes of the serial log, starting at a line break (the last screenful, near enough). */
 export async function serialTail(path: string): Promise<Buffer> {
   try {
-    const fh = await open(path, 'r');
+    // The run dir is qemu's (docs/security.md): never follow a symlink it could leave in place of its log.
+    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       const size = (await fh.stat()).size;
       const start = Math.max(0, size - SERIAL_TAIL_BYTES);

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { access, constants, mkdir, readdir, readFile, readlink, stat, symlink } from 'node:fs/promises';
+import { access, constants, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { DroverError, isTerminal } from '../../src/lib/errors.js';
@@ -47,36 +47,52 @@ describe('QemuHypervisor specifics', () => {
   });
   after(async () => h?.close());
 
-  it('passes hostile paths (commas, spaces, "=") through to qemu intact, with disks and VNC over TCP', async (t) => {
+  it('refuses host paths with commas, spaces or "=" (INVALID_SPEC, nothing spawned); a comma-laden run dir still works', async () => {
     const weird = join(h.dir, 'in,put =x,,y');
     await mkdir(weird);
     const kernel = join(weird, 'vm,linuz');
-    const initrd = join(weird, 'init rd,format=raw');
     await symlink(files.kernel, kernel);
-    await symlink(files.initrd, initrd);
-    const raw = join(weird, 'data,readonly=on.img');
-    const qcow = join(weird, 'disk two,,.qcow2');
+    const uuid = randomUUID();
+    await assert.rejects(
+      h.hv.start({ uuid, name: 'hostile', spec: guestSpec(files, 'idle', { boot: { kernel } }) }),
+      (e: unknown) => e instanceof DroverError && e.code === 'INVALID_SPEC' && isTerminal(e) && e.message.includes(kernel) && /contains a comma/.test(e.message),
+    );
+    assert.equal(h.hv.inspect(uuid).state, 'absent');
+    await assert.rejects(access(join(h.runRoot, uuid)), 'refused before even its run dir was made');
+  });
+
+  it('gives qemu its disks and kernel as descriptors, and VNC over TCP with a password', async (t) => {
+    const passwordFile = join(h.dir, 'vnc-password');
+    await writeFile(passwordFile, 'secret99\n', { mode: 0o600 });
+    const hv = h.newInstance({ vnc: { passwordFile } });
+    const kernel = join(h.dir, 'linked-vmlinuz');
+    await symlink(files.kernel, kernel);
+    const raw = join(h.dir, 'data.img');
+    const qcow = join(h.dir, 'disk-two.qcow2');
     assert.ok((await run('qemu-img', ['create', '-f', 'raw', raw, '1M'])).ok);
     assert.ok((await run('qemu-img', ['create', '-f', 'qcow2', qcow, '4M'])).ok);
 
     const uuid = randomUUID();
     const began = Date.now();
-    const handle = await h.hv.start({
+    const handle = await hv.start({
       uuid,
-      name: 'hostile',
+      name: 'described',
       spec: guestSpec(files, 'idle', {
-        boot: { kernel, initrd, cmdline: 'console=ttyS0 quiet' },
+        boot: { kernel, initrd: files.initrd, cmdline: 'console=ttyS0 quiet' },
         disks: [{ path: raw }, { path: qcow }],
         nics: [{ network: 'user' }],
         vnc: 'tcp',
       }),
     });
     const startMs = Date.now() - began;
+    const argv = (await readFile(`/proc/${handle.pid}/cmdline`, 'utf8')).split('\0');
+    assert.ok(!argv.some((a) => a.includes(raw) || a.includes(qcow) || a.includes(kernel)), 'no host path on the command line');
     // qemu holds both disks open under their exact names (so the format and path survived escaping).
     const fdDir = `/proc/${handle.pid}/fd`;
     const open = await Promise.all((await readdir(fdDir)).map((fd) => readlink(join(fdDir, fd)).catch(() => '')));
     assert.ok(open.includes(raw), 'raw disk open');
     assert.ok(open.includes(qcow), 'qcow2 disk open');
+    assert.ok(open.includes(files.kernel), 'the kernel, by its real path, open');
     // VNC on loopback TCP, port learned from query-vnc, and it speaks RFB.
     assert.match(handle.vnc ?? '', /^127\.0\.0\.1:59\d\d$/);
     const [host, port] = (handle.vnc ?? '').split(':');
@@ -93,7 +109,7 @@ describe('QemuHypervisor specifics', () => {
     assert.equal((await stat(join(h.runRoot, uuid))).mode & 0o777, 0o700);
     assert.equal((await stat(join(h.runRoot, uuid, 'handle.json'))).mode & 0o777, 0o600);
     t.diagnostic(`start latency (spawn to running over QMP, TCG, 2 disks): ${startMs} ms`);
-    await h.hv.stop(uuid, { timeoutMs: 0, force: true });
+    await hv.stop(uuid, { timeoutMs: 0, force: true });
   });
 
   it('puts the VNC unix socket at the (comma-laden) run dir path', async () => {

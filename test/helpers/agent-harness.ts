@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -100,6 +100,8 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
   const repo = new VmRepository(kv, keys);
   const events = new EventLog(kv, keys);
   const dir = await mkdtemp(join(tmpdir(), 'drover-it-'));
+  // Searchable (not listable) so qemu, as drover-qemu, reaches its run dirs in the state dirs below (docs/security.md).
+  await chmod(dir, 0o711);
   const agents: AgentProcess[] = [];
 
   const cluster: Cluster = {
@@ -127,6 +129,8 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
         // Many agents share this machine: each metrics endpoint on a free port (the log says which).
         metrics_listen: '127.0.0.1:0',
         console_listen: '127.0.0.1:0',
+        // The tests' disks and state dirs, and the test guest's kernels (docs/security.md, "Host paths").
+        allowed_paths: [dir, GUEST_DIR],
         log_level: 'debug',
         ...opts.config,
       };

@@ -15,6 +15,7 @@ import { isAlive, listQemuProcesses } from '../../src/hypervisor/qemu/proc.js';
 import type { ForeignVm, HypervisorHarness } from '../contract/hypervisor.contract.js';
 import { ensureGuest, guestSpec, READY_MARKER, waitForSerial } from './guest.js';
 import { createMarkerDisk, markerVmSpec } from './disk-marker.js';
+import { confinedOptions } from './confined.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -46,10 +47,11 @@ export async function makeQemuHarness(): Promise<QemuHarness> {
   const files = await ensureGuest();
   const dir = await mkdtemp(join(tmpdir(), 'drover-qemu-'));
   const runRoot = join(dir, 'run, x=1');
+  const confined = await confinedOptions([dir]);
   const instances: QemuHypervisor[] = [];
   const foreignPids: number[] = [];
   const newInstance = (extra: Partial<QemuHypervisorOptions> = {}): QemuHypervisor => {
-    const hv = new QemuHypervisor({ runRoot, accel: 'tcg', ...extra });
+    const hv = new QemuHypervisor({ runRoot, accel: 'tcg', ...confined, ...extra });
     instances.push(hv);
     return hv;
   };

@@ -85,7 +85,8 @@ describe('agent lifecycle (real etcd, real qemu)', () => {
     assert.ok(rt.vnc?.startsWith(agent.stateDir), `vnc at ${rt.vnc}`);
     await access(rt.vnc!);
     const { stat } = await import('node:fs/promises');
-    assert.equal((await stat(agent.stateDir)).mode & 0o077, 0, 'state dir is private');
+    assert.equal((await stat(agent.stateDir)).mode & 0o777, 0o711, 'state dir is private: searchable (for qemu\'s user, docs/security.md), not listable');
+    assert.equal((await stat(join(agent.stateDir, 'vms', uuid))).mode & 0o777, 0o700, 'the run dir is qemu\'s own');
   });
 
   it('stops on TO_STOP with an ACPI power-down, ends in STOP, and a second stop is a no-op', async () => {

@@ -21,6 +21,7 @@ import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { startCluster, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, type GuestFiles } from '../helpers/guest.js';
 import { assertSequentialBoots, createMarkerDisk, liveQemus, markerBoots, markerVmSpec, ofdLocksOn, readMarkerDisk, waitForMarkers, type MarkerBoot } from '../helpers/disk-marker.js';
+import { confinedOptions } from '../helpers/confined.js';
 
 /** qemu's refusal, as qemu 7.2 words it over two lines ("Failed to get "write" lock" / "Is another process using the image [PATH]?"). */
 const LOCK_ERROR = /Failed to get "write" lock|another process using the image/;
@@ -57,7 +58,7 @@ describe('qemu image locking (fencing layer 3): one writer per shared disk', () 
     assert.ok((await ofdLocksOn(disk)).length > 0, 'the holder\'s qemu holds OFD locks on the disk');
 
     // Directly: QemuHypervisor.start of another VM on the same disk.
-    const hv = new QemuHypervisor({ runRoot: join(cluster.dir, 'direct-run'), accel: 'tcg' });
+    const hv = new QemuHypervisor({ runRoot: join(cluster.dir, 'direct-run'), accel: 'tcg', ...(await confinedOptions([cluster.dir])) });
     const c = randomUUID();
     const err = await hv.start({ uuid: c, name: 'direct', spec: vmSpecSchema.parse({ vcpus: 1, memory: 96, ...markerVmSpec(guest, disk) }) }).then(
       () => assert.fail('a second qemu started on a locked disk'),

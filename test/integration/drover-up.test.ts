@@ -2,7 +2,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import type { Etcd3 } from 'etcd3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +67,7 @@ describe('drover up', () => {
 
   it('starts etcd and the agent, boots the demo VM, says where to look, and stops cleanly on Ctrl-C', async () => {
     dir = await mkdtemp(join(tmpdir(), 'drover-up-'));
+    await chmod(dir, 0o711); // qemu, as drover-qemu, reaches its run dirs below (docs/security.md)
     const port = await freePort();
     const apiPort = await freePort();
     const child = spawn(DROVER_BIN, ['up', '--state-dir', dir, '--etcd-port', String(port), '--api-listen', `127.0.0.1:${apiPort}`, '--accel', 'tcg', '--demo', '--stop-vms', '--name', 'laptop'], {
@@ -119,9 +120,12 @@ describe('drover up', () => {
     }
   });
 
-  it('a drover up killed with -9 leaves an etcd behind that the next drover up on the same state dir replaces', async () => {
-    const state = await mkdtemp(join(tmpdir(), 'drover-up-'));
+  it('a drover up killed with -9 leaves an etcd behind that the next drover up on the same state dir replaces; below a 0700 directory its VM files go to /var/lib/drover/up', async () => {
+    // A clone in root's 0700 home, as `make run` on a fresh machine: qemu's user cannot search it.
+    const home = await mkdtemp(join(tmpdir(), 'drover-home-'));
+    const state = join(home, 'state');
     const port = await freePort();
+    let altDir = '';
     const start = () => {
       const child = spawn(DROVER_BIN, ['up', '--state-dir', state, '--etcd-port', String(port), '--accel', 'tcg', '--name', 'laptop'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
@@ -133,14 +137,21 @@ describe('drover up', () => {
     try {
       const first = start();
       await waitUntil(async () => (first.output().includes('drover is up') ? true : undefined), 60_000, 'first up');
+      const moved = /VM files in (\/var\/lib\/drover\/up\/[0-9a-f]{12}): (.*)/.exec(first.output());
+      assert.ok(moved, `drover up says where the VM files went:\n${first.output()}`);
+      assert.match(moved[2] ?? '', new RegExp(`${home} has mode 0700`));
+      altDir = moved[1] as string;
+      assert.equal((await stat(join(altDir, 'vms'))).mode & 0o777, 0o711);
       first.child.kill('SIGKILL');
       await first.exited;
       const second = start();
       await waitUntil(async () => (second.output().includes('drover is up') ? true : undefined), 60_000, `second up; output: ${second.output()}`);
+      assert.ok(second.output().includes(`VM files in ${altDir}`), 'the next drover up finds the same place');
       second.child.kill('SIGINT');
       assert.equal(await second.exited, 0);
     } finally {
-      await rm(state, { recursive: true, force: true });
+      await rm(home, { recursive: true, force: true });
+      if (altDir) await rm(altDir, { recursive: true, force: true });
     }
   });
 });

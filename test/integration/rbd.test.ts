@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { DroverError } from '../../src/lib/errors.js';
 import { QemuHypervisor } from '../../src/hypervisor/qemu/qemu-hypervisor.js';
 import { ensureGuest, waitForSerial } from '../helpers/guest.js';
+import { confinedOptions } from '../helpers/confined.js';
 
 const conf = process.env.DROVER_TEST_CEPH_CONF;
 const image = process.env.DROVER_TEST_CEPH_IMAGE;
@@ -41,7 +42,7 @@ describe('rbd disks on a real Ceph cluster', () => {
     const dir = await mkdtemp(join(tmpdir(), 'drover-rbd-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const missing = join(dir, 'no-ceph.conf');
-    const hv = new QemuHypervisor({ runRoot: join(dir, 'vms'), accel: 'tcg', ceph: { conf: missing, user: 'drover' } });
+    const hv = new QemuHypervisor({ runRoot: join(dir, 'vms'), accel: 'tcg', ceph: { conf: missing, user: 'drover' }, ...(await confinedOptions([dir])) });
     await assert.rejects(
       hv.start({ uuid: randomUUID(), name: 'rbd-argv', spec: { vcpus: 1, memory: 96, vnc: 'none', restart: 'never', boot: { kernel: guest.kernel }, disks: [{ rbd: 'vms/web-1' }] } }),
       (e: unknown) => e instanceof DroverError && e.code === 'START_FAILED' && e.message.includes(`error reading conf file ${missing}`),
@@ -52,7 +53,7 @@ describe('rbd disks on a real Ceph cluster', () => {
     const guest = await ensureGuest();
     const dir = await mkdtemp(join(tmpdir(), 'drover-rbd-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const hv = new QemuHypervisor({ runRoot: join(dir, 'vms'), accel: 'tcg', ceph: { conf: conf!, ...(user ? { user } : {}) } });
+    const hv = new QemuHypervisor({ runRoot: join(dir, 'vms'), accel: 'tcg', ceph: { conf: conf!, ...(user ? { user } : {}) }, ...(await confinedOptions([dir])) });
     const uuid = randomUUID();
     const handle = await hv.start({
       uuid,

@@ -21,6 +21,7 @@ import { ImageCache } from '../../src/storage/image-cache.js';
 import { vacuumImageCache } from '../../src/storage/image-vacuum.js';
 import { DiskPreparer, imageDiskPath } from '../../src/storage/prepare-disks.js';
 import { QemuImg } from '../../src/storage/qemu-img.js';
+import { confinedOptions } from '../helpers/confined.js';
 
 const MIB = 1024 * 1024;
 const qemuImg = new QemuImg();
@@ -224,7 +225,7 @@ describe('image disks, cache vacuum and VM folders', () => {
   });
 
   it('removing a VM folder (REQUESTED_DELETE) never follows symlinks or deletes a path disk outside it', async () => {
-    const hv = new QemuHypervisor({ runRoot: vmsDir, accel: 'tcg' });
+    const hv = new QemuHypervisor({ runRoot: vmsDir, accel: 'tcg', ...(await confinedOptions([dir])) });
     const outside = join(dir, 'precious');
     await mkdir(join(outside, 'sub'), { recursive: true });
     await writeFile(join(outside, 'data.raw'), 'user disk');

@@ -30,7 +30,7 @@ async function readPassword(io: CliIo): Promise<string> {
 }
 
 export async function userAddAction(ctx: CliContext, name: string, flags: UserAddFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const password = flags.passwordStdin ? await readPassword(ctx.io) : undefined;
   const user = await withStore(opts, (s) => addUser(s.auth, { name, role: checkRole(flags.role), password, createdBy: 'drover user add', now: new Date() }));
   if (opts.json) return printJson(ctx.io, user);
@@ -38,7 +38,7 @@ export async function userAddAction(ctx: CliContext, name: string, flags: UserAd
 }
 
 export async function userListAction(ctx: CliContext, flags: GlobalFlags & { header: boolean }): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const users = (await withStore(opts, (s) => s.auth.listUsers())).map(userView);
   if (opts.json) return printJson(ctx.io, users);
   const rows = users.map((u) => [u.name, u.role, u.has_password ? 'yes' : 'no', u.created_at]);
@@ -46,14 +46,14 @@ export async function userListAction(ctx: CliContext, flags: GlobalFlags & { hea
 }
 
 export async function userDeleteAction(ctx: CliContext, name: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   await withStore(opts, (s) => deleteUser(s.auth, name));
   if (opts.json) return printJson(ctx.io, { name, deleted: true });
   printLine(ctx.io, `Deleted user ${name} with its tokens and sessions.`);
 }
 
 export async function userPasswdAction(ctx: CliContext, name: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const password = await readPassword(ctx.io);
   await withStore(opts, (s) => setPassword(s.auth, name, password));
   if (opts.json) return printJson(ctx.io, { name, password_set: true });
@@ -61,7 +61,7 @@ export async function userPasswdAction(ctx: CliContext, name: string, flags: Glo
 }
 
 export async function tokenCreateAction(ctx: CliContext, flags: TokenCreateFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const role = flags.role !== undefined ? checkRole(flags.role) : undefined;
   let expiresIn: number | undefined;
   if (flags.expires !== undefined) {
@@ -76,7 +76,7 @@ export async function tokenCreateAction(ctx: CliContext, flags: TokenCreateFlags
 }
 
 export async function tokenListAction(ctx: CliContext, flags: GlobalFlags & { user?: string; header: boolean }): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const now = new Date();
   const tokens = (await withStore(opts, (s) => s.auth.listTokens(flags.user))).map((t) => tokenView(t, now));
   if (opts.json) return printJson(ctx.io, tokens);
@@ -85,7 +85,7 @@ export async function tokenListAction(ctx: CliContext, flags: GlobalFlags & { us
 }
 
 export async function tokenRevokeAction(ctx: CliContext, id: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   await withStore(opts, (s) => revokeToken(s.auth, id.trim()));
   if (opts.json) return printJson(ctx.io, { id, revoked: true });
   printLine(ctx.io, `Revoked token ${id} and the sessions opened with it.`);

@@ -66,7 +66,7 @@ async function openTarget(ctx: CliContext, flags: S3Flags, opts: GlobalOptions):
 }
 
 export async function vmBackupAction(ctx: CliContext, ref: string, flags: BackupFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const stateDir = stateDirOption(flags.stateDir, ctx.env);
   const target = await openTarget(ctx, flags, opts);
   try {
@@ -84,7 +84,7 @@ export async function vmBackupAction(ctx: CliContext, ref: string, flags: Backup
 }
 
 export async function vmRestoreAction(ctx: CliContext, ref: string, backupWord: string, flags: RestoreFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const target = await openTarget(ctx, flags, opts);
   try {
     await withStore(opts, async (s) => {
@@ -160,7 +160,7 @@ async function restoreAs(
 }
 
 export async function listAction(ctx: CliContext, ref: string | undefined, flags: ListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const uuid = ref === undefined ? undefined : await withStore(opts, async (s) => (await resolveVm(new VmRepository(s.kv, s.keys), ref)).uuid);
   const target = await openTarget(ctx, flags, opts);
   try {
@@ -178,7 +178,7 @@ export async function listAction(ctx: CliContext, ref: string | undefined, flags
 }
 
 export async function deleteAction(ctx: CliContext, id: string, flags: ListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const target = await openTarget(ctx, flags, opts);
   try {
     const m = findBackup(await listBackups(target), id);
@@ -192,7 +192,7 @@ export async function deleteAction(ctx: CliContext, id: string, flags: ListFlags
 
 /** Removes folders interrupted backups left (no manifest, nothing newer than --older-than seconds). */
 export async function cleanAction(ctx: CliContext, ref: string | undefined, flags: CleanFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const seconds = Number(flags.olderThan);
   if (!/^\d+$/.test(flags.olderThan)) throw new DroverError('USAGE', 'Option --older-than needs a whole number of seconds.');
   const uuid = ref === undefined ? undefined : await withStore(opts, async (s) => (await resolveVm(new VmRepository(s.kv, s.keys), ref)).uuid);
@@ -207,14 +207,14 @@ export async function cleanAction(ctx: CliContext, ref: string | undefined, flag
 }
 
 export async function storeGetAction(ctx: CliContext, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const config = await withStore(opts, (s) => readBackupStoreConfig(s.kv, s.keys));
   if (opts.json) printJson(ctx.io, config);
   else printLine(ctx.io, config ? describeBackupStore(config) : 'No backup store is set (drover backup store set).');
 }
 
 export async function storeSetAction(ctx: CliContext, flags: ListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   if (flags.s3Bucket === undefined) throw new DroverError('USAGE', 'drover backup store set needs --s3-bucket (and --s3-endpoint, --s3-region, --s3-path-style for a server other than AWS).');
   // Flags only: the setting is the cluster's, not this shell's DROVER_S3_* environment.
   const { bucket, endpoint, region, path_style } = resolveS3Settings(flags, {});

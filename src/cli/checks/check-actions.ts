@@ -35,7 +35,7 @@ function localHostName(ctx: CliContext): string {
 export async function checkHostAction(ctx: CliContext, name: string | undefined, flags: HostCheckFlags): Promise<void> {
   await runCheck(ctx, 'HOST', flags.json === true, async () => {
     if (flags.critical > flags.warning) throw new DroverError('USAGE', `--critical ${flags.critical}% must not be above --warning ${flags.warning}%.`);
-    const opts = resolveGlobalOptions(flags, ctx.env);
+    const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
     const host = name ?? localHostName(ctx);
     const [record, summary] = await withStore(opts, (store) => Promise.all([store.hosts.get(host), store.stats.get(host)]));
     return evaluateHost(host, record, summary, flags, new Date());
@@ -44,7 +44,7 @@ export async function checkHostAction(ctx: CliContext, name: string | undefined,
 
 export async function checkVmAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
   await runCheck(ctx, 'VM', flags.json === true, async () => {
-    const opts = resolveGlobalOptions(flags, ctx.env);
+    const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
     return withStore(opts, async (store) => {
       const vm = await resolveVm(store.vms, ref).catch((err: unknown) => {
         if (err instanceof DroverError && err.code === 'NOT_FOUND') return null;

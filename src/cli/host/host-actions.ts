@@ -26,7 +26,7 @@ export function hostObject(h: StoredHost): Record<string, unknown> {
 }
 
 export async function listAction(ctx: CliContext, flags: HostListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const columns = flags.output !== undefined ? parseColumns(flags.output) : null;
   const hosts = await withStore(opts, (store) => store.hosts.list());
   const objects = hosts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map(hostObject);
@@ -37,7 +37,7 @@ export async function listAction(ctx: CliContext, flags: HostListFlags): Promise
 }
 
 export async function getAction(ctx: CliContext, name: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const found = await withStore(opts, (store) => store.hosts.get(name));
   if (!found) throw new DroverError('NOT_FOUND', `No host is named ${JSON.stringify(name)}.`);
   printJson(ctx.io, hostObject(found));
@@ -55,7 +55,7 @@ export interface DrainFlags extends GlobalFlags {
  * (drain-move.ts).
  */
 export async function setDrainedAction(ctx: CliContext, name: string, drained: boolean, flags: DrainFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const moved = await withStore(opts, async (store) => {
     await setHostDrained(store, name, drained);
     if (!drained || flags.move !== true) return null;

@@ -57,7 +57,7 @@ export function hostFigures(name: string, host: StoredHost | undefined, summary:
 
 /** Reads the host records and summaries, joined by name and sorted; `name` narrows to one host. */
 export async function readHostFigures(flags: GlobalFlags, ctx: CliContext, name?: string): Promise<HostFigures[]> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const [hosts, summaries] = await withStore(opts, async (store) =>
     name === undefined
       ? Promise.all([store.hosts.list(), store.stats.list()])
@@ -112,7 +112,7 @@ function details(f: HostFigures): string {
 
 export async function hostStatsAction(ctx: CliContext, name: string | undefined, flags: GlobalFlags & { header: boolean }): Promise<void> {
   const figures = await readHostFigures(flags, ctx, name);
-  if (resolveGlobalOptions(flags, ctx.env).json) return printJson(ctx.io, name === undefined ? figures : figures[0]);
+  if (resolveGlobalOptions(flags, ctx.env, ctx.io).json) return printJson(ctx.io, name === undefined ? figures : figures[0]);
   if (name !== undefined) return void ctx.io.stdout.write(details(figures[0]!));
   ctx.io.stdout.write(formatTable(COLUMNS, figures.map(tableRow), { header: flags.header, rightAlign: RIGHT }));
   const stale = figures.filter((f) => f.stale);

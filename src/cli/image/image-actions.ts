@@ -51,7 +51,7 @@ function credentials(env: CliEnv) {
 }
 
 export async function importAction(ctx: CliContext, source: string, flags: ImportFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const result = await withStore(opts, async (session) => {
     const config = await requireImageStoreConfig(session.kv, session.keys);
     return importImage(
@@ -73,7 +73,7 @@ export async function importAction(ctx: CliContext, source: string, flags: Impor
 const COLUMNS = ['uuid', 'name', 'version', 'format', 'size', 'virtual_size', 'state', 'created_at'];
 
 export async function listAction(ctx: CliContext, flags: ListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const images = await withStore(opts, (s) => new ImageRepository(s.kv, s.keys).list());
   const sorted = [...images].sort((a, b) => {
     const ka = a.parsed.ok ? `${a.parsed.value.name}\0${a.parsed.value.created_at}` : `\uffff${a.uuid}`;
@@ -112,7 +112,7 @@ export function findImage(images: readonly StoredImage[], ref: string): StoredIm
 }
 
 export async function getAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const found = await withStore(opts, async (s) => findImage(await new ImageRepository(s.kv, s.keys).list(), ref));
   const obj = rawObject(found.raw);
   if (obj) printJson(ctx.io, obj);
@@ -159,7 +159,7 @@ async function claimForDeletion(session: StoreSession, found: StoredImage): Prom
 }
 
 export async function deleteAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const deleted = await withStore(opts, async (session) => {
     const repo = new ImageRepository(session.kv, session.keys);
     const found = await claimForDeletion(session, findImage(await repo.list(), ref));
@@ -186,14 +186,14 @@ export async function vacuumAction(ctx: CliContext, flags: VacuumFlags): Promise
 }
 
 export async function storeGetAction(ctx: CliContext, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const config = await withStore(opts, (s) => readImageStoreConfig(s.kv, s.keys));
   if (opts.json) return printJson(ctx.io, config);
   printLine(ctx.io, config ? describeImageStoreConfig(config) : 'No image store is set (drover image store set).');
 }
 
 export async function storeSetAction(ctx: CliContext, type: string, path: string | undefined, flags: StoreSetFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   let candidate: Record<string, unknown>;
   if (type === 'dir') {
     if (path === undefined) throw new DroverError('USAGE', 'drover image store set dir needs the directory: drover image store set dir /srv/drover-images.');

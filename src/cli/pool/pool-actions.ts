@@ -34,7 +34,7 @@ export interface DeleteFlags extends GlobalFlags {
 const ATTEMPTS = 10;
 
 export async function createAction(ctx: CliContext, flags: CreateFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const record = preparePoolRecord(await readJsonInput(ctx.io, flags.file));
   const name = String(record.name);
   const result = await withStore(opts, async (store) => {
@@ -101,7 +101,7 @@ export function poolRows(pools: readonly StoredPool[], vms: readonly StoredVm[],
 const COLUMNS = ['name', 'size', 'target', 'running', 'vms', 'backoff_until', 'error'];
 
 export async function listAction(ctx: CliContext, flags: ListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const { pools, vms } = await withStore(opts, async (store) => ({
     pools: await new PoolRepository(store.kv, store.keys).list(),
     vms: (await store.vms.list()).vms,
@@ -114,7 +114,7 @@ export async function listAction(ctx: CliContext, flags: ListFlags): Promise<voi
 }
 
 export async function getAction(ctx: CliContext, name: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const found = await withStore(opts, (store) => new PoolRepository(store.kv, store.keys).get(name));
   if (!found) throw new DroverError('NOT_FOUND', `No pool is named ${JSON.stringify(name)}.`);
   const obj = rawObject(found.raw);
@@ -123,7 +123,7 @@ export async function getAction(ctx: CliContext, name: string, flags: GlobalFlag
 }
 
 export async function deleteAction(ctx: CliContext, name: string, flags: DeleteFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const keep = flags.keepVms === true;
   const uuids = await withStore(opts, async (store) => {
     await deletePoolRecord(new PoolRepository(store.kv, store.keys), name);

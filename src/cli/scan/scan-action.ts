@@ -51,7 +51,7 @@ function renderText(scan: Scan, columns: readonly string[], header: boolean): st
 }
 
 export async function scanAction(ctx: CliContext, filterWords: readonly string[], flags: ScanFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const columns = flags.output !== undefined ? parseColumns(flags.output) : null;
   const sel: ScanSelection = { filters: parseFilters(filterWords), sort: flags.sort ?? 'name', reverse: flags.reverse === true };
   const watch = flags.watch === undefined ? null : flags.watch === true ? DEFAULT_WATCH_SECONDS : flags.watch;

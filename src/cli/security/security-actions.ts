@@ -55,7 +55,7 @@ export async function setupAuthAction(ctx: CliContext, flags: SetupAuthFlags): P
   const schedulerHosts = list(flags.schedulerHosts);
   // The admin certificate of the PKI dir, unless flags or the environment name others.
   const admin = pkiFiles(dir, 'admin');
-  const opts = resolveGlobalOptions({ etcdCa: admin.ca, etcdCert: admin.cert, etcdKey: admin.key, ...definedOnly(flags) }, ctx.env);
+  const opts = resolveGlobalOptions({ etcdCa: admin.ca, etcdCert: admin.cert, etcdKey: admin.key, ...definedOnly(flags) }, ctx.env, ctx.io);
   const client = createEtcdClient(opts.endpoints, { tls: opts.etcdTls, callTimeoutMs: 5000 });
   try {
     const result = await setupAuth(client, { keys: keySpace(opts.prefix), hosts, schedulerHosts });

@@ -17,7 +17,7 @@ export interface SnapshotFlags extends GlobalFlags {
 }
 
 export async function snapshotAction(ctx: CliContext, op: SnapshotOp, ref: string, name: string, flags: SnapshotFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const wait = flags.wait === false ? null : typeof flags.wait === 'number' ? flags.wait : DEFAULT_SNAPSHOT_WAIT_SECONDS;
   const result = await withStore(opts, (store) =>
     requestSnapshot(store, { op, ref, name, waitSeconds: wait, onProgress: (line) => printProgress(ctx.io, line) }),
@@ -33,7 +33,7 @@ export async function snapshotAction(ctx: CliContext, op: SnapshotOp, ref: strin
 }
 
 export async function listSnapshotsAction(ctx: CliContext, ref: string, flags: GlobalFlags & { header: boolean }): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const listing = await withStore(opts, (store) => listSnapshots(store, ref));
   if (opts.json) return printJson(ctx.io, { uuid: listing.uuid, snapshots: listing.snapshots, snapshot_request: listing.request });
   const rows = listing.snapshots.map((s) => [String(s.name ?? '-'), String(s.created_at ?? '-'), s.incomplete === true ? 'yes' : '-']);

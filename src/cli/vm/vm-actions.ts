@@ -32,7 +32,7 @@ export interface ChangeFlags extends GlobalFlags {
 }
 
 export async function createAction(ctx: CliContext, flags: GlobalFlags & { file: string }): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const input = await readJsonInput(ctx.io, flags.file);
   const record = opts.api ? await createThroughApi(opts.api, input) : await withStore(opts, (store) => createVm(store, input));
   if (opts.json) printJson(ctx.io, record);
@@ -40,7 +40,7 @@ export async function createAction(ctx: CliContext, flags: GlobalFlags & { file:
 }
 
 export async function listAction(ctx: CliContext, filterWords: readonly string[], flags: ListFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const filters = parseFilters(filterWords);
   const columns = flags.output !== undefined ? parseColumns(flags.output) : null;
   const objects = opts.api
@@ -52,7 +52,7 @@ export async function listAction(ctx: CliContext, filterWords: readonly string[]
 }
 
 export async function getAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   if (opts.api) return printJson(ctx.io, await getThroughApi(opts.api, ref));
   const found = await withStore(opts, (store) => resolveVm(store.vms, ref));
   try {
@@ -66,7 +66,7 @@ export async function getAction(ctx: CliContext, ref: string, flags: GlobalFlags
 const REACHED: Readonly<Record<VmAction, string>> = { start: 'is running', stop: 'is stopped', restart: 'is running', delete: 'is deleted' };
 
 export async function changeAction(ctx: CliContext, action: VmAction, ref: string, flags: ChangeFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const wait = waitSeconds(flags.wait);
   const result = opts.api
     ? await changeThroughApi(opts.api, action, ref, flags.force === true, wait)
@@ -86,7 +86,7 @@ export interface MigrateFlags extends GlobalFlags {
 }
 
 export async function migrateAction(ctx: CliContext, ref: string, flags: MigrateFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const wait = waitSeconds(flags.wait);
   const result = await withStore(opts, (store) =>
     migrateVm(store, { ref, to: flags.to, waitSeconds: wait, onProgress: (line) => printProgress(ctx.io, line) }),
@@ -100,7 +100,7 @@ export async function migrateAction(ctx: CliContext, ref: string, flags: Migrate
 }
 
 export async function logAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const log = await withStore(opts, (store) => readVmLog(store, ref));
   if (opts.json) printJson(ctx.io, { uuid: log.uuid, log: log.log, events: log.events });
   else ctx.io.stdout.write(formatVmLog(log));

@@ -21,7 +21,7 @@ import { vmLabel } from '../../vm-ops/vm-view.js';
 export const DETACH_BYTE = 0x1d;
 
 async function openLocal(ctx: CliContext, flags: GlobalFlags, ref: string): Promise<{ label: string; stream: Duplex }> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const vm = await withStore(opts, (s) => resolveVm(s.vms, ref));
   const target = await consoleSocket(vm, 'serial');
   const stream = await connectSocket(target.socket);
@@ -43,7 +43,7 @@ async function openThroughApi(api: ApiTarget, ref: string): Promise<{ label: str
 }
 
 export async function consoleAction(ctx: CliContext, ref: string, flags: GlobalFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const { label, stream } = opts.api ? await openThroughApi(opts.api, ref) : await openLocal(ctx, flags, ref);
   ctx.io.stderr.write(`[connected to the serial console of VM ${label}; Ctrl-] detaches]\r\n`);
   const stdin = ctx.io.stdin() as NodeJS.ReadStream;

@@ -44,7 +44,7 @@ function vmUuid(vms: readonly StoredVm[], ref: string): string {
 
 
 export async function eventsAction(ctx: CliContext, ref: string | undefined, flags: EventsFlags): Promise<void> {
-  const opts = resolveGlobalOptions(flags, ctx.env);
+  const opts = resolveGlobalOptions(flags, ctx.env, ctx.io);
   const since = flags.since !== undefined ? parseSince(flags.since, new Date()) : null;
   // Ctrl-C is ours from the start, so one pressed while the log is still being read also exits 0.
   const interrupt = flags.follow === true ? catchInterrupt() : null;

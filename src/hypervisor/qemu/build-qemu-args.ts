@@ -13,6 +13,13 @@
  * rather than the legacy `-qmp unix:PATH` / `-serial file:PATH` forms, because
  * the legacy `file:` form takes the rest of the string literally while the
  * chardev form escapes like every other option: one rule for every path.
+ *
+ * Confinement (docs/security.md): every qemu gets `-sandbox` (seccomp: no
+ * obsolete syscalls, no privilege changes, no spawning, no resource
+ * control). With `files` (host-files.ts, always given by QemuHypervisor)
+ * the kernel, initrd and disks are open descriptors, not host paths: disks
+ * through `-add-fd` fdsets with their backing chains named explicitly, so
+ * qemu never opens a path a record or an image header names.
  */
 import { createHash } from 'node:crypto';
 import type { VmSpec } from '../../contract/vm-record.js';
@@ -45,6 +52,35 @@ export interface BuildQemuArgsInput {
   machine?: 'q35' | 'pc';
   /** For `rbd` disks. */
   ceph?: CephOptions;
+  /** `vnc: "tcp"` asks for a password (set over QMP after the start: change-vnc-password). */
+  vncPassword?: boolean;
+  /** `vnc: "tcp"` uses TLS with the x509 files in this directory (ca-cert.pem, server-cert.pem, server-key.pem). */
+  vncTlsDir?: string;
+  /** The host files as descriptors (host-files.ts); paths from the spec when absent. */
+  files?: PassedFiles;
+}
+
+/** The seccomp filter every qemu runs under. */
+export const SANDBOX_ARG = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
+
+/** One file qemu gets as descriptors; `fds` are qemu's fd numbers (3 and up, in spawn order). */
+export interface PassedFile {
+  fds: number[];
+  format: DiskFormat;
+}
+
+/** A disk qemu opens through fdsets: its own file, then its backing files top-down. */
+export interface PassedDisk {
+  chain: PassedFile[];
+}
+
+/** What host-files.ts opened for a spec, as qemu names it. */
+export interface PassedFiles {
+  /** `/proc/self/fd/N` (qemu 7.2's loader opens a file name, not an fdset). */
+  kernel?: string;
+  initrd?: string;
+  /** Indexed like spec.disks; undefined for rbd disks. */
+  disks: ReadonlyArray<PassedDisk | undefined>;
 }
 
 /** Doubles commas, as qemu's key=value option parser requires. */
@@ -120,6 +156,7 @@ export function buildQemuArgs(input: BuildQemuArgsInput): string[] {
     '-nodefaults',
     '-no-user-config',
     '-display', 'none',
+    '-sandbox', SANDBOX_ARG,
     '-chardev', `socket,id=qmp,path=${esc(paths.qmpSocket)},server=on,wait=off`,
     '-mon', 'chardev=qmp,mode=control',
     // The serial console: a socket for `drover vm console` and the API's relay, and everything the guest prints in the log too.
@@ -128,8 +165,8 @@ export function buildQemuArgs(input: BuildQemuArgsInput): string[] {
   );
   argv.push(...vncArgs(input));
   if (spec.boot) {
-    argv.push('-kernel', spec.boot.kernel);
-    if (spec.boot.initrd !== undefined) argv.push('-initrd', spec.boot.initrd);
+    argv.push('-kernel', input.files?.kernel ?? spec.boot.kernel);
+    if (spec.boot.initrd !== undefined) argv.push('-initrd', input.files?.initrd ?? spec.boot.initrd);
     if (spec.boot.cmdline !== undefined) argv.push('-append', spec.boot.cmdline);
   }
   argv.push(...diskArgs(input));
@@ -142,10 +179,19 @@ function vncArgs(input: BuildQemuArgsInput): string[] {
   switch (input.spec.vnc) {
     case 'none':
       return [];
-    case 'tcp':
-      // Display 0..99 on the loopback address: qemu takes the first free
-      // port from 5900 up; query-vnc tells which.
-      return ['-vnc', `${escapeOptValue(input.vncTcpHost ?? '127.0.0.1')}:0,to=99`, '-device', 'VGA'];
+    case 'tcp': {
+      // Display 0..99 on the loopback address (unless the host's vnc_listen
+      // says otherwise): qemu takes the first free port from 5900 up;
+      // query-vnc tells which.
+      const opts = [`${escapeOptValue(input.vncTcpHost ?? '127.0.0.1')}:0`, 'to=99'];
+      const tls: string[] = [];
+      if (input.vncTlsDir !== undefined) {
+        tls.push('-object', `tls-creds-x509,id=vnctls,dir=${escapeOptValue(input.vncTlsDir)},endpoint=server,verify-peer=off`);
+        opts.push('tls-creds=vnctls');
+      }
+      if (input.vncPassword) opts.push('password=on');
+      return [...tls, '-vnc', opts.join(','), '-device', 'VGA'];
+    }
     case 'unix':
     default:
       return ['-vnc', `unix:${escapeOptValue(input.paths.vncSocket)}`, '-device', 'VGA'];
@@ -160,6 +206,11 @@ function diskArgs(input: BuildQemuArgsInput): string[] {
       return;
     }
     if (disk.path === undefined) throw imageDiskError(i, disk.image ?? '?');
+    const passed = input.files?.disks[i];
+    if (passed !== undefined) {
+      out.push(...passedDiskArgs(i, passed), '-device', diskDevice(i, bootIndex(input, i)));
+      return;
+    }
     const format = disk.format ?? input.detectedFormats?.[i];
     if (format === undefined) {
       // Letting qemu probe a raw image's format is a known escape (a guest can
@@ -173,6 +224,42 @@ function diskArgs(input: BuildQemuArgsInput): string[] {
       '-device', diskDevice(i, bootIndex(input, i)),
     );
   });
+  return out;
+}
+
+/** The fdset of disk i's k-th chain file (0: the disk's own file). */
+export function fdsetOf(i: number, k: number): number {
+  return i * 16 + k + 1;
+}
+
+/**
+ * A disk whose files are fdsets: set i*16+k+1 for chain member k (a spec has
+ * at most 16 disks, host-files.ts allows 16 files a chain). The top node is
+ * disk<i> (snapshots and stats name it so); backing nodes disk<i>-b<k>, read
+ * only; each qcow2 node names its backing node, null at the end of the chain
+ * (JSON syntax: keyval has no null), so qemu opens no file name from a header.
+ */
+function passedDiskArgs(i: number, disk: PassedDisk): string[] {
+  const out: string[] = [];
+  disk.chain.forEach((file, k) => {
+    const set = fdsetOf(i, k);
+    for (const fd of file.fds) out.push('-add-fd', `fd=${fd},set=${set}`);
+  });
+  const nodeName = (k: number): string => (k === 0 ? `disk${i}` : `disk${i}-b${k}`);
+  // Backing nodes first: -blockdev refers only to nodes defined before it.
+  for (let k = disk.chain.length - 1; k >= 0; k--) {
+    const file = disk.chain[k] as PassedFile;
+    const readOnly = k > 0;
+    const set = fdsetOf(i, k);
+    const fileNode: Record<string, unknown> = { driver: 'file', 'node-name': `${nodeName(k)}-file`, filename: `/dev/fdset/${set}` };
+    const fmtNode: Record<string, unknown> = { driver: file.format, 'node-name': nodeName(k), file: `${nodeName(k)}-file` };
+    if (readOnly) {
+      fileNode['read-only'] = true;
+      fmtNode['read-only'] = true;
+    }
+    if (file.format === 'qcow2') fmtNode.backing = k + 1 < disk.chain.length ? nodeName(k + 1) : null;
+    out.push('-blockdev', JSON.stringify(fileNode), '-blockdev', JSON.stringify(fmtNode));
+  }
   return out;
 }
 

@@ -2,9 +2,11 @@
  * The Hypervisor boundary implemented with qemu (STYLE.md 1).
  *
  * Overview of responsibilities
- * - start: check the spec's files, build argv (build-qemu-args.ts), make tap
- *   devices, spawn qemu detached in its own session with its output in
- *   qemu.log, persist handle.json, connect QMP, wait for `running`.
+ * - start (qemu-start.ts): check and open the spec's host files against the
+ *   allow-list, build argv, make tap devices, spawn qemu confined (its own
+ *   user, -sandbox, a cgroup) and detached in its own session with its
+ *   output in qemu.log, persist handle.json, connect QMP, wait for `running`.
+ * - migrate (qemu-migration.ts) over QMP.
  * - watch every managed process (qemu-vm.ts) and report each exit once,
  *   classified as requested / guest-poweroff / crash.
  * - stop (ACPI, then SIGKILL), recover (re-attach after an agent restart),
@@ -20,11 +22,13 @@
  * A process that dies before start() resolves is reported by start()'s
  * rejection (START_FAILED with qemu's own error line), not to onExit
  * listeners: the agent sees one outcome per process.
+ *
+ * A VM adopted from an older agent (a handle.json without a cgroup, a qemu
+ * running as root) is recovered as it is; it is confined from its next start.
  */
 import type { ChildProcess } from 'node:child_process';
-import { rm } from 'node:fs/promises';
 import { UUID_RE } from '../../contract/vm-record.js';
-import { DroverError, oneSentence } from '../../lib/errors.js';
+import { DroverError } from '../../lib/errors.js';
 import { silentLogger, type Logger } from '../../lib/logger.js';
 import type {
   Accel,
@@ -43,53 +47,20 @@ import type {
   VmProcessUsage,
   VmSample,
 } from '../hypervisor.js';
-import { bridgeTaps, buildQemuArgs, type CephOptions } from './build-qemu-args.js';
-import { checkSpecFiles } from './check-spec-files.js';
-import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, tapsInUse, USER_HZ } from './proc.js';
+import { tapName } from './build-qemu-args.js';
+import { isSameProcess, listQemuProcesses, readCmdline, USER_HZ } from './proc.js';
 import { argvHasBalloon, readBalloonBytes, readBlockCounters, readTapCounters } from './vm-sample.js';
 import { QmpClient } from './qmp-client.js';
 import { QemuVm } from './qemu-vm.js';
-import {
-  assertRunDirUuid,
-  createRunDir,
-  fileSize,
-  lastLogMessage,
-  listSavedUuids,
-  readHandle,
-  removeRunDir,
-  runPaths,
-  writeHandle,
-  type RunPaths,
-  type SavedHandle,
-} from './run-dir.js';
-import { spawnQemu } from './spawn-qemu.js';
+import { assertRunDirUuid, fileSize, listSavedUuids, readHandle, removeRunDir, runPaths, type RunPaths, type SavedHandle } from './run-dir.js';
 import * as snapshots from './qemu-snapshots.js';
 import type { DiskSnapshots } from '../../contract/snapshot.js';
-import { createTaps, deleteTaps } from './tap-devices.js';
+import { cancelMigration, migrateVm, outgoingMigration } from './qemu-migration.js';
+import type { QemuHypervisorOptions } from './qemu-options.js';
+import { startQemu, type StartContext } from './qemu-start.js';
+import { VmCgroups } from './vm-cgroup.js';
 
-export interface QemuHypervisorOptions {
-  /** Each VM gets runRoot/<uuid>/ (mode 0700). */
-  runRoot: string;
-  accel: Accel;
-  /** qemu-system-x86_64 (on PATH) by default. */
-  qemuBinary?: string;
-  /** iproute2's `ip`, for tap devices; `ip` on PATH by default. */
-  ipBinary?: string;
-  logger?: Logger;
-  /** Where `vnc: "tcp"` listens; 127.0.0.1 by default. */
-  vncTcpHost?: string;
-  /** How long start() waits for QMP to report the VM running; 30 s by default. */
-  startTimeoutMs?: number;
-  /** How long recover() waits for a QMP greeting; 5 s by default. */
-  recoverTimeoutMs?: number;
-  /** qemu-img, for the snapshots of VMs that are not running; `qemu-img` on PATH by default. */
-  qemuImgBinary?: string;
-  /** How qemu reaches Ceph for `rbd` disks (config ceph_conf, ceph_user). */
-  ceph?: CephOptions;
-}
-
-/** qemu errors worth another try: a disk still locked by a dying qemu, memory pressure. */
-const TRANSIENT_QEMU_ERROR = /Failed to get .* lock|Cannot allocate memory|Resource temporarily unavailable/i;
+export type { QemuHypervisorOptions } from './qemu-options.js';
 
 export class QemuHypervisor implements Hypervisor {
   readonly accel: Accel;
@@ -98,8 +69,12 @@ export class QemuHypervisor implements Hypervisor {
   private readonly ipBinary: string;
   private readonly logger: Logger;
   private readonly vms = new Map<string, QemuVm>();
+  /** Pids spawned but not yet tracked: counted as managed by scan() (the start path claims them). */
+  private readonly spawning = new Set<number>();
   private readonly starts = new Map<string, Promise<VmHandle>>();
   private readonly listeners = new Set<(exit: VmExit) => void>();
+  private readonly cgroups: VmCgroups | null;
+  private readonly startContext: StartContext;
 
   constructor(private readonly opts: QemuHypervisorOptions) {
     this.accel = opts.accel;
@@ -107,6 +82,21 @@ export class QemuHypervisor implements Hypervisor {
     this.qemuBinary = opts.qemuBinary ?? 'qemu-system-x86_64';
     this.ipBinary = opts.ipBinary ?? 'ip';
     this.logger = opts.logger ?? silentLogger();
+    this.cgroups = opts.cgroups === undefined ? new VmCgroups({ logger: this.logger }) : opts.cgroups;
+    this.startContext = {
+      opts,
+      accel: this.accel,
+      qemuBinary: this.qemuBinary,
+      ipBinary: this.ipBinary,
+      logger: this.logger,
+      cgroups: this.cgroups,
+      track: (handle, paths, child, logOffset, hasBalloon) => this.track(handle, paths, child, logOffset, hasBalloon),
+      claimPid: (pid) => {
+        this.spawning.add(pid);
+        return () => void this.spawning.delete(pid);
+      },
+      emitExit: (exit) => this.emitExit(exit),
+    };
   }
 
   async start(req: StartRequest, hooks?: StartHooks): Promise<VmHandle> {
@@ -116,7 +106,7 @@ export class QemuHypervisor implements Hypervisor {
     if (existing && !existing.gone) return existing.publicHandle();
     const run = (async () => {
       if (existing) await existing.exited; // a restart racing the old process's exit report
-      return this.startProcess(req, hooks, null);
+      return startQemu(this.startContext, req, hooks, null);
     })();
     this.starts.set(req.uuid, run);
     try {
@@ -133,7 +123,7 @@ export class QemuHypervisor implements Hypervisor {
     if (existing && !existing.gone) return existing.publicHandle();
     const run = (async () => {
       if (existing) await existing.exited;
-      return this.startProcess(req, undefined, req.listenHost);
+      return startQemu(this.startContext, req, undefined, req.listenHost);
     })();
     this.starts.set(req.uuid, run);
     try {
@@ -143,59 +133,16 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
-  async migrate(uuid: string, uri: string, opts: MigrateOptions): Promise<void> {
-    const vm = this.vms.get(uuid);
-    if (!vm || vm.gone) throw new DroverError('MIGRATION_FAILED', `VM ${uuid} is not running on this host.`, false);
-    const client = vm.client;
-    if (!client) throw new DroverError('MIGRATION_FAILED', `VM ${uuid} has no QMP connection to drive the migration with.`, true);
-    const deadline = Date.now() + opts.timeoutMs;
-    const failed = (why: string, cause?: unknown) => new DroverError('MIGRATION_FAILED', oneSentence(why), false, { cause });
-    try {
-      await client.execute('migrate', { uri });
-    } catch (err) {
-      throw failed(`qemu refused to start the migration: ${(err as Error).message}`, err);
-    }
-    for (;;) {
-      let info;
-      try {
-        info = await client.execute('query-migrate');
-      } catch (err) {
-        throw failed(vm.gone ? 'qemu exited during the migration' : `the migration could not be followed: ${(err as Error).message}`, err);
-      }
-      if (info.ram) opts.onProgress?.({ transferred: info.ram.transferred, remaining: info.ram.remaining, total: info.ram.total });
-      if (info.status === 'completed') return;
-      if (info.status === 'failed' || info.status === 'cancelled') {
-        throw failed(`the migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
-      }
-      if (Date.now() >= deadline) {
-        await this.cancelMigration(uuid);
-        throw failed(`the migration did not complete within ${Math.round(opts.timeoutMs / 1000)} s and was cancelled`);
-      }
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  migrate(uuid: string, uri: string, opts: MigrateOptions): Promise<void> {
+    return migrateVm(this.vms.get(uuid), uuid, uri, opts);
   }
 
-  async outgoingMigration(uuid: string): Promise<OutgoingMigration> {
-    const client = this.vms.get(uuid)?.client;
-    if (!client) return 'none';
-    const [info, status] = await Promise.all([client.execute('query-migrate'), client.execute('query-status')]);
-    if (info.status === 'completed' || status.status === 'postmigrate') return 'completed';
-    if (info.status === undefined || info.status === 'none') return 'none';
-    if (info.status === 'failed' || info.status === 'cancelled') return 'failed';
-    return 'active';
+  outgoingMigration(uuid: string): Promise<OutgoingMigration> {
+    return outgoingMigration(this.vms.get(uuid)?.client);
   }
 
-  async cancelMigration(uuid: string): Promise<void> {
-    const client = this.vms.get(uuid)?.client;
-    if (!client) return;
-    await client.execute('migrate_cancel').catch(() => undefined);
-    // Cancelling is asynchronous: wait (briefly) until qemu has left the active states.
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
-      const info = await client.execute('query-migrate').catch(() => null);
-      if (!info || !['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(info.status ?? 'none')) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  cancelMigration(uuid: string): Promise<void> {
+    return cancelMigration(this.vms.get(uuid)?.client);
   }
 
   async stop(uuid: string, opts: StopOptions): Promise<void> {
@@ -222,6 +169,7 @@ export class QemuHypervisor implements Hypervisor {
     if (!(await isSameProcess(saved.pid, saved.startTime))) return null;
     const argv = await readCmdline(saved.pid);
     if (!argv?.includes(uuid)) return null;
+    await this.distrustHandle(saved);
 
     const vm = this.track(saved, paths, null, await fileSize(paths.qemuLog), argvHasBalloon(argv));
     try {
@@ -246,6 +194,20 @@ export class QemuHypervisor implements Hypervisor {
     return vm.publicHandle();
   }
 
+  /**
+   * handle.json sits in a run dir qemu's user owns, so a compromised qemu
+   * could rewrite it: what the agent later does as root with its contents
+   * (delete taps, remove a cgroup) is limited to what this VM's own names
+   * can be. The pid was checked against /proc already.
+   */
+  private async distrustHandle(saved: SavedHandle): Promise<void> {
+    if (saved.taps) {
+      const own = tapName(saved.uuid, 0).slice(0, -1);
+      saved.taps = saved.taps.filter((t) => t.length === own.length + 1 && t.startsWith(own));
+    }
+    if (saved.cgroup !== undefined && saved.cgroup !== (await this.cgroups?.dirOf(saved.uuid))) delete saved.cgroup;
+  }
+
   listSaved(): Promise<string[]> {
     return listSavedUuids(this.runRoot);
   }
@@ -260,6 +222,7 @@ export class QemuHypervisor implements Hypervisor {
 
   async scan(): Promise<DiscoveredVm[]> {
     const managed = new Set([...this.vms.values()].filter((vm) => !vm.gone).map((vm) => vm.pid));
+    for (const pid of this.spawning) managed.add(pid);
     return (await listQemuProcesses()).map((p) => ({
       pid: p.pid,
       ...(p.uuid !== undefined ? { uuid: p.uuid } : {}),
@@ -283,6 +246,9 @@ export class QemuHypervisor implements Hypervisor {
       throw new DroverError('CONFLICT', `VM ${uuid} is still running; stop it before destroying it.`, true);
     }
     await removeRunDir(this.runRoot, uuid);
+    // A cgroup left by a VM whose exit no agent saw (it ended while the agent was away).
+    const cgroup = await this.cgroups?.dirOf(uuid);
+    if (cgroup) await this.cgroups?.remove(cgroup);
   }
 
   onExit(listener: (exit: VmExit) => void): () => void {
@@ -374,6 +340,7 @@ export class QemuHypervisor implements Hypervisor {
       logger: this.logger,
       onExit: (v, exit) => {
         if (this.vms.get(v.handle.uuid) === v) this.vms.delete(v.handle.uuid);
+        if (v.handle.cgroup !== undefined && this.cgroups) void this.cgroups.remove(v.handle.cgroup);
         if (v.reportExit) this.emitExit(exit);
       },
     });
@@ -389,135 +356,5 @@ export class QemuHypervisor implements Hypervisor {
         this.logger.error({ err, uuid: exit.uuid }, 'onExit listener threw');
       }
     }
-  }
-
-  /** Spawns qemu; with `incomingHost`, waiting for an incoming migration there instead of booting. */
-  private async startProcess(req: StartRequest, hooks: StartHooks | undefined, incomingHost: string | null): Promise<VmHandle> {
-    const { uuid, name, spec } = req;
-    assertRunDirUuid(this.runRoot, uuid);
-    const detectedFormats = await checkSpecFiles(spec);
-    const paths = runPaths(this.runRoot, uuid);
-    const argv = buildQemuArgs({
-      uuid,
-      name,
-      spec,
-      paths,
-      accel: this.accel,
-      detectedFormats,
-      ...(this.opts.vncTcpHost !== undefined ? { vncTcpHost: this.opts.vncTcpHost } : {}),
-      ...(this.opts.ceph !== undefined ? { ceph: this.opts.ceph } : {}),
-    });
-    if (incomingHost !== null) argv.push('-incoming', 'defer');
-    await createRunDir(paths);
-    // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
-    await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true }), rm(paths.serialSocket, { force: true })]);
-    const taps = bridgeTaps(uuid, spec);
-    if (taps.length > 0) await createTaps(this.ipBinary, taps, tapsInUse(await listQemuProcesses()));
-
-    let child: ChildProcess;
-    try {
-      child = await spawnQemu(this.qemuBinary, argv, paths.qemuLog);
-    } catch (err) {
-      await deleteTaps(this.ipBinary, taps.map((t) => t.tap));
-      throw err;
-    }
-    const pid = child.pid as number;
-    const handle: SavedHandle = {
-      uuid,
-      name,
-      pid,
-      // Null only if qemu is already gone; the QMP wait below then fails with qemu's message.
-      startTime: (await readStartTime(pid)) ?? 0,
-      startedAt: new Date().toISOString(),
-      qmpSocket: paths.qmpSocket,
-      ...(spec.vnc === 'unix' ? { vnc: paths.vncSocket } : {}),
-      serialLog: paths.serialLog,
-      serialSocket: paths.serialSocket,
-      ...(taps.length > 0 ? { taps: taps.map((t) => t.tap) } : {}),
-    };
-    const vm = this.track(handle, paths, child, 0, argvHasBalloon(argv));
-    try {
-      await writeHandle(paths, handle);
-      try {
-        hooks?.onSpawned?.(vm.publicHandle());
-      } catch (err) {
-        this.logger.error({ err, uuid }, 'onSpawned hook threw');
-      }
-      const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
-      const client = await QmpClient.connect(paths.qmpSocket, { timeoutMs: deadline - Date.now(), isGone: () => vm.gone });
-      vm.attachQmp(client);
-      if (incomingHost !== null) {
-        handle.incomingUri = await listenForMigration(client, incomingHost);
-        vm.state = 'incoming';
-        await writeHandle(paths, handle);
-      } else {
-        vm.state = await waitUntilRunning(client, deadline);
-      }
-      if (spec.vnc === 'tcp') {
-        const info = await client.execute('query-vnc');
-        if (info.host !== undefined && info.service !== undefined) handle.vnc = `${info.host}:${info.service}`;
-        await writeHandle(paths, handle);
-      }
-    } catch (err) {
-      throw await this.failedStart(vm, paths, err);
-    }
-    vm.reportExit = true;
-    // It may have died in the last instant; its exit is then reported like any other.
-    if (vm.exitInfo) this.emitExit(vm.exitInfo);
-    this.logger.info({ uuid, pid }, 'qemu started');
-    return vm.publicHandle();
-  }
-
-  /** Turns a start that went wrong after the spawn into one error, making sure no qemu is left behind. */
-  private async failedStart(vm: QemuVm, paths: RunPaths, err: unknown): Promise<DroverError> {
-    if (!vm.gone && err instanceof DroverError && err.code === 'QMP_CLOSED') {
-      // qemu closes its sockets as it exits; the child's exit event can come a moment later.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([vm.exited, new Promise((r) => (timer = setTimeout(r, 2000)))]);
-      clearTimeout(timer);
-    }
-    const diedOnItsOwn = vm.gone;
-    if (!vm.gone) await vm.kill();
-    await vm.exited;
-    const stopped = vm.exitInfo?.reason === 'requested';
-    if (stopped) return new DroverError('START_FAILED', 'The VM was stopped while it was starting.', false);
-    if (diedOnItsOwn) {
-      const line = await lastLogMessage(paths.qemuLog);
-      const message = line ? oneSentence(line) : `qemu exited during start-up: ${vm.exitInfo?.detail ?? 'no message'}`;
-      return new DroverError('START_FAILED', message, TRANSIENT_QEMU_ERROR.test(line));
-    }
-    if (err instanceof DroverError) return err;
-    return new DroverError('START_FAILED', `qemu could not be started: ${(err as Error).message}.`, true, { cause: err });
-  }
-}
-
-/** Makes a qemu started with `-incoming defer` listen on `host` (any free port); returns the URI to migrate to. */
-async function listenForMigration(client: QmpClient, host: string): Promise<string> {
-  const h = host.includes(':') ? `[${host}]` : host;
-  try {
-    await client.execute('migrate-incoming', { uri: `tcp:${h}:0` });
-  } catch (err) {
-    // A bad migration_address (not an address of this host): no retry can fix it.
-    throw new DroverError('START_FAILED', oneSentence(`qemu could not listen for the migration on ${host}: ${(err as Error).message}`), false, { cause: err });
-  }
-  const info = await client.execute('query-migrate');
-  const port = info['socket-address']?.find((a) => a.port !== undefined)?.port;
-  if (port === undefined) throw new DroverError('START_FAILED', 'qemu did not say which port it listens on for the migration.', false);
-  return `tcp:${h}:${port}`;
-}
-
-/** Polls query-status until the VM runs (or is paused); other states mean it will not. */
-async function waitUntilRunning(client: QmpClient, deadline: number): Promise<'running' | 'paused'> {
-  for (;;) {
-    const { status } = await client.execute('query-status');
-    if (status === 'running') return 'running';
-    if (status === 'paused') return 'paused';
-    if (!['prelaunch', 'inmigrate', 'restore-vm', 'finish-migrate'].includes(status)) {
-      throw new DroverError('START_FAILED', `qemu reports the VM as ${status} instead of running.`, false);
-    }
-    if (Date.now() >= deadline) {
-      throw new DroverError('TIMEOUT', `qemu did not report the VM running in time (status ${status}).`, true);
-    }
-    await new Promise((r) => setTimeout(r, 5));
   }
 }

@@ -192,6 +192,8 @@ export interface QmpCommandMap {
   stop: { args: undefined; ret: QmpEmpty };
   /** Always legal; `enabled: false` when qemu has no VNC server. */
   'query-vnc': { args: undefined; ret: QmpVncInfo };
+  /** Sets the VNC server's password; legal when it was started with password=on (vnc_password_file). */
+  'change-vnc-password': { args: { password: string }; ret: QmpEmpty };
   /** Always legal. */
   'query-block': { args: undefined; ret: QmpBlockInfo[] };
   /** Always legal. */

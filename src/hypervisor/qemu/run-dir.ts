@@ -6,9 +6,16 @@
  * handle.json holds the VmHandle plus what the hypervisor itself needs after a
  * restart (the tap devices to delete when the VM exits). It is replaced
  * atomically (write a temp file, rename), so a reader never sees half of one.
+ *
+ * With a confined qemu the run dir belongs to qemu's user (it creates its
+ * sockets and serial log there). The agent, root, therefore never follows a
+ * symlink in it: its own files are created with O_EXCL (a new random temp
+ * name for handle.json, qemu.log removed first) and logs are read with
+ * O_NOFOLLOW.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { UUID_RE } from '../../contract/vm-record.js';
@@ -51,12 +58,15 @@ const savedHandleSchema = z.looseObject({
   serialSocket: z.string().optional(),
   incomingUri: z.string().optional(),
   taps: z.array(z.string()).optional(),
+  cgroup: z.string().optional(),
 });
 
 /** What handle.json holds. */
 export interface SavedHandle extends VmHandle {
   /** Tap devices drover created for this VM, deleted when it exits. */
   taps?: string[];
+  /** The VM's cgroup directory (vm-cgroup.ts), removed when it exits; absent for a qemu started without one. */
+  cgroup?: string;
 }
 
 /** Refuses a uuid that could name anything but a direct child of runRoot. */
@@ -67,15 +77,19 @@ export function assertRunDirUuid(runRoot: string, uuid: string): void {
   }
 }
 
-export async function createRunDir(paths: RunPaths): Promise<void> {
-  await mkdir(dirname(paths.dir), { recursive: true, mode: 0o700 });
+/** Makes the run dir, mode 0700, owned by `owner` (qemu's user) when given. */
+export async function createRunDir(paths: RunPaths, owner?: { uid: number; gid: number } | null): Promise<void> {
+  await mkdir(dirname(paths.dir), { recursive: true, mode: 0o711 });
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const st = await stat(paths.dir);
+  if (!st.isDirectory()) throw new DroverError('START_FAILED', `The run directory ${paths.dir} is not a directory.`, false);
+  if (owner) await chown(paths.dir, owner.uid, owner.gid);
   await chmod(paths.dir, 0o700); // mkdir's mode is filtered by the umask and ignored for an existing dir
 }
 
 export async function writeHandle(paths: RunPaths, handle: SavedHandle): Promise<void> {
   const tmp = `${paths.handleFile}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
+  await writeFile(tmp, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   await rename(tmp, paths.handleFile);
 }
 
@@ -155,7 +169,7 @@ async function lastLogLines(path: string, fromOffset: number): Promise<string[]>
   const TAIL = 16 * 1024;
   let text: string;
   try {
-    const fh = await open(path, 'r');
+    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       const size = (await fh.stat()).size;
       const start = Math.max(fromOffset, size - TAIL, 0);

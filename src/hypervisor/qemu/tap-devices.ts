@@ -1,7 +1,8 @@
 /**
  * Tap devices for bridge NICs, made with iproute2 through execFile (an argv,
  * never a shell). qemu is told `script=no,downscript=no` and opens the tap
- * drover made, so qemu itself needs no privileges beyond /dev/net/tun.
+ * drover made, so qemu itself needs no privileges beyond /dev/net/tun: a
+ * confined qemu's user is made the tap's owner, which lets it attach.
  */
 import { execFile } from 'node:child_process';
 import { DroverError } from '../../lib/errors.js';
@@ -27,7 +28,13 @@ function runIp(ipBinary: string, args: string[]): Promise<void> {
  * is never touched. On failure, deletes the taps made so far and throws a
  * terminal error naming the bridge.
  */
-export async function createTaps(ipBinary: string, taps: readonly TapSpec[], inUse: ReadonlyMap<string, number>): Promise<void> {
+export async function createTaps(
+  ipBinary: string,
+  taps: readonly TapSpec[],
+  inUse: ReadonlyMap<string, number>,
+  owner: { uid: number; gid: number } | null = null,
+): Promise<void> {
+  const ownerArgs = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
   const made: string[] = [];
   for (const { bridge, tap } of taps) {
     const user = inUse.get(tap);
@@ -39,7 +46,7 @@ export async function createTaps(ipBinary: string, taps: readonly TapSpec[], inU
       // A tap left by a VM whose exit nobody saw (the host or agent died) has
       // our name and no qemu uses it (checked above): replace it.
       await runIp(ipBinary, ['link', 'delete', 'dev', tap]).catch(() => undefined);
-      await runIp(ipBinary, ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+      await runIp(ipBinary, ['tuntap', 'add', 'dev', tap, 'mode', 'tap', ...ownerArgs]);
       made.push(tap);
       await runIp(ipBinary, ['link', 'set', 'dev', tap, 'master', bridge, 'up']);
     } catch (err) {
