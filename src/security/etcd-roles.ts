@@ -47,14 +47,17 @@ function hostGrants(keys: KeySpace, name: string): Grant[] {
   ];
 }
 
-/** The scheduler: placement and failover write VM records and pools; it reads hosts, liveness, stats, images. */
+/**
+ * The scheduler: placement and failover write VM records and pools, and a
+ * dead host's record (`status: DEAD`); it reads liveness, stats, images.
+ */
 function schedulerGrants(keys: KeySpace): Grant[] {
   return [
     rw(keys.vmPrefix),
     rw(keys.poolPrefix),
     rw(keys.logPrefix),
     rw(keys.electionPrefix),
-    read(keys.hostPrefix),
+    rw(keys.hostPrefix),
     read(keys.alivePrefix),
     read(keys.statsPrefix),
     read(keys.imagePrefix),

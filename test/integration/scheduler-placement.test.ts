@@ -22,8 +22,10 @@ describe('scheduler placement (real etcd, three schedulers)', () => {
   let lease: ReturnType<TestEtcd['client']['lease']>;
   const schedulers: ChildProcess[] = [];
 
+  let schedulerEnv: NodeJS.ProcessEnv = process.env;
+
   function startScheduler(name: string): ChildProcess {
-    const child = spawn(DROVER_BIN, ['scheduler', '--etcd', etcd.endpoint, '--prefix', keys.prefix, '--election-ttl', '2', '--failover-margin', '1', '--name', name, '--log-level', 'warn'], { stdio: 'ignore' });
+    const child = spawn(DROVER_BIN, ['scheduler', '--etcd', etcd.endpoint, '--prefix', keys.prefix, '--election-ttl', '2', '--failover-margin', '1', '--name', name, '--log-level', 'warn'], { stdio: 'ignore', env: schedulerEnv });
     schedulers.push(child);
     return child;
   }
@@ -53,6 +55,10 @@ describe('scheduler placement (real etcd, three schedulers)', () => {
     repo = new VmRepository(kv, keys);
     lease = etcd.client.lease(60);
     leaseId = await lease.grant();
+    // The schedulers log in as the etcd user `scheduler`, with that role's grants only (docs/security.md).
+    await etcd.authorize(keys.prefix);
+    const tls = await etcd.tlsOf('scheduler');
+    if (tls) schedulerEnv = { ...process.env, DROVER_ETCD_CERT: tls.cert, DROVER_ETCD_KEY: tls.key };
     for (const n of ['s1', 's2', 's3']) startScheduler(n);
   });
   after(async () => {

@@ -26,9 +26,9 @@ describe('etcd roles', () => {
     }
   });
 
-  it('the scheduler writes VMs, pools, events and its election, and no host record, liveness or setting', () => {
-    for (const key of ['/v1/vm/u', '/v1/pool/p', '/v1/log/1', '/v1/election/scheduler/1']) assert.ok(allows(scheduler, key, 'Write'), key);
-    for (const key of ['/v1/host/hv1', '/v1/alive/hv1', '/v1/config/image_store', '/v1/image/i']) assert.ok(!allows(scheduler, key, 'Write'), key);
+  it('the scheduler writes VMs, pools, events, host records (a dead host) and its election, and no liveness, stats or setting', () => {
+    for (const key of ['/v1/vm/u', '/v1/pool/p', '/v1/log/1', '/v1/election/scheduler/1', '/v1/host/hv1']) assert.ok(allows(scheduler, key, 'Write'), key);
+    for (const key of ['/v1/alive/hv1', '/v1/stats/hv1', '/v1/config/image_store', '/v1/image/i']) assert.ok(!allows(scheduler, key, 'Write'), key);
     for (const key of ['/v1/host/hv1', '/v1/alive/hv1', '/v1/vm/u', '/v1/pool/p']) assert.ok(allows(scheduler, key, 'Read'), key);
   });
 
