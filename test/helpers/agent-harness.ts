@@ -35,15 +35,22 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** What a cluster needs of its etcd: one server (test/helpers/etcd.ts) or several members (test/chaos/lib/etcd-cluster.ts). */
+export type ClusterEtcd = Pick<TestEtcd, 'client' | 'endpoint' | 'newPrefix'>;
+
 export interface Cluster {
-  etcd: TestEtcd;
+  etcd: ClusterEtcd;
   prefix: string;
   keys: KeySpace;
   kv: KvStore;
   repo: VmRepository;
   events: EventLog;
   dir: string;
-  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string>; etcd?: string }): Promise<AgentProcess>;
+  /**
+   * Starts `drover agent`; `wrap` is an argv the agent's own argv is appended to
+   * (`['ip', 'netns', 'exec', NS]`: it execs, so the child's pid is still the agent's).
+   */
+  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string>; etcd?: string; wrap?: string[] }): Promise<AgentProcess>;
   /** Writes a VM record; fills uuid, host and a bootable spec. Returns the uuid. */
   createVm(fields?: JsonObject, host?: string): Promise<string>;
   /** Compare-and-swap update of a record's fields. */
@@ -87,7 +94,7 @@ export async function procCpuSeconds(pid: number): Promise<number> {
   return (Number(f[14 - 3]) + Number(f[15 - 3])) / 100;
 }
 
-export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
+export async function startCluster(etcd: ClusterEtcd): Promise<Cluster> {
   const prefix = etcd.newPrefix();
   const keys = keySpace(prefix);
   const kv = new KvStore(etcd.client);
@@ -127,11 +134,9 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
       await writeFile(configFile, Object.entries(config).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
       const logFile = join(dir, `${name}-${agents.length}.log`);
       const log = await open(logFile, 'a');
-      const child = spawn(
-        DROVER_BIN,
-        ['agent', '--etcd', opts.etcd ?? etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'],
-        { stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...opts.env } },
-      );
+      const argv = [DROVER_BIN, 'agent', '--etcd', opts.etcd ?? etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'];
+      const command = [...(opts.wrap ?? []), ...argv];
+      const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...opts.env } });
       await log.close();
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
       const agent: AgentProcess = {
