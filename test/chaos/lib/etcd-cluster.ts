@@ -58,13 +58,17 @@ async function status(m: EtcdMember): Promise<StatusReply | null> {
   }
 }
 
-export async function startEtcdCluster(dir: string, size = 3): Promise<EtcdCluster> {
+/**
+ * Starts `size` members; clients reach them on `clientHost` (127.0.0.1, or
+ * the address of a bridge the test made: lib/netns.ts).
+ */
+export async function startEtcdCluster(dir: string, size = 3, clientHost = '127.0.0.1'): Promise<EtcdCluster> {
   await mkdir(join(dir, 'pki'), { recursive: true });
   const pki = await createPki(join(dir, 'pki'));
   const token = `chaos-${randomBytes(4).toString('hex')}`;
   const members: EtcdMember[] = [];
   for (let i = 0; i < size; i++) {
-    members.push({ name: `m${i}`, clientUrl: `http://127.0.0.1:${await freePort()}`, peerUrl: `https://127.0.0.1:${await freePort()}`, dataDir: join(dir, `m${i}`), argv: [], child: null, exited: Promise.resolve() });
+    members.push({ name: `m${i}`, clientUrl: `http://${clientHost}:${await freePort()}`, peerUrl: `https://127.0.0.1:${await freePort()}`, dataDir: join(dir, `m${i}`), argv: [], child: null, exited: Promise.resolve() });
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
   for (const m of members) {

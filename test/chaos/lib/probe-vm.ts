@@ -21,12 +21,20 @@ async function status(cluster: Cluster, uuid: string): Promise<string | undefine
   return typeof vm?.status === 'string' ? vm.status : undefined;
 }
 
+export interface ProbeTiming {
+  /** From the call to the moment etcd took the write (it retries while etcd cannot take writes). */
+  writeMs: number;
+  /** From the write to the agent's first answer. */
+  answerMs: number;
+}
+
 /**
  * Writes the next request to the probe VM (retrying while etcd is not yet
- * writable) and resolves with the ms from the write to the agent's first
- * answer; the VM is at rest again when it resolves.
+ * writable) and resolves with how long the write and the agent's first
+ * answer took; the VM is at rest again when it resolves.
  */
-export async function probe(cluster: Cluster, uuid: string, timeoutMs = 60_000): Promise<number> {
+export async function probe(cluster: Cluster, uuid: string, timeoutMs = 60_000): Promise<ProbeTiming> {
+  const called = Date.now();
   const now = await status(cluster, uuid);
   const action = now === 'RUNNING' ? 'stop' : 'start';
   const request = action === 'stop' ? 'TO_STOP' : 'REQUESTED_START';
@@ -46,7 +54,7 @@ export async function probe(cluster: Cluster, uuid: string, timeoutMs = 60_000):
   for (;;) {
     const s = await status(cluster, uuid);
     if (answeredAt === null && s !== undefined && answers.includes(s)) answeredAt = Date.now();
-    if (s === end) return (answeredAt ?? Date.now()) - written;
+    if (s === end) return { writeMs: written - called, answerMs: (answeredAt ?? Date.now()) - written };
     if (s === 'ERROR') throw new Error(`the probe VM ${uuid} went to ERROR`);
     if (Date.now() > deadline) throw new Error(`the probe VM ${uuid} did not answer ${request} within ${timeoutMs} ms (status ${s})`);
     await sleep(answeredAt === null ? 20 : 100);
