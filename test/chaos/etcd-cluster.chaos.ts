@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCluster, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, guestSpec, type GuestFiles } from '../helpers/guest.js';
-import { ChaosReport, chaosRng, chaosSize, sleep } from './lib/chaos-env.js';
+import { ChaosReport, chaosRng, chaosSize, keepLogs, sleep } from './lib/chaos-env.js';
 import { startEtcdCluster, type EtcdCluster } from './lib/etcd-cluster.js';
 import { EventTap } from './lib/event-tap.js';
 import { QemuWatch } from './lib/qemu-watch.js';
@@ -50,7 +50,9 @@ describe('chaos: the leader of a 3-member etcd cluster (TLS between members) kil
     tap = await EventTap.open(cluster.events);
     for (const name of ['hv1', 'hv2']) agents.push(await cluster.startAgent(name, { etcd: etcd.endpoint }));
   });
+  let passed = false;
   after(async () => {
+    if (!passed && cluster) for (const d of [cluster.dir, dir]) await keepLogs(d, 'etcd-cluster');
     await tap?.close();
     await watch?.stop();
     for (const m of etcd?.members ?? []) await etcd.start(m).catch(() => undefined);
@@ -134,5 +136,6 @@ describe('chaos: the leader of a 3-member etcd cluster (TLS between members) kil
     assert.deepEqual(problems, [], `agents carried on, running VMs untouched, no state change lost or doubled (${problems.length} problems)`);
     assert.deepEqual(slow, [], `every request written after a leader's death was acted on within ${RESYNC_LIMIT_MS} ms`);
     assert.equal(report.get('leader kills'), KILLS);
+    passed = true;
   });
 });

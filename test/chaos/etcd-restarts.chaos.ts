@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { startCluster, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, guestSpec, type GuestFiles } from '../helpers/guest.js';
-import { ChaosReport, chaosRng, chaosSize, sleep } from './lib/chaos-env.js';
+import { ChaosReport, chaosRng, chaosSize, keepLogs, sleep } from './lib/chaos-env.js';
 import { EventTap } from './lib/event-tap.js';
 import { QemuWatch } from './lib/qemu-watch.js';
 import { probe } from './lib/probe-vm.js';
@@ -54,7 +54,9 @@ describe('chaos: etcd killed, restarted and compacted under load (real etcd, rea
     tap = await EventTap.open(cluster.events);
     for (const name of ['hv1', 'hv2']) agents.push(await cluster.startAgent(name));
   });
+  let passed = false;
   after(async () => {
+    if (!passed && cluster) for (const d of [cluster.dir, etcd.dir]) await keepLogs(d, 'etcd-restarts');
     await tap?.close();
     await watch?.stop();
     if (etcd && !etcd.server.running) await etcd.server.start().catch(() => undefined);
@@ -134,5 +136,6 @@ describe('chaos: etcd killed, restarted and compacted under load (real etcd, rea
     assert.deepEqual(problems, [], `running VMs untouched, agents never restarted, no state change lost or doubled (${problems.length} problems)`);
     assert.deepEqual(slow, [], `every request written after etcd's return was acted on within ${RESYNC_LIMIT_MS} ms`);
     assert.equal(report.get('etcd kills'), KILLS);
+    passed = true;
   });
 });

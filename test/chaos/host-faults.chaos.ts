@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { killQemusUnder, startCluster, waitUntil, type AgentProcess, type Cluster } from '../helpers/agent-harness.js';
 import { ensureGuest, type GuestFiles } from '../helpers/guest.js';
 import { assertSequentialBoots, createMarkerDisk, liveQemus, markerVmSpec, readMarkerDisk, waitForMarkers } from '../helpers/disk-marker.js';
-import { ChaosReport, chaosRng, chaosSize, sleep } from './lib/chaos-env.js';
+import { ChaosReport, chaosRng, chaosSize, keepLogs, sleep } from './lib/chaos-env.js';
 import { startEtcdCluster, type EtcdCluster } from './lib/etcd-cluster.js';
 import { createNetnsHub, type NetnsHost, type NetnsHub } from './lib/netns.js';
 import { QemuWatch } from './lib/qemu-watch.js';
@@ -68,7 +68,9 @@ describe('chaos: host faults across three agents in network namespaces (real etc
     fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 1, lease_ttl: 6, shared_storage: [shared] };
     for (const [i, host] of hub.hosts.entries()) await startHostAgent(`hv${i + 1}`, host);
   });
+  let passed = false;
   after(async () => {
+    if (!passed && cluster) for (const d of [cluster.dir, join(dir, 'etcd')]) await keepLogs(d, 'host-faults');
     for (const { agent, host } of agents.values()) {
       agent.child.kill('SIGCONT');
       await hub?.heal(host).catch(() => undefined);
@@ -131,7 +133,9 @@ describe('chaos: host faults across three agents in network namespaces (real etc
         await heal(kind, victim);
       }
       // The host is back: it must not start its old copies again (a third boot would show it).
-      await waitUntil(async () => ((await cluster.kv.get(cluster.keys.alive(victim))) ? true : undefined), 60_000, `${victim} alive again`);
+      const healed = Date.now();
+      await waitUntil(async () => ((await cluster.kv.get(cluster.keys.alive(victim))) ? true : undefined), 180_000, `${victim} alive again after ${kind}`);
+      report.time(`${kind} healed -> host alive again`, Date.now() - healed);
       await sleep(4000);
       await watch.poll();
       for (const vm of vms) {
@@ -156,5 +160,6 @@ describe('chaos: host faults across three agents in network namespaces (real etc
     await report.finish((l) => t.diagnostic(l));
     assert.deepEqual(problems, [], `no VM ran twice, every failover within ${FAILOVER_LIMIT_MS} ms (${problems.length} problems)`);
     assert.equal(report.get('faults'), FAULTS);
+    passed = true;
   });
 });

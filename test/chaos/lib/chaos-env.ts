@@ -117,3 +117,16 @@ export class ChaosReport {
     return s;
   }
 }
+
+/**
+ * Copies the logs of a failed scenario (every *.log directly in `dir`: the
+ * agents', etcd's) to test-output/chaos/logs-<scenario>/ before the
+ * harness removes its temp dir.
+ */
+export async function keepLogs(dir: string, scenario: string): Promise<string> {
+  const { copyFile, readdir } = await import('node:fs/promises');
+  const out = join(REPO_ROOT, 'test-output', 'chaos', `logs-${scenario}`);
+  await mkdir(out, { recursive: true });
+  for (const f of await readdir(dir).catch(() => [])) if (f.endsWith('.log')) await copyFile(join(dir, f), join(out, f));
+  return out;
+}
