@@ -340,15 +340,16 @@ export class Agent {
 
   /**
    * Hands a record to its worker when it is this host's to act on: designated
-   * here, unreadable JSON (no host to tell; CAS makes the race between
-   * agents safe), or a VM this host runs.
+   * here, invalid with no host to tell (unreadable JSON, or an empty `host`,
+   * which the scheduler never places because it skips invalid records; CAS
+   * makes the race between agents to mark it ERROR safe), or a VM this host runs.
    */
   private route(vm: StoredVm, revision: string): void {
     const existing = this.workers.get(vm.uuid);
     const ours =
       isDesignatedTo(vm, this.name) ||
       (vm.parsed.ok && vm.parsed.value.migration?.target === this.name) ||
-      (!vm.parsed.ok && designatedHostOfRaw(vm.raw) === undefined) ||
+      (!vm.parsed.ok && !designatedHostOfRaw(vm.raw)) ||
       this.deps.hypervisor.inspect(vm.uuid).state !== 'absent';
     if (ours || existing) this.worker(vm.uuid).offer(vm, revision);
     if (isDesignatedTo(vm, this.name)) this.backups.offer(vm);
