@@ -27,7 +27,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
@@ -71,6 +71,16 @@ async function canaryProblems(c: Canary, mustNotBeOpened: boolean): Promise<stri
   if (createHash('sha256').update(await readFile(c.path)).digest('hex') !== c.sha256 || s.mtimeMs !== c.mtimeMs) out.push(`canary ${c.path} was changed`);
   if (mustNotBeOpened && s.atimeMs !== c.atimeMs) out.push(`canary ${c.path} was read (atime moved)`);
   return out;
+}
+
+/** A record as JSON, or null while it is still the unreadable text the fuzz wrote. */
+function parseLoosely(raw: string): { status?: unknown; error?: unknown } | null {
+  try {
+    const v: unknown = JSON.parse(raw);
+    return typeof v === 'object' && v !== null ? (v as { status?: unknown; error?: unknown }) : null;
+  } catch {
+    return null;
+  }
 }
 
 const keyOf = (cluster: Cluster, r: FuzzRecord): string =>
@@ -136,12 +146,16 @@ describe('chaos: fuzzed VM, host, pool and image records (real etcd, two real ag
     assert.notEqual((await stat(probe.path)).atimeMs, probe.atimeMs, 'reading a file moves its atime here (relatime), so a read canary shows');
 
     const c: Canaries = { named: canaries.named.map((x) => x.path), injected: canaries.injected.map((x) => x.path) };
-    const records = generateRecords(RECORDS, rng.seed, c, { hosts: HOSTS, kernel: guest.kernel, initrd: guest.initrd, disk: join(allowed, 'disk.raw') });
+    const records = generateRecords(RECORDS, rng.seed, c, { hosts: HOSTS, kernel: guest.kernel, initrd: guest.initrd, disk: join(allowed, 'disk.raw'), diskOf: (n) => join(allowed, `disk-${n}.raw`) });
     const agentPids = agents.map((a) => a.child.pid);
     const problems: string[] = [];
     for (let at = 0; at < records.length; at += BATCH) {
       const batch = records.slice(at, at + BATCH);
       for (const r of batch) {
+        if (r.disk) {
+          await writeFile(r.disk, '');
+          await truncate(r.disk, 1024 * 1024);
+        }
         await cluster.kv.put(keyOf(cluster, r), r.raw);
         report.count(`written: ${r.kind}`);
       }
@@ -155,7 +169,7 @@ describe('chaos: fuzzed VM, host, pool and image records (real etcd, two real ag
         const still: typeof pending = [];
         for (const v of pending) {
           const e = await cluster.kv.get(cluster.keys.vm(v.r.id));
-          const rec = e ? (JSON.parse(e.raw) as { status?: unknown; error?: unknown }) : null;
+          const rec = e ? parseLoosely(e.raw) : null;
           if (rec?.status === 'ERROR' && typeof rec.error === 'string' && rec.error.trim() !== '' && !/[\r\n]/.test(rec.error)) report.count('invalid vm records marked ERROR');
           else if (rec?.status === 'ERROR') problems.push(`VM record ${JSON.stringify(v.r.id)} is ERROR without one sentence: ${JSON.stringify(rec.error)}`);
           else still.push(v);
@@ -169,6 +183,7 @@ describe('chaos: fuzzed VM, host, pool and image records (real etcd, two real ag
       for (const v of vms.filter((x) => x.want === 'nobody')) if (watch.forVm(v.r.id).length > 0) problems.push(`VM record ${v.r.id} designated to no live host was started`);
       for (const r of batch) await cluster.kv.delete(keyOf(cluster, r));
       for (const name of HOSTS) await killQemusUnder(join(cluster.dir, `state-${name}`));
+      for (const r of batch) if (r.disk) await rm(r.disk, { force: true });
       if ((at / BATCH) % 20 === 19) t.diagnostic(`${at + batch.length} records, ${watch.all().length} qemus, ${problems.length} problems`);
     }
     await sleep(1000);

@@ -33,14 +33,18 @@ export interface FuzzRecord {
   raw: string;
   /** What was done to it, for the report. */
   mutations: string[];
+  /** The raw disk file its valid base names (the scenario creates it): each VM its own, so qemu's image locks never meet. */
+  disk?: string;
 }
 
 export interface FuzzBase {
   hosts: readonly string[];
   kernel: string;
   initrd: string;
-  /** A raw disk file under an allowed directory. */
+  /** A raw disk file under an allowed directory (named in injection strings). */
   disk: string;
+  /** The raw disk file of record n, under an allowed directory. */
+  diskOf(n: number): string;
 }
 
 const FIELD_PATHS: Record<RecordKind, ReadonlyArray<readonly (string | number)[]>> = {
@@ -100,7 +104,7 @@ function mutationArb(kind: RecordKind, c: Canaries, base: FuzzBase): fc.Arbitrar
 }
 
 /** How a record's text is broken after the mutations, if at all. */
-const TEXT_BREAKS = ['none', 'none', 'none', 'none', 'none', 'none', 'truncate', 'huge-number', 'duplicate-key', 'garbage', 'not-an-object'] as const;
+const TEXT_BREAKS = ['none', 'none', 'none', 'none', 'none', 'none', 'none', 'none', 'none', 'none', 'truncate', 'huge-number', 'duplicate-key', 'garbage', 'not-an-object'] as const;
 
 function setIn(obj: unknown, path: readonly (string | number)[], value: unknown, remove: boolean): void {
   let cur = obj as Record<string | number, unknown>;
@@ -119,7 +123,7 @@ function validBase(kind: RecordKind, id: string, n: number, base: FuzzBase, host
   const spec = { vcpus: 1, memory: 96, boot: { kernel: base.kernel, initrd: base.initrd, cmdline: 'console=ttyS0 quiet' }, vnc: 'none', restart: 'never' };
   switch (kind) {
     case 'vm':
-      return { uuid: id, name: `fz-${n}`, host, status: 'REQUESTED_NEW', spec: n % 2 === 0 ? spec : { ...spec, disks: [{ path: base.disk, format: 'raw' }] } };
+      return { uuid: id, name: `fz-${n}`, host, status: 'REQUESTED_NEW', spec: n % 2 === 0 ? spec : { ...spec, disks: [{ path: base.diskOf(n), format: 'raw' }] } };
     case 'host':
       return { name: id, hostid: '2b0c4f7e-3a51-4b8e-9a0e-6f1d2c3b4a59', ip: '127.0.0.1', status: 'ALIVE', cpus: 2, memory: 4096, reserved_memory: 0, free_memory: 4096, version: '0', heartbeat_at: new Date().toISOString() };
     case 'pool':
@@ -149,14 +153,19 @@ function breakText(text: string, how: (typeof TEXT_BREAKS)[number], cut: number)
 
 /** `count` records: about 70 % VMs, 10 % each hosts, pools and images; `seed` makes them again. */
 export function generateRecords(count: number, seed: number, c: Canaries, base: FuzzBase): FuzzRecord[] {
-  const arb = fc.record({
-    kind: fc.constantFrom<RecordKind>('vm', 'vm', 'vm', 'vm', 'vm', 'vm', 'vm', 'host', 'pool', 'image'),
+  const arb = fc.constantFrom<RecordKind>('vm', 'vm', 'vm', 'vm', 'vm', 'vm', 'vm', 'host', 'pool', 'image').chain((kind) => fc.record({
+    kind: fc.constant(kind),
     host: fc.constantFrom(...base.hosts, ''),
-    mutations: fc.array(fc.oneof(...(['vm', 'host', 'pool', 'image'] as const).map((k) => mutationArb(k, c, base).map((m) => ({ kind: k, m })))), { maxLength: 3 }),
+    // A third untouched (valid: they run, and their qemu argv is checked), the rest mutated 1-3 times.
+    mutations: fc.oneof(fc.constant([]), fc.array(mutationArb(kind, c, base), { minLength: 1, maxLength: 3 }), fc.array(mutationArb(kind, c, base), { minLength: 1, maxLength: 3 })),
     textBreak: fc.constantFrom(...TEXT_BREAKS),
     cut: fc.double({ min: 0, max: 0.999, noNaN: true }),
-    hostileKey: fc.option(fc.constantFrom('../x', 'a/b/', 'NOT-A-UUID-', '2B0C4F7E-3A51-4B8E-9A0E-6F1D2C3B', ' ', '\n', '../', '%2e%2e', '2b0c4f7e-3a51-4b8e-9a0e-'), { freq: 20 }),
-  });
+    // One VM record in 20 under a key whose last segment is not a uuid.
+    hostileKey: fc.oneof(
+      { weight: 19, arbitrary: fc.constant(null) },
+      { weight: 1, arbitrary: fc.constantFrom('../x', 'a/b/', 'NOT-A-UUID-', '2B0C4F7E-3A51-4B8E-9A0E-6F1D2C3B', ' ', '\n', '../', '%2e%2e', '2b0c4f7e-3a51-4b8e-9a0e-') },
+    ),
+  }));
   return fc.sample(arb, { numRuns: count, seed }).map((g, n) => {
     const uuid = `${(seed >>> 0).toString(16).padStart(8, '0').slice(0, 8)}-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
     const name = `fz${g.kind[0]}-${n}`;
@@ -164,8 +173,7 @@ export function generateRecords(count: number, seed: number, c: Canaries, base: 
     const id = g.kind === 'vm' && g.hostileKey !== null ? `${g.hostileKey}${n}` : g.kind === 'vm' || g.kind === 'image' ? uuid : name;
     const record = validBase(g.kind, g.kind === 'vm' || g.kind === 'image' ? uuid : name, n, base, g.host);
     const mutations: string[] = g.hostileKey !== null && g.kind === 'vm' ? [`key ${JSON.stringify(g.hostileKey)}`] : [];
-    for (const { kind, m } of g.mutations) {
-      if (kind !== g.kind) continue;
+    for (const m of g.mutations) {
       if (m.op === 'set') setIn(record, m.path, m.value, false);
       else if (m.op === 'delete') setIn(record, m.path, undefined, true);
       else setIn(record, [...m.at, m.key], m.value, false);
@@ -173,7 +181,7 @@ export function generateRecords(count: number, seed: number, c: Canaries, base: 
     }
     if (g.kind === 'pool' && parsePoolRecord(JSON.stringify(record), name).ok) neuterPool(record);
     if (g.textBreak !== 'none') mutations.push(`text: ${g.textBreak}`);
-    return { kind: g.kind, id, raw: breakText(JSON.stringify(record), g.textBreak, g.cut), mutations };
+    return { kind: g.kind, id, raw: breakText(JSON.stringify(record), g.textBreak, g.cut), mutations, ...(g.kind === 'vm' && n % 2 === 1 ? { disk: base.diskOf(n) } : {}) };
   });
 }
 
