@@ -145,8 +145,22 @@ describe('chaos: fuzzed VM, host, pool and image records (real etcd, two real ag
     await readFile(probe.path);
     assert.notEqual((await stat(probe.path)).atimeMs, probe.atimeMs, 'reading a file moves its atime here (relatime), so a read canary shows');
 
+    // And the argv check must be able to fail: an injected key, a repeated key and a bare option are caught.
+    assert.equal(argvProblems(['qemu', '-blockdev', 'driver=file,node-name=d,filename=/a.raw,,file=/x'], null).length, 0, 'an escaped comma is one value');
+    assert.ok(argvProblems(['qemu', '-blockdev', 'driver=file,node-name=d,filename=/a.raw,file=/x'], null).some((p) => /unexpected key/.test(p)));
+    assert.ok(argvProblems(['qemu', '-blockdev', 'driver=file,node-name=d,filename=/a.raw,filename=/x'], null).some((p) => /given twice/.test(p)));
+    assert.ok(argvProblems(['qemu', '-name', 'guest=a,script=/x'], null).some((p) => /unexpected key/.test(p)));
+    assert.ok(argvProblems(['qemu', '-readconfig', '/etc/passwd'], null).some((p) => /unexpected option/.test(p)));
+    assert.ok(argvProblems(['qemu', '-kernel', '/a/../etc/passwd'], null).length > 0);
+
+    const trickyDisks = ['evil,file=injected-secret.raw', 'evil,,double.raw', 'evil=x,format=qcow2.raw'].map((f) => join(allowed, f));
+    for (const f of trickyDisks) {
+      await writeFile(f, '');
+      await truncate(f, 1024 * 1024);
+    }
+
     const c: Canaries = { named: canaries.named.map((x) => x.path), injected: canaries.injected.map((x) => x.path) };
-    const records = generateRecords(RECORDS, rng.seed, c, { hosts: HOSTS, kernel: guest.kernel, initrd: guest.initrd, disk: join(allowed, 'disk.raw'), diskOf: (n) => join(allowed, `disk-${n}.raw`) });
+    const records = generateRecords(RECORDS, rng.seed, c, { hosts: HOSTS, kernel: guest.kernel, initrd: guest.initrd, disk: join(allowed, 'disk.raw'), diskOf: (n) => join(allowed, `disk-${n}.raw`), trickyDisks });
     const agentPids = agents.map((a) => a.child.pid);
     const problems: string[] = [];
     for (let at = 0; at < records.length; at += BATCH) {

@@ -23,10 +23,17 @@ const KEYS: Record<string, ReadonlySet<string>> = {
   '-machine': new Set(['', 'accel']),
   '-chardev': new Set(['', 'id', 'path', 'server', 'wait', 'logfile']),
   '-mon': new Set(['chardev', 'mode']),
-  '-blockdev': new Set(['driver', 'node-name', 'filename', 'file', 'pool', 'image', 'conf', 'user']),
+  '-blockdev': new Set(),
   '-device': new Set(['', 'drive', 'id', 'bootindex', 'netdev', 'mac']),
   '-netdev': new Set(['', 'id', 'ifname', 'script', 'downscript']),
   '-vnc': new Set(['', 'to']),
+};
+/** The keys of each -blockdev driver drover uses: the file layer names the file, the format layer only a node. */
+const BLOCKDEV_KEYS: Record<string, ReadonlySet<string>> = {
+  file: new Set(['driver', 'node-name', 'filename']),
+  raw: new Set(['driver', 'node-name', 'file']),
+  qcow2: new Set(['driver', 'node-name', 'file']),
+  rbd: new Set(['driver', 'node-name', 'pool', 'image', 'conf', 'user']),
 };
 /** Options with a plain value. */
 const PLAIN = new Set(['-uuid', '-smp', '-m', '-display', '-serial', '-kernel', '-initrd', '-append', '-cpu', '-incoming', '-accel', '-sandbox']);
@@ -103,6 +110,9 @@ export function argvProblems(argv: readonly string[], allowedDirs: readonly stri
       continue;
     }
     const pairs = splitQemuOpts(opt === '-vnc' ? value.replace(/^unix:/, 'path=') : value);
+    const driver = opt === '-blockdev' ? pairs.find(([k]) => k === 'driver')?.[1] : undefined;
+    const keys = driver !== undefined ? (BLOCKDEV_KEYS[driver] ?? new Set<string>()) : allowed;
+    if (driver !== undefined && !(driver in BLOCKDEV_KEYS)) problems.push(`-blockdev ${JSON.stringify(value)}: unexpected driver ${JSON.stringify(driver)}`);
     const seen = new Set<string>();
     for (const [k, v] of pairs) {
       if (opt === '-vnc' && k === 'path') {
@@ -110,7 +120,8 @@ export function argvProblems(argv: readonly string[], allowedDirs: readonly stri
         if (p) problems.push(`-vnc: ${p}`);
         continue;
       }
-      if (!allowed.has(k)) problems.push(`${opt} ${JSON.stringify(value)}: unexpected key ${JSON.stringify(k)}`);
+      if (driver !== undefined && k === 'file' && !/^disk\d+-file$/.test(v)) problems.push(`-blockdev ${JSON.stringify(value)}: file= names ${JSON.stringify(v)}, not a node`);
+      if (!keys.has(k)) problems.push(`${opt} ${JSON.stringify(value)}: unexpected key ${JSON.stringify(k)}`);
       if (seen.has(k)) problems.push(`${opt} ${JSON.stringify(value)}: key ${JSON.stringify(k)} given twice`);
       seen.add(k);
       if (PATH_KEYS.has(k)) {

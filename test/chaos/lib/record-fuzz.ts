@@ -45,6 +45,8 @@ export interface FuzzBase {
   disk: string;
   /** The raw disk file of record n, under an allowed directory. */
   diskOf(n: number): string;
+  /** Existing files under an allowed directory whose names hold commas and "=" (qemu must open them as named). */
+  trickyDisks: readonly string[];
 }
 
 const FIELD_PATHS: Record<RecordKind, ReadonlyArray<readonly (string | number)[]>> = {
@@ -66,6 +68,7 @@ function hostileStrings(c: Canaries, base: FuzzBase): string[] {
   return [
     '../../../../etc/shadow', '/etc/shadow', '/etc/passwd', '/proc/self/environ', '/dev/sda', '/tmp/../etc/passwd', '/./etc/./passwd',
     ...c.named,
+    ...base.trickyDisks,
     ...inj.flatMap((p) => [
       `${base.disk},file=${p}`, `${base.disk},,file=${p}`, `,file=${p}`, `${base.kernel},initrd=${p}`, `${p}\n`, `${base.disk}\nfile=${p}`,
       `${p.replace(/^\//, '/../')}`, `file=${p}`, `guest=x,file=${p}`, `user,id=x,script=${p}`, `user,hostfwd=tcp::2222-:22,smb=${p}`,
