@@ -43,7 +43,7 @@ import type {
   VmProcessUsage,
   VmSample,
 } from '../hypervisor.js';
-import { bridgeTaps, buildQemuArgs, type CephOptions } from './build-qemu-args.js';
+import { bridgeTaps, buildQemuArgs, escapeOptValue, type CephOptions } from './build-qemu-args.js';
 import { checkSpecFiles } from './check-spec-files.js';
 import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, tapsInUse, USER_HZ } from './proc.js';
 import { argvHasBalloon, readBalloonBytes, readBlockCounters, readTapCounters } from './vm-sample.js';
@@ -216,6 +216,11 @@ export class QemuHypervisor implements Hypervisor {
     const existing = this.vms.get(uuid);
     if (existing && !existing.gone) return existing.publicHandle();
     if (!UUID_RE.test(uuid)) return null;
+    return this.recoverSaved(uuid);
+  }
+
+  /** Re-attaches to the qemu handle.json names, if it is still that process. */
+  private async recoverSaved(uuid: string): Promise<VmHandle | null> {
     const paths = runPaths(this.runRoot, uuid);
     const saved = await readHandle(paths);
     if (!saved || saved.uuid !== uuid) return null;
@@ -409,6 +414,9 @@ export class QemuHypervisor implements Hypervisor {
     });
     if (incomingHost !== null) argv.push('-incoming', 'defer');
     await createRunDir(paths);
+    // Before the old sockets go: a qemu already running this VM from this run dir is adopted, not doubled.
+    const orphan = await this.adoptUnsaved(req, paths);
+    if (orphan) return orphan;
     // A socket file left by a killed qemu would refuse connections until the new qemu replaces it.
     await Promise.all([rm(paths.qmpSocket, { force: true }), rm(paths.vncSocket, { force: true }), rm(paths.serialSocket, { force: true })]);
     const taps = bridgeTaps(uuid, spec);
@@ -466,6 +474,35 @@ export class QemuHypervisor implements Hypervisor {
     if (vm.exitInfo) this.emitExit(vm.exitInfo);
     this.logger.info({ uuid, pid }, 'qemu started');
     return vm.publicHandle();
+  }
+
+  /**
+   * A qemu that runs this VM from this run dir (its argv names the VM's uuid
+   * and QMP socket) but that no handle.json records: an agent killed between
+   * the spawn and writing the handle left it (found by test/chaos/agent-kills).
+   * Its handle is written now and it is recovered like any saved one, so the
+   * next start adopts it instead of spawning a second qemu on the same disks.
+   */
+  private async adoptUnsaved(req: StartRequest, paths: RunPaths): Promise<VmHandle | null> {
+    const socket = escapeOptValue(paths.qmpSocket);
+    const found = (await listQemuProcesses()).find((p) => p.uuid === req.uuid && p.argv.some((a) => a.includes(`path=${socket},`)));
+    const startTime = found ? await readStartTime(found.pid) : null;
+    if (!found || startTime === null) return null;
+    const taps = bridgeTaps(req.uuid, req.spec);
+    await writeHandle(paths, {
+      uuid: req.uuid,
+      name: req.name,
+      pid: found.pid,
+      startTime,
+      startedAt: new Date().toISOString(),
+      qmpSocket: paths.qmpSocket,
+      ...(req.spec.vnc === 'unix' ? { vnc: paths.vncSocket } : {}),
+      serialLog: paths.serialLog,
+      serialSocket: paths.serialSocket,
+      ...(taps.length > 0 ? { taps: taps.map((t) => t.tap) } : {}),
+    });
+    this.logger.warn({ uuid: req.uuid, pid: found.pid }, 'adopting a qemu whose start was never saved (the agent died right after spawning it)');
+    return this.recoverSaved(req.uuid);
   }
 
   /** Turns a start that went wrong after the spawn into one error, making sure no qemu is left behind. */

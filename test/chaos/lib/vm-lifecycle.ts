@@ -170,7 +170,9 @@ export async function checkVmRun(run: VmRun, tap: EventTap, watch: QemuWatch): P
   if (run.deleted && alive.length > 0) problems.push(`${label}: deleted, but qemu ${alive.map((q) => q.pid).join(', ')} still runs`);
   const disk = await readMarkerDisk(run.disk);
   if (disk.malformed.length > 0) problems.push(`${label}: ${disk.malformed.length} malformed marker sectors`);
-  const boots = markerBoots(disk.records);
+  // In boot order: each boot claims the region after the last one used. (The guests'
+  // stamps cannot order boots a second apart: their clocks may disagree by 2 s.)
+  const boots = markerBoots(disk.records).sort((a, b) => a.region - b.region);
   if (boots.length !== run.startsAsked) problems.push(`${label}: the disk shows ${boots.length} boots for ${run.startsAsked} starts asked`);
   for (const b of boots) problems.push(...bootProblems(b).map((p) => `${label}: ${p}`));
   for (let i = 1; i < boots.length; i++) {
