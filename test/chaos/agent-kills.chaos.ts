@@ -110,6 +110,10 @@ describe('chaos: the agent killed with -9 under load (real etcd, real qemu)', ()
         LANES,
         () => !killing,
       );
+    } catch (err) {
+      report.note(`stopped early: ${(err as Error).message}`);
+      await report.finish((l) => t.diagnostic(l));
+      throw err;
     } finally {
       killing = false;
       await killer;

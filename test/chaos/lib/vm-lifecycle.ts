@@ -18,6 +18,7 @@
  *    each later boot found the earlier one's last record (it had stopped).
  */
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Cluster } from '../../helpers/agent-harness.js';
 import type { GuestFiles } from '../../helpers/guest.js';
@@ -104,6 +105,22 @@ async function create(store: VmStore, record: JsonObject): Promise<void> {
   }
 }
 
+/**
+ * Waits for the disk to show `boots` boots. On a timeout the error quotes the
+ * guest's serial log (the agent's run dir), which tells a guest that never
+ * booted or found no disk (DROVER-MARK-NODISK) from one drover did not run.
+ */
+async function markers(deps: LifecycleDeps, run: VmRun, boots: number, timeoutMs: number): Promise<void> {
+  try {
+    await waitForMarkers(run.disk, (b) => b.length === boots, timeoutMs, `boot ${boots}'s marker`);
+  } catch (err) {
+    const vm = await deps.cluster.getVm(run.uuid).catch(() => null);
+    const serial = String((vm?.runtime as { serial_log?: string } | undefined)?.serial_log ?? '');
+    const tail = serial ? (await readFile(serial, 'latin1').catch(() => '')).split('\n').slice(-4).join(' | ') : '(no serial log)';
+    throw new Error(`${(err as Error).message}; VM ${run.name} is ${String(vm?.status)}; its serial log ends: ${tail}`, { cause: err });
+  }
+}
+
 /** One VM through its life; resolves once its key is gone. */
 export async function runOneVm(deps: LifecycleDeps, lane: number, seq: number): Promise<VmRun> {
   const { cluster, rng, report } = deps;
@@ -130,7 +147,7 @@ export async function runOneVm(deps: LifecycleDeps, lane: number, seq: number): 
   run.startsAsked++;
   report.count('requests');
   report.time('create -> RUNNING', await reach(cluster, uuid, 'RUNNING', timeout));
-  await waitForMarkers(disk, (b) => b.length === 1, timeout, 'the first boot\'s marker');
+  await markers(deps, run, 1, timeout);
   await hold();
   await ask(store, uuid, 'stop');
   run.stopsAsked++;
@@ -141,7 +158,7 @@ export async function runOneVm(deps: LifecycleDeps, lane: number, seq: number): 
   run.startsAsked++;
   report.count('requests');
   report.time('REQUESTED_START -> RUNNING', await reach(cluster, uuid, 'RUNNING', timeout));
-  await waitForMarkers(disk, (b) => b.length === 2, timeout, 'the second boot\'s marker');
+  await markers(deps, run, 2, timeout);
   await hold();
   await ask(store, uuid, 'delete');
   report.count('requests');
