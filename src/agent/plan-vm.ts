@@ -139,7 +139,15 @@ export function planVm(input: PlanInput): Step {
 
   if (WANTS_START.has(status)) {
     // Already up (adopted after an agent restart, or a start that was not yet recorded).
-    if (up) return { kind: 'write', patch: { status: 'RUNNING', error: '' }, log: `running on ${input.host} as pid ${observed.handle.pid}` };
+    if (up) {
+      const write: Step = { kind: 'write', patch: { status: 'RUNNING', error: '' }, log: `running on ${input.host} as pid ${observed.handle.pid}` };
+      // STARTING: this agent spawned qemu but its RUNNING write (and so the
+      // start's event) never landed: etcd failed, or the agent died, just
+      // then. The event is due now, or the start would be missing from P/log.
+      return status === 'STARTING'
+        ? { ...write, event: { level: 'info', event: 'vm.started', message: `VM ${record.name} started on ${input.host} as pid ${observed.handle.pid}.`, email: false } }
+        : write;
+    }
     return { kind: 'start', cause: 'request', delayMs: 0 };
   }
 

@@ -6,7 +6,8 @@
  *
  *   <state>/hostid      this host's UUID, generated once, kept across
  *                       restarts, upgrades and renames (chunter's hostid)
- *   <state>/agent.pid   the running agent's pid: one agent per state dir
+ *   <state>/agent.pid   the running agent's pid and process start time: one
+ *                       agent per state dir
  *   <state>/vms/<uuid>/ one VM's runtime files (the hypervisor's)
  */
 import { randomUUID } from 'node:crypto';
@@ -14,6 +15,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError } from '../lib/errors.js';
 import { UUID_RE } from '../contract/vm-record.js';
+import { readStartTime } from '../hypervisor/qemu/proc.js';
 
 export interface StateDir {
   root: string;
@@ -35,10 +37,18 @@ async function readTrimmed(path: string): Promise<string | null> {
   }
 }
 
-async function isLiveAgent(pid: number): Promise<boolean> {
+/**
+ * Whether the agent that wrote agent.pid still runs. Its pid alone is not
+ * enough: after a kill -9 the pid is free, and once pids wrap it can belong
+ * to any process (a qemu whose argv names the state dir, another agent), so
+ * the process start time written beside it must match too. A file without
+ * one (written by an older agent) falls back to the argv check.
+ */
+async function isLiveAgent(pid: number, startTime: number | null): Promise<boolean> {
   if (pid === process.pid) return false;
   const cmdline = await readTrimmed(`/proc/${pid}/cmdline`);
-  return cmdline !== null && cmdline.includes('drover');
+  if (cmdline === null || !cmdline.includes('drover')) return false;
+  return startTime === null || (await readStartTime(pid)) === startTime;
 }
 
 /** Creates (mode 0711) and locks the state dir, and reads or makes the hostid. */
@@ -50,11 +60,13 @@ export async function openStateDir(root: string): Promise<StateDir> {
   await chmod(vmsDir, 0o711);
 
   const pidFile = join(root, 'agent.pid');
-  const other = Number(await readTrimmed(pidFile));
-  if (Number.isInteger(other) && other > 0 && (await isLiveAgent(other))) {
+  const [otherPid, otherStart] = (await readTrimmed(pidFile))?.split(/\s+/) ?? [];
+  const other = Number(otherPid);
+  const started = otherStart !== undefined && /^\d+$/.test(otherStart) ? Number(otherStart) : null;
+  if (Number.isInteger(other) && other > 0 && (await isLiveAgent(other, started))) {
     throw new DroverError('STATE_DIR_LOCKED', `Another drover agent (pid ${other}) is using the state dir ${root}; stop it or use another --state-dir.`);
   }
-  await writeAtomic(pidFile, `${process.pid}\n`);
+  await writeAtomic(pidFile, `${process.pid} ${(await readStartTime(process.pid)) ?? ''}\n`);
 
   const hostidFile = join(root, 'hostid');
   let hostid = await readTrimmed(hostidFile);

@@ -55,7 +55,7 @@ export class VmRouter {
     const ours =
       isDesignatedTo(vm, host) ||
       (vm.parsed.ok && vm.parsed.value.migration?.target === host) ||
-      (!vm.parsed.ok && designatedHostOfRaw(vm.raw) === undefined) ||
+      (!vm.parsed.ok && !designatedHostOfRaw(vm.raw)) ||
       hypervisor.inspect(vm.uuid).state !== 'absent';
     if (ours || existing) this.worker(vm.uuid).offer(vm, revision);
     if (isDesignatedTo(vm, host)) this.deps.backups.offer(vm);

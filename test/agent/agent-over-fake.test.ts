@@ -142,6 +142,16 @@ describe('agent over the fake hypervisor (real etcd)', () => {
     assert.equal(world.findLive(uuid), undefined, 'no retry');
   });
 
+  it('an invalid record with an empty host (never placed: the scheduler skips invalid records) ends in ERROR, not left as is', async () => {
+    // Found by the record fuzz (test/chaos/record-fuzz.chaos.ts).
+    const { agent, repo, world } = await setup();
+    await agent.start();
+    const uuid = await create(repo, { host: '', spec: { memory: 'lots', boot: { kernel: '/k' } } });
+    const rec = await waitStatus(repo, uuid, 'ERROR');
+    assert.match(String(rec.error), /spec\.memory/);
+    assert.equal(world.findLive(uuid), undefined);
+  });
+
   it('comes up when etcd arrives after the agent started', async () => {
     const { agent, repo } = await setup();
     await etcd.server.stop();

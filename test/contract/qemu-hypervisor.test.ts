@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { access, constants, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { DroverError, isTerminal } from '../../src/lib/errors.js';
@@ -175,6 +175,24 @@ describe('QemuHypervisor specifics', () => {
     assert.ok(Date.now() - killedAt < 1500, 'noticed promptly');
     assert.equal(exit.reason, 'crash');
     assert.match(exit.detail, /exit status is unknown/);
+    await hv2.detachAll();
+  });
+
+  it('adopts a qemu whose handle.json was never written (its agent was killed right after the spawn) instead of starting a second one', async () => {
+    // Found by test/chaos/agent-kills.chaos.ts: the next agent started a second qemu, which qemu's image lock refused, forever.
+    const uuid = randomUUID();
+    const spec = guestSpec(files);
+    const handle = await h.hv.start({ uuid, name: 'unsaved', spec });
+    await h.hv.detachAll();
+    await rm(join(h.runRoot, uuid, 'handle.json'));
+    const hv2 = h.newInstance();
+    assert.equal((await hv2.listSaved()).includes(uuid), false, 'nothing saved for it');
+    const again = await hv2.start({ uuid, name: 'unsaved', spec });
+    assert.equal(again.pid, handle.pid, 'the running qemu, adopted');
+    assert.equal(hv2.inspect(uuid).state, 'running');
+    assert.deepEqual((await hv2.scan()).filter((d) => d.uuid === uuid).map((d) => [d.pid, d.managed]), [[handle.pid, true]], 'one qemu for the VM, and it is managed');
+    assert.ok((await hv2.listSaved()).includes(uuid), 'its handle is saved now');
+    await hv2.stop(uuid, { timeoutMs: 0, force: true });
     await hv2.detachAll();
   });
 

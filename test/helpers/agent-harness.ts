@@ -35,15 +35,23 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** What a cluster needs of its etcd: one server (test/helpers/etcd.ts) or several members (test/chaos/lib/etcd-cluster.ts). */
+/** Any etcd a cluster runs on: the suite's (TLS, auth: authorize and tlsOf) or a chaos scenario's own cluster. */
+export type ClusterEtcd = Pick<TestEtcd, 'client' | 'endpoint' | 'newPrefix'> & Partial<Pick<TestEtcd, 'authorize' | 'tlsOf'>>;
+
 export interface Cluster {
-  etcd: TestEtcd;
+  etcd: ClusterEtcd;
   prefix: string;
   keys: KeySpace;
   kv: KvStore;
   repo: VmRepository;
   events: EventLog;
   dir: string;
-  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string>; etcd?: string }): Promise<AgentProcess>;
+  /**
+   * Starts `drover agent`; `wrap` is an argv the agent's own argv is appended to
+   * (`['ip', 'netns', 'exec', NS]`: it execs, so the child's pid is still the agent's).
+   */
+  startAgent(name: string, opts?: { config?: Record<string, unknown>; stateDir?: string; env?: Record<string, string>; etcd?: string; wrap?: string[] }): Promise<AgentProcess>;
   /** Writes a VM record; fills uuid, host and a bootable spec. Returns the uuid. */
   createVm(fields?: JsonObject, host?: string): Promise<string>;
   /** Compare-and-swap update of a record's fields. */
@@ -93,7 +101,7 @@ function withoutEtcdTls(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return rest;
 }
 
-export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
+export async function startCluster(etcd: ClusterEtcd): Promise<Cluster> {
   const prefix = etcd.newPrefix();
   const keys = keySpace(prefix);
   const kv = new KvStore(etcd.client);
@@ -135,17 +143,15 @@ export async function startCluster(etcd: TestEtcd): Promise<Cluster> {
         ...opts.config,
       };
       // Each agent is its host's etcd user (host-<name>), with that role's grants only.
-      await etcd.authorize(prefix, { hosts: [name], schedulerHosts: config.scheduler === true ? [name] : [] });
-      const tls = await etcd.tlsOf(`host-${name}`);
+      await etcd.authorize?.(prefix, { hosts: [name], schedulerHosts: config.scheduler === true ? [name] : [] });
+      const tls = (await etcd.tlsOf?.(`host-${name}`)) ?? null;
       if (tls) Object.assign(config, { etcd_ca: tls.ca, etcd_cert: tls.cert, etcd_key: tls.key });
       await writeFile(configFile, Object.entries(config).map(([k, v]) => `${k} = ${tomlValue(v)}`).join('\n') + '\n');
       const logFile = join(dir, `${name}-${agents.length}.log`);
       const log = await open(logFile, 'a');
-      const child = spawn(
-        DROVER_BIN,
-        ['agent', '--etcd', opts.etcd ?? etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'],
-        { stdio: ['ignore', log.fd, log.fd], env: { ...withoutEtcdTls(process.env), ...opts.env } },
-      );
+      const argv = [DROVER_BIN, 'agent', '--etcd', opts.etcd ?? etcd.endpoint, '--name', name, '--state-dir', stateDir, '--config', configFile, '--accel', 'tcg'];
+      const command = [...(opts.wrap ?? []), ...argv];
+      const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', log.fd, log.fd], env: { ...withoutEtcdTls(process.env), ...opts.env } });
       await log.close();
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
       const agent: AgentProcess = {

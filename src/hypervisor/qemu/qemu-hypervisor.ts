@@ -47,12 +47,12 @@ import type {
   VmProcessUsage,
   VmSample,
 } from '../hypervisor.js';
-import { tapName } from './build-qemu-args.js';
-import { isSameProcess, listQemuProcesses, readCmdline, USER_HZ } from './proc.js';
+import { bridgeTaps, escapeOptValue, tapName } from './build-qemu-args.js';
+import { isSameProcess, listQemuProcesses, readCmdline, readStartTime, USER_HZ } from './proc.js';
 import { argvHasBalloon, readBalloonBytes, readBlockCounters, readTapCounters } from './vm-sample.js';
 import { QmpClient } from './qmp-client.js';
 import { QemuVm } from './qemu-vm.js';
-import { assertRunDirUuid, fileSize, listSavedUuids, readHandle, removeRunDir, runPaths, type RunPaths, type SavedHandle } from './run-dir.js';
+import { assertRunDirUuid, fileSize, listSavedUuids, readHandle, removeRunDir, runPaths, writeHandle, type RunPaths, type SavedHandle } from './run-dir.js';
 import * as snapshots from './qemu-snapshots.js';
 import type { DiskSnapshots } from '../../contract/snapshot.js';
 import { cancelMigration, migrateVm, outgoingMigration } from './qemu-migration.js';
@@ -91,6 +91,7 @@ export class QemuHypervisor implements Hypervisor {
       logger: this.logger,
       cgroups: this.cgroups,
       track: (handle, paths, child, logOffset, hasBalloon) => this.track(handle, paths, child, logOffset, hasBalloon),
+      adoptUnsaved: (req, paths) => this.adoptUnsaved(req, paths),
       claimPid: (pid) => {
         this.spawning.add(pid);
         return () => void this.spawning.delete(pid);
@@ -163,6 +164,11 @@ export class QemuHypervisor implements Hypervisor {
     const existing = this.vms.get(uuid);
     if (existing && !existing.gone) return existing.publicHandle();
     if (!UUID_RE.test(uuid)) return null;
+    return this.recoverSaved(uuid);
+  }
+
+  /** Re-attaches to the qemu handle.json names, if it is still that process. */
+  private async recoverSaved(uuid: string): Promise<VmHandle | null> {
     const paths = runPaths(this.runRoot, uuid);
     const saved = await readHandle(paths);
     if (!saved || saved.uuid !== uuid) return null;
@@ -192,6 +198,35 @@ export class QemuHypervisor implements Hypervisor {
     vm.reportExit = true;
     this.logger.info({ uuid, pid: saved.pid }, 'recovered running qemu');
     return vm.publicHandle();
+  }
+
+  /**
+   * A qemu that runs this VM from this run dir (its argv names the VM's uuid
+   * and QMP socket) but that no handle.json records: an agent killed between
+   * the spawn and writing the handle left it (found by test/chaos/agent-kills).
+   * Its handle is written now and it is recovered like any saved one, so the
+   * start adopts it instead of spawning a second qemu on the same disks.
+   */
+  private async adoptUnsaved(req: StartRequest, paths: RunPaths): Promise<VmHandle | null> {
+    const socket = escapeOptValue(paths.qmpSocket);
+    const found = (await listQemuProcesses()).find((p) => p.uuid === req.uuid && p.argv.some((a) => a.includes(`path=${socket},`)));
+    const startTime = found ? await readStartTime(found.pid) : null;
+    if (!found || startTime === null) return null;
+    const taps = bridgeTaps(req.uuid, req.spec);
+    await writeHandle(paths, {
+      uuid: req.uuid,
+      name: req.name,
+      pid: found.pid,
+      startTime,
+      startedAt: new Date().toISOString(),
+      qmpSocket: paths.qmpSocket,
+      ...(req.spec.vnc === 'unix' ? { vnc: paths.vncSocket } : {}),
+      serialLog: paths.serialLog,
+      serialSocket: paths.serialSocket,
+      ...(taps.length > 0 ? { taps: taps.map((t) => t.tap) } : {}),
+    });
+    this.logger.warn({ uuid: req.uuid, pid: found.pid }, 'adopting a qemu whose start was never saved (the agent died right after spawning it)');
+    return this.recoverSaved(req.uuid);
   }
 
   /**

@@ -42,6 +42,8 @@ export interface StartContext {
   readonly logger: Logger;
   readonly cgroups: VmCgroups | null;
   track(handle: SavedHandle, paths: RunPaths, child: ChildProcess | null, logOffset: number, hasBalloon: boolean): QemuVm;
+  /** A qemu already running this VM from its run dir that no handle.json records, adopted (or null). */
+  adoptUnsaved(req: StartRequest, paths: RunPaths): Promise<VmHandle | null>;
   /** Counts a just-spawned pid as managed until it is tracked (so a foreign scan meanwhile never takes it for a stranger); returns the release. */
   claimPid(pid: number): () => void;
   emitExit(exit: VmExit): void;
@@ -77,6 +79,9 @@ export async function startQemu(ctx: StartContext, req: StartRequest, hooks: Sta
     });
     if (incomingHost !== null) argv.push('-incoming', 'defer');
     await createRunDir(paths, opts.qemuUser);
+    // Before the old sockets go: a qemu already running this VM from this run dir is adopted, not doubled.
+    const orphan = await ctx.adoptUnsaved(req, paths);
+    if (orphan) return orphan;
     // A socket file left by a killed qemu would refuse connections until the new qemu replaces it; a
     // serial log from an agent before confinement is root's, which qemu's user could not truncate
     // (qemu truncates it at each start anyway).
