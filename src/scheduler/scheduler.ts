@@ -94,6 +94,8 @@ export class Scheduler {
   private readonly pools: PoolManager;
   /** Placements written by this scheduler (for tests and the benchmark). */
   placed = 0;
+  /** Bumped by each lead() and stepDown(): an older lead() that sees another number gives up. */
+  private leadGeneration = 0;
 
   constructor(private readonly opts: SchedulerOptions) {
     this.kv = opts.kv ?? new KvStore(opts.client);
@@ -126,21 +128,32 @@ export class Scheduler {
     const campaign = election.campaign(this.opts.identity);
     this.campaign = campaign;
     campaign.on('elected', () => {
+      if (this.campaign !== campaign) return; // an old campaign's news
       void campaign
         .getCampaignKey()
-        .then((key) => this.lead(key))
+        .then((key) => this.lead(key, campaign))
         .catch((err: unknown) => this.lost(campaign, err));
     });
     campaign.on('error', (err: unknown) => this.lost(campaign, err));
   }
 
+  /**
+   * Once per campaign: the first report of its loss ends it at once (a
+   * second error or a late `elected` of the same campaign then finds it is
+   * no longer current), steps down, and campaigns anew (found by the chaos
+   * suite: two reports used to start two campaigns and two leaders in one
+   * process, one of which did nothing; docs/reliability.md).
+   */
   private lost(campaign: Campaign, err: unknown): void {
     if (this.campaign !== campaign) return;
+    this.campaign = null;
     this.log.warn({ err: errorMessage(err) }, 'lost the scheduler election; campaigning again');
+    void campaign.resign().catch(() => undefined);
     void this.stepDown().then(() => setTimeout(() => this.campaignOnce(), 500).unref());
   }
 
   private async stepDown(): Promise<void> {
+    this.leadGeneration++; // a lead() still reading the cluster stops where it is
     this.leaderKey = null;
     this.pools.stop();
     await this.watch?.close();
@@ -148,7 +161,9 @@ export class Scheduler {
     this.view = null;
   }
 
-  private async lead(leaderKey: string): Promise<void> {
+  private async lead(leaderKey: string, campaign: Campaign): Promise<void> {
+    const generation = ++this.leadGeneration;
+    const current = (): boolean => generation === this.leadGeneration && this.campaign === campaign;
     this.log.info({ identity: this.opts.identity }, 'elected scheduler leader');
     const { keys } = this.opts;
     const view = new ClusterView(keys, this.opts.policy.overheadMiB);
@@ -157,10 +172,11 @@ export class Scheduler {
     for (const e of (await this.kv.list(keys.hostPrefix)).entries) view.put(e);
     for (const e of (await this.kv.list(keys.vmPrefix)).entries) view.put(e);
     for (const e of (await this.kv.list(keys.poolPrefix)).entries) view.put(e);
+    if (!current()) return;
     this.view = view;
     this.leaderKey = leaderKey;
     // Only what placement reads: the scheduler's etcd role reads nothing else (docs/security.md).
-    this.watch = await this.kv.watchPrefixes([keys.alivePrefix, keys.hostPrefix, keys.vmPrefix, keys.poolPrefix], String(BigInt(first.revision) + 1n), {
+    const watch = await this.kv.watchPrefixes([keys.alivePrefix, keys.hostPrefix, keys.vmPrefix, keys.poolPrefix], String(BigInt(first.revision) + 1n), {
       onEvent: (e) => {
         if (this.view !== view) return;
         const key = e.type === 'put' ? e.entry.key : e.key;
@@ -171,10 +187,16 @@ export class Scheduler {
         this.queuePass();
       },
       onBroken: (why) => {
+        if (this.view !== view) return;
         this.log.warn({ why }, 'scheduler watch broke; re-reading the cluster');
-        void this.stepDown().then(() => this.lead(leaderKey)).catch((err: unknown) => this.lost(this.campaign!, err));
+        void this.stepDown().then(() => this.lead(leaderKey, campaign)).catch((err: unknown) => this.lost(campaign, err));
       },
     });
+    if (!current()) {
+      await watch.close();
+      return;
+    }
+    this.watch = watch;
     // Hosts that were already gone when this leader took over.
     for (const name of view.hosts.keys()) if (!view.alive.has(name)) this.hostLeaseGone(name);
     this.queuePass();

@@ -19,11 +19,10 @@
  *    deleted, and those that records name only inside injection strings
  *    are never opened (atime) nor named by any qemu argv.
  *
- * ALLOWED_PATHS_ENFORCED: the agent's `allowed_paths` (CONTRACT.md 8) is
- * not in this tree yet. Once it is, set it to true: the agents then get
- * `allowed_paths`, every qemu argv path must lie under the allowed
- * directories, and the canaries that records name whole must not be opened
- * or named by qemu either.
+ * The agents get `allowed_paths` (CONTRACT.md 8): every qemu argv path
+ * must lie under the allowed directories (or be a descriptor the agent
+ * passed), and the canaries that records name whole must not be opened or
+ * named by qemu either.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,8 +38,6 @@ import { argvPaths, argvProblems } from './lib/argv-check.js';
 import { QemuWatch } from './lib/qemu-watch.js';
 import { generateRecords, type Canaries, type FuzzRecord } from './lib/record-fuzz.js';
 
-/** Switch on once the agent's allowed_paths config key is in the tree (see the header). */
-const ALLOWED_PATHS_ENFORCED = false;
 const RECORDS = chaosSize('CHAOS_FUZZ_RECORDS', 10_000);
 const BATCH = chaosSize('CHAOS_FUZZ_BATCH', 50);
 const HOSTS = ['hv1', 'hv2'];
@@ -126,7 +123,7 @@ describe('chaos: fuzzed VM, host, pool and image records (real etcd, two real ag
     watch = new QemuWatch([cluster.dir]).start();
     const allowedDirs = [allowed, guest.kernel.slice(0, guest.kernel.lastIndexOf('/'))];
     for (const name of HOSTS) {
-      agents.push(await cluster.startAgent(name, { config: { scheduler: true, election_ttl: 2, ...(ALLOWED_PATHS_ENFORCED ? { allowed_paths: allowedDirs } : {}) } }));
+      agents.push(await cluster.startAgent(name, { config: { scheduler: true, election_ttl: 2, allowed_paths: allowedDirs } }));
     }
   });
   let passed = false;
@@ -205,14 +202,14 @@ describe('chaos: fuzzed VM, host, pool and image records (real etcd, two real ag
 
     // Every qemu that ran: its argv is sound and names no canary it must not.
     for (const q of watch.all()) {
-      for (const p of argvProblems(q.argv, ALLOWED_PATHS_ENFORCED ? [allowed, join(cluster.dir, 'state-hv1'), join(cluster.dir, 'state-hv2'), guest.kernel.slice(0, guest.kernel.lastIndexOf('/'))] : null)) {
+      for (const p of argvProblems(q.argv, [allowed, join(cluster.dir, 'state-hv1'), join(cluster.dir, 'state-hv2'), guest.kernel.slice(0, guest.kernel.lastIndexOf('/'))])) {
         problems.push(`qemu pid ${q.pid} (VM ${q.uuid}): ${p}`);
       }
-      const forbidden = [...c.injected, ...(ALLOWED_PATHS_ENFORCED ? c.named : [])];
+      const forbidden = [...c.injected, ...c.named];
       for (const p of argvPaths(q.argv)) if (forbidden.includes(p)) problems.push(`qemu pid ${q.pid} (VM ${q.uuid}) was given the canary ${p}`);
     }
     for (const x of canaries.injected) problems.push(...(await canaryProblems(x, true)));
-    for (const x of canaries.named) problems.push(...(await canaryProblems(x, ALLOWED_PATHS_ENFORCED)));
+    for (const x of canaries.named) problems.push(...(await canaryProblems(x, true)));
     for (const f of ['/etc/passwd', '/etc/shadow']) if (!(await stat(f).catch(() => null))) problems.push(`${f} is gone`);
 
     // The agents and their schedulers are still the same processes, and still work.

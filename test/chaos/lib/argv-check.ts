@@ -11,6 +11,11 @@
  * patterns, no element but the guest's kernel command line holds a control
  * character, and every file path is absolute without a ".." segment; when
  * `allowedDirs` is given, every file path lies under one of them.
+ *
+ * Confined qemu (docs/security.md) gets its files as descriptors: disks as
+ * `-add-fd fd=N,set=S` with JSON `-blockdev`s naming `/dev/fdset/S` (and
+ * each backing node explicitly), kernel and initrd as `/proc/self/fd/N`.
+ * Those names are checked for their exact form: no host path reaches qemu.
  */
 import { UUID_RE, VM_NAME_RE } from '../../../src/contract/vm-record.js';
 
@@ -26,13 +31,17 @@ const KEYS: Record<string, ReadonlySet<string>> = {
   '-blockdev': new Set(),
   '-device': new Set(['', 'drive', 'id', 'bootindex', 'netdev', 'mac']),
   '-netdev': new Set(['', 'id', 'ifname', 'script', 'downscript']),
-  '-vnc': new Set(['', 'to']),
+  '-vnc': new Set(['', 'to', 'password', 'tls-creds']),
+  '-add-fd': new Set(['fd', 'set']),
+  '-object': new Set(['', 'id', 'dir', 'endpoint', 'verify-peer']),
 };
+/** The descriptor names a confined qemu is given instead of host paths. */
+const FD_NAME = /^\/(dev\/fdset|proc\/self\/fd)\/\d+$/;
 /** The keys of each -blockdev driver drover uses: the file layer names the file, the format layer only a node. */
 const BLOCKDEV_KEYS: Record<string, ReadonlySet<string>> = {
-  file: new Set(['driver', 'node-name', 'filename']),
-  raw: new Set(['driver', 'node-name', 'file']),
-  qcow2: new Set(['driver', 'node-name', 'file']),
+  file: new Set(['driver', 'node-name', 'filename', 'read-only']),
+  raw: new Set(['driver', 'node-name', 'file', 'read-only']),
+  qcow2: new Set(['driver', 'node-name', 'file', 'read-only', 'backing']),
   rbd: new Set(['driver', 'node-name', 'pool', 'image', 'conf', 'user']),
 };
 /** Options with a plain value. */
@@ -65,9 +74,27 @@ export function splitQemuOpts(value: string): Array<[string, string]> {
 const hasControl = (s: string): boolean => [...s].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
 
 function pathProblem(path: string, allowedDirs: readonly string[] | null): string | null {
+  if (FD_NAME.test(path)) return null; // a descriptor the agent opened and checked, not a path
   if (!path.startsWith('/') || path.split('/').includes('..')) return `path ${JSON.stringify(path)} is not absolute or has a ".." segment`;
   if (allowedDirs && !allowedDirs.some((d) => path.startsWith(d.endsWith('/') ? d : `${d}/`))) return `path ${JSON.stringify(path)} is outside the allowed directories`;
   return null;
+}
+
+/** A JSON -blockdev as [key, value] pairs (values as strings; null as "null"), or why it is not one drover writes. */
+function blockdevJson(value: string): { pairs: Array<[string, string]> } | { error: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return { error: 'is not JSON' };
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { error: 'is not a JSON object' };
+  const pairs: Array<[string, string]> = [];
+  for (const [k, v] of Object.entries(parsed)) {
+    if (v !== null && typeof v !== 'string' && typeof v !== 'boolean') return { error: `key ${JSON.stringify(k)} holds a nested value` };
+    pairs.push([k, String(v)]);
+  }
+  return { pairs };
 }
 
 /** Every host file path the argv names (for the canary checks). */
@@ -109,7 +136,16 @@ export function argvProblems(argv: readonly string[], allowedDirs: readonly stri
       problems.push(`unexpected option ${opt} ${JSON.stringify(value)}`);
       continue;
     }
-    const pairs = splitQemuOpts(opt === '-vnc' ? value.replace(/^unix:/, 'path=') : value);
+    const json = opt === '-blockdev' && value.startsWith('{') ? blockdevJson(value) : null;
+    if (json && 'error' in json) {
+      problems.push(`-blockdev ${JSON.stringify(value)}: ${json.error}`);
+      continue;
+    }
+    const pairs = json ? json.pairs : splitQemuOpts(opt === '-vnc' ? value.replace(/^unix:/, 'path=') : value);
+    if (json && opt === '-blockdev') {
+      const name = pairs.find(([k]) => k === 'filename')?.[1];
+      if (name !== undefined && !FD_NAME.test(name)) problems.push(`-blockdev ${JSON.stringify(value)}: a JSON blockdev names ${JSON.stringify(name)}, not a descriptor`);
+    }
     const driver = opt === '-blockdev' ? pairs.find(([k]) => k === 'driver')?.[1] : undefined;
     const keys = driver !== undefined ? (BLOCKDEV_KEYS[driver] ?? new Set<string>()) : allowed;
     if (driver !== undefined && !(driver in BLOCKDEV_KEYS)) problems.push(`-blockdev ${JSON.stringify(value)}: unexpected driver ${JSON.stringify(driver)}`);
@@ -120,7 +156,8 @@ export function argvProblems(argv: readonly string[], allowedDirs: readonly stri
         if (p) problems.push(`-vnc: ${p}`);
         continue;
       }
-      if (driver !== undefined && k === 'file' && !/^disk\d+-file$/.test(v)) problems.push(`-blockdev ${JSON.stringify(value)}: file= names ${JSON.stringify(v)}, not a node`);
+      if (driver !== undefined && k === 'backing' && v !== 'null' && !/^disk\d+-b\d+$/.test(v)) problems.push(`-blockdev ${JSON.stringify(value)}: backing= names ${JSON.stringify(v)}, not a node`);
+      if (driver !== undefined && k === 'file' && !/^disk\d+(-b\d+)?-file$/.test(v)) problems.push(`-blockdev ${JSON.stringify(value)}: file= names ${JSON.stringify(v)}, not a node`);
       if (!keys.has(k)) problems.push(`${opt} ${JSON.stringify(value)}: unexpected key ${JSON.stringify(k)}`);
       if (seen.has(k)) problems.push(`${opt} ${JSON.stringify(value)}: key ${JSON.stringify(k)} given twice`);
       seen.add(k);
