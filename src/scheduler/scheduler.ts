@@ -126,6 +126,8 @@ export class Scheduler {
     const campaign = election.campaign(this.opts.identity);
     this.campaign = campaign;
     campaign.on('elected', () => {
+      // A campaign this scheduler has given up on must not lead beside the current one.
+      if (this.campaign !== campaign) return void campaign.resign().catch(() => undefined);
       void campaign
         .getCampaignKey()
         .then((key) => this.lead(key))
@@ -134,8 +136,13 @@ export class Scheduler {
     campaign.on('error', (err: unknown) => this.lost(campaign, err));
   }
 
-  private lost(campaign: Campaign, err: unknown): void {
-    if (this.campaign !== campaign) return;
+  private lost(campaign: Campaign | null, err: unknown): void {
+    // Once per campaign: its 'error' can come more than once, and a second
+    // call would start a second campaign in this process (found by
+    // test/chaos/host-faults.chaos.ts: two leaders, and no failover).
+    if (campaign === null || this.campaign !== campaign) return;
+    this.campaign = null;
+    void campaign.resign().catch(() => undefined);
     this.log.warn({ err: errorMessage(err) }, 'lost the scheduler election; campaigning again');
     void this.stepDown().then(() => setTimeout(() => this.campaignOnce(), 500).unref());
   }
@@ -172,7 +179,7 @@ export class Scheduler {
       },
       onBroken: (why) => {
         this.log.warn({ why }, 'scheduler watch broke; re-reading the cluster');
-        void this.stepDown().then(() => this.lead(leaderKey)).catch((err: unknown) => this.lost(this.campaign!, err));
+        void this.stepDown().then(() => this.lead(leaderKey)).catch((err: unknown) => this.lost(this.campaign, err));
       },
     });
     // Hosts that were already gone when this leader took over.
