@@ -109,6 +109,22 @@ describe('scheduler writes (real etcd, one scheduler in-process)', () => {
   /** The counter moves once the transaction has answered (the watch may see the write earlier). */
   const placedAll = (s: Scheduler, n: number) => waitUntil(async () => (s.placed >= n ? true : undefined), 20_000, `placed = ${n}`);
 
+  it('a campaign that errs twice is given up once: one campaign in etcd afterwards, not two', async () => {
+    // Found by test/chaos/host-faults.chaos.ts: a lost leader lease made the
+    // campaign err twice, each error started a campaign, and two leaders ran.
+    const e = await env();
+    const s = startScheduler(e);
+    const campaignKeys = async (): Promise<number> => (await e.kv.list(`${e.keys.prefix}/election/`)).entries.length;
+    await waitUntil(async () => (s.isLeader ? true : undefined), 20_000, 'the scheduler to lead');
+    assert.equal(await campaignKeys(), 1);
+    const campaign = (s as unknown as { campaign: NodeJS.EventEmitter }).campaign;
+    campaign.emit('error', new Error('lease lost'));
+    campaign.emit('error', new Error('lease lost'));
+    await waitUntil(async () => (s.isLeader ? true : undefined), 20_000, 'the scheduler to lead again');
+    await new Promise((r) => setTimeout(r, 1500)); // a second campaign would have started by now
+    assert.equal(await campaignKeys(), 1, 'one campaign of this scheduler in etcd');
+  });
+
   it('writes up to batchSize placements per transaction', async () => {
     const e = await env();
     for (const h of ['a1', 'a2', 'a3', 'a4']) await addHost(e, h, 64 * 1064);
