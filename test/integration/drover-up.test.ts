@@ -40,7 +40,9 @@ async function checkEtcdIsLocked(state: string, port: number): Promise<void> {
   await refused('a plain-HTTP client', createEtcdClient([`http://${url}`], { callTimeoutMs: 1500 }), (c) => c.get('/v1/vm/x').string(), /UNAVAILABLE|No connection/);
   await refused('a client without a certificate', createEtcdClient([`https://${url}`], { callTimeoutMs: 1500, tls: { ca: join(pki, 'ca.crt') } }), (c) => c.get('/v1/vm/x').string(), /certificate|UNAVAILABLE/);
   await refused("the agent reading P/auth/", createEtcdClient([url], { tls: files('host-laptop') }), (c) => c.getAll().prefix('/v1/auth/').keys(), /permission denied/);
-  await refused("the agent writing another host's record", createEtcdClient([url], { tls: files('host-laptop') }), (c) => c.put('/v1/host/other').value('{}').exec(), /permission denied/);
+  // (drover up's agent also runs the scheduler, which may write host records to mark one dead; another host's liveness stays out of reach.)
+  await refused("the agent writing another host's liveness key", createEtcdClient([url], { tls: files('host-laptop') }), (c) => c.put('/v1/alive/other').value('{}').exec(), /permission denied/);
+  await refused('the agent writing a cluster setting', createEtcdClient([url], { tls: files('host-laptop') }), (c) => c.put('/v1/config/image_store').value('{}').exec(), /permission denied/);
   const admin = createEtcdClient([url], { tls: files('admin') });
   try {
     assert.ok((await admin.getAll().prefix('/v1/auth/user/').keys()).length >= 1, 'the admin reads the users');
