@@ -36,6 +36,7 @@ import { rawObject, type JsonObject, type StoredVm } from '../store/vm-repositor
 import { ClusterView } from './cluster-view.js';
 import { placeVm, type PlacementPolicy } from './place-vm.js';
 import { PoolManager } from './pool-manager.js';
+import { AT_REST, logOf, planLostVm } from './plan-lost-vm.js';
 
 export interface SchedulerOptions {
   client: Etcd3;
@@ -63,8 +64,6 @@ const BATCH_SIZE = 16;
 const MAX_BATCH = 127;
 /** A write that failed only on the leader's key is tried again this much later. */
 const GUARD_RETRY_MS = 200;
-/** Migration states of a migration under way (docs/migration.md). */
-const MIGRATION_UNDER_WAY = new Set(['requested', 'ready', 'sending']);
 
 /** One decision of a pass, waiting for its write. */
 interface Decision {
@@ -74,8 +73,6 @@ interface Decision {
   placed: boolean;
 }
 
-/** Statuses of VMs that need nothing from the scheduler when their host dies. */
-const AT_REST = new Set(['STOP', 'KILLED', 'ERROR']);
 
 export class Scheduler {
   private readonly kv: KvStore;
@@ -362,39 +359,7 @@ export class Scheduler {
     for (const vm of lost) {
       if (!vm.parsed.ok) continue;
       const rec = vm.parsed.value;
-      const obj = rawObject(vm.raw) ?? {};
-      let text: string;
-      if (rec.spec.failover === true) {
-        const candidates = rec.spec.drpnodes ?? rec.spec.nodes;
-        const placement = placeVm(
-          { memory: rec.spec.memory, vcpus: rec.spec.vcpus, nodes: candidates?.filter((n) => n !== name) ?? undefined },
-          view.capacities().filter((c) => c.name !== name),
-          this.opts.policy,
-        );
-        if (placement.ok) {
-          obj.host = placement.host;
-          obj.status = 'SCHEDULED';
-          obj.error = '';
-          delete obj.runtime;
-          text = `failed over from ${name} (host dead) to ${placement.host}`;
-        } else {
-          obj.status = 'KILLED';
-          obj.error = `Host ${name} died and no other host can take the VM: ${placement.reason}`;
-          delete obj.runtime;
-          text = `host ${name} died; failover found no host`;
-        }
-      } else {
-        obj.status = 'KILLED';
-        obj.error = `Host ${name} died (its lease expired); the VM was not restarted elsewhere because spec.failover is not set.`;
-        delete obj.runtime;
-        text = `host ${name} died`;
-      }
-      if (rec.migration && MIGRATION_UNDER_WAY.has(rec.migration.state)) {
-        // So that no agent takes it for a migration still under way (the target kills its waiting qemu).
-        obj.migration = { ...(obj.migration as JsonObject), state: 'failed', error: `host ${name} died during the migration`, finished_at: new Date().toISOString() };
-        text += `; its migration to ${rec.migration.target} failed`;
-      }
-      obj.log = appendLog(logOf(obj), text, new Date());
+      const { obj, text } = planLostVm(rec, rawObject(vm.raw) ?? {}, name, view.capacities(), this.opts.policy, new Date());
       if (await this.kv.putIfGuarded(vm.key, JSON.stringify(obj), vm.modRevision, leaderKey)) {
         await this.events.append({ ts: new Date().toISOString(), host: name, vm: vm.uuid, level: 'error', event: obj.status === 'KILLED' ? 'vm.killed' : 'vm.failover', message: `VM ${rec.name}: ${text}.` });
       }
@@ -405,8 +370,4 @@ export class Scheduler {
 /** A record this scheduler wrote at `revision` (its create revision is not known here, and the view does not use it). */
 function writtenEntry(key: string, raw: string, revision: string): KvEntry {
   return { key, raw, modRevision: revision, createRevision: '0', lease: '0' };
-}
-
-function logOf(obj: JsonObject): string[] {
-  return Array.isArray(obj.log) ? obj.log.filter((l): l is string => typeof l === 'string') : [];
 }
