@@ -11,7 +11,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, readFile, rm } from 'node:fs/promises';
+import { access, chmod, mkdir, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -94,13 +94,6 @@ export async function addHostCert(dir: string, name: string): Promise<PkiResult>
   const result: PkiResult = { created: [], kept: [] };
   await leaf(dir, hostUser(name), {}, result);
   return result;
-}
-
-/** The CN of a certificate file (who it names), for messages and checks. */
-export async function certificateCn(certFile: string): Promise<string> {
-  const { X509Certificate } = await import('node:crypto');
-  const cert = new X509Certificate(await readFile(certFile));
-  return /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1] ?? '';
 }
 
 async function makeCa(dir: string): Promise<void> {

@@ -25,7 +25,7 @@ export interface EtcdClientOptions {
 }
 
 /** The endpoints as URLs: a bare host:port gets http://, or https:// with TLS; http:// becomes https:// with TLS. */
-export function etcdUrls(endpoints: readonly string[], tls: boolean): string[] {
+function etcdUrls(endpoints: readonly string[], tls: boolean): string[] {
   return endpoints.map((e) => {
     const url = /^[a-z]+:\/\//.test(e) ? e : `http://${e}`;
     return tls ? url.replace(/^http:\/\//, 'https://') : url;
