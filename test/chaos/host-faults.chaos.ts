@@ -65,7 +65,9 @@ describe('chaos: host faults across three agents in network namespaces (real etc
     shared = join(cluster.dir, 'shared');
     await mkdir(shared);
     watch = new QemuWatch([cluster.dir]).start();
-    fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 1, lease_ttl: 6, shared_storage: [shared] };
+    // A 4 s failover margin: a fenced copy stops at least 6 s before its successor spawns, well
+    // beyond the 2.2 s the guests' clocks may disagree (test/integration/host-failure.test.ts).
+    fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 4, lease_ttl: 6, shared_storage: [shared] };
     for (const [i, host] of hub.hosts.entries()) await startHostAgent(`hv${i + 1}`, host);
   });
   let passed = false;

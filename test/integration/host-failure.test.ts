@@ -44,7 +44,11 @@ describe('host failure (real etcd, real qemu, two agents with schedulers)', () =
     cluster = await startCluster(etcd);
     shared = join(cluster.dir, 'shared');
     await mkdir(shared);
-    fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 1, lease_ttl: 6, shared_storage: [shared] };
+    // failover_margin: the scheduler waits 4 s past a lease's expiry, so a fenced copy (killed at
+    // 2/3 of the 6 s TTL) stops at least 6 s before the new one spawns: far more than the 2.2 s
+    // by which the two guests' clocks may disagree (a 1 s margin left as little as 1.6 s of
+    // guest-clock gap in one CI run under load).
+    fleetConfig = { scheduler: true, election_ttl: 2, failover_margin: 4, lease_ttl: 6, shared_storage: [shared] };
     hv1 = await cluster.startAgent('hv1', { config: fleetConfig });
     await cluster.startAgent('hv2', { config: fleetConfig });
   });
@@ -80,16 +84,23 @@ describe('host failure (real etcd, real qemu, two agents with schedulers)', () =
    */
   async function proveOneAfterTheOther(t: TestContext, disk: string, first: MarkerBoot, oldGoneAt: number, newStartedAt: number): Promise<void> {
     await waitForMarkers(disk, (b) => b.length >= 2 && b.every((x) => x.records.length >= MIN_RECORDS), 60_000, `${MIN_RECORDS} records of the second copy`);
-    const proof = assertSequentialBoots(await readMarkerDisk(disk), 2);
-    const [old, next] = proof.boots as [MarkerBoot, MarkerBoot];
-    assert.equal(old.bootId, first.bootId, 'the earlier boot is the copy that ran before the failure');
-    assert.ok(old.last.ms - GUEST_CLOCK_AHEAD_MS <= oldGoneAt, `the old copy's last record (${old.last.ms}) predates its qemu's death as the host saw it (${oldGoneAt})`);
-    assert.ok(old.last.ms + GUEST_CLOCK_BEHIND_MS < newStartedAt, `the old copy's last record (${old.last.ms}) predates the new qemu's spawn (${newStartedAt})`);
-    assert.ok(next.first.ms + GUEST_CLOCK_BEHIND_MS >= newStartedAt, `the new copy's first record (${next.first.ms}) follows its qemu's spawn (${newStartedAt})`);
-    t.diagnostic(
-      `disk: old copy records 0..${old.last.n}, new copy 0..${next.last.n} (it saw the old one's ${next.seen.get(old.bootId)}); ` +
-        `old's last -> new's first ${proof.gapsMs[0]} ms by the guests' clocks; old qemu seen gone -> new qemu spawned ${newStartedAt - oldGoneAt} ms`,
-    );
+    // The host's side of the story goes into any failure below, so a failing run says where the time went.
+    const host = `host clock: old qemu seen gone at ${oldGoneAt}, new qemu spawned at ${newStartedAt} (${newStartedAt - oldGoneAt} ms later)`;
+    try {
+      const proof = assertSequentialBoots(await readMarkerDisk(disk), 2);
+      const [old, next] = proof.boots as [MarkerBoot, MarkerBoot];
+      assert.equal(old.bootId, first.bootId, 'the earlier boot is the copy that ran before the failure');
+      assert.ok(old.last.ms - GUEST_CLOCK_AHEAD_MS <= oldGoneAt, `the old copy's last record (${old.last.ms}) predates its qemu's death as the host saw it`);
+      assert.ok(old.last.ms + GUEST_CLOCK_BEHIND_MS < newStartedAt, `the old copy's last record (${old.last.ms}) predates the new qemu's spawn`);
+      assert.ok(next.first.ms + GUEST_CLOCK_BEHIND_MS >= newStartedAt, `the new copy's first record (${next.first.ms}) follows its qemu's spawn`);
+      t.diagnostic(
+        `disk: old copy records 0..${old.last.n}, new copy 0..${next.last.n} (it saw the old one's ${next.seen.get(old.bootId)}); ` +
+          `old's last -> new's first ${proof.gapsMs[0]} ms by the guests' clocks; old qemu seen gone -> new qemu spawned ${newStartedAt - oldGoneAt} ms`,
+      );
+    } catch (err) {
+      if (err instanceof assert.AssertionError) err.message += `; ${host}`;
+      throw err;
+    }
   }
 
   it('a VM without a host is placed by the scheduler and runs there', async () => {
