@@ -27,7 +27,7 @@ import { vmDiskFiles } from '../vm-ops/backup-disks.js';
 import { requestSnapshot } from '../vm-ops/snapshot-vm.js';
 import { backupVm, restoreVmDisks } from '../vm-ops/vm-backup.js';
 import type { VmStore } from '../vm-ops/vm-store.js';
-import type { EventReporter } from './event-reporter.js';
+import type { EventReporter, Report as EventReport } from './event-reporter.js';
 
 export interface BackupRunnerDeps {
   host: string;
@@ -71,15 +71,22 @@ export class BackupRunner {
   }
 
   /** Writes into the request `id` only (a later request is never overwritten); false when it is gone or replaced. */
-  private async writeRequest(uuid: string, id: string, fields: Partial<BackupRequest>, log?: string): Promise<boolean> {
-    const written = await this.deps.store.vms.update(uuid, (current) => {
-      const obj = rawObject(current.raw);
-      const req = obj?.backup_request as JsonObject | undefined;
-      if (!obj || typeof req !== 'object' || req === null || req.id !== id) return null;
-      const next: JsonObject = { ...obj, backup_request: { ...req, ...fields } };
-      if (log !== undefined) next.log = appendLog(Array.isArray(obj.log) ? (obj.log as string[]) : undefined, log, this.deps.now());
-      return next;
-    });
+  /** Changes the request (if it is still request `id`); an `event` goes in the same transaction, then to the log and e-mail. */
+  private async writeRequest(uuid: string, id: string, fields: Partial<BackupRequest>, log?: string, event?: EventReport): Promise<boolean> {
+    const staged = event ? this.deps.reporter.stage(event) : null;
+    const written = await this.deps.store.vms.update(
+      uuid,
+      (current) => {
+        const obj = rawObject(current.raw);
+        const req = obj?.backup_request as JsonObject | undefined;
+        if (!obj || typeof req !== 'object' || req === null || req.id !== id) return null;
+        const next: JsonObject = { ...obj, backup_request: { ...req, ...fields } };
+        if (log !== undefined) next.log = appendLog(Array.isArray(obj.log) ? (obj.log as string[]) : undefined, log, this.deps.now());
+        return next;
+      },
+      { also: staged ? [staged.op] : [] },
+    );
+    if (written !== null) await staged?.announce();
     return written !== null;
   }
 
@@ -102,22 +109,24 @@ export class BackupRunner {
       await progress.flush();
       const size = outcome.manifest.disks.reduce((n, d) => n + d.size, 0);
       const what = req.op === 'backup' ? `backup ${outcome.manifest.id} (${outcome.manifest.name}) taken` : `restored from backup ${outcome.manifest.id} (${outcome.manifest.name})`;
-      const ok = await this.writeRequest(uuid, req.id, { state: 'done', result: { id: outcome.manifest.id, name: outcome.manifest.name, size }, finished_at: now().toISOString() }, what);
-      if (ok) {
-        await this.deps.reporter.report({
-          level: 'info',
-          vm: uuid,
-          event: req.op === 'backup' ? 'vm.backup_created' : 'vm.backup_restored',
-          message: req.op === 'backup' ? `Backup ${outcome.manifest.id} of VM ${name} was taken (${outcome.manifest.disks.length} disks, ${size} bytes).` : `VM ${name} was restored from backup ${outcome.manifest.id}.`,
-        });
-      }
+      await this.writeRequest(uuid, req.id, { state: 'done', result: { id: outcome.manifest.id, name: outcome.manifest.name, size }, finished_at: now().toISOString() }, what, {
+        level: 'info',
+        vm: uuid,
+        event: req.op === 'backup' ? 'vm.backup_created' : 'vm.backup_restored',
+        message: req.op === 'backup' ? `Backup ${outcome.manifest.id} of VM ${name} was taken (${outcome.manifest.disks.length} disks, ${size} bytes).` : `VM ${name} was restored from backup ${outcome.manifest.id}.`,
+      });
     } catch (err) {
       await progress.flush();
       const error = oneSentence(errorMessage(err));
       this.deps.logger.warn({ vm: uuid, op: req.op, err: error }, 'backup request failed');
-      if (await this.writeRequest(uuid, req.id, { state: 'failed', error, finished_at: now().toISOString() }, `${req.op === 'restore' ? 'restore' : 'backup'} failed: ${error}`)) {
-        await this.deps.reporter.report({ level: 'error', vm: uuid, event: 'vm.backup_failed', message: `The ${req.op === 'restore' ? 'restore' : 'backup'} of VM ${name} failed: ${error.replace(/[.\s]+$/, '')}.`, email: false });
-      }
+      const what = req.op === 'restore' ? 'restore' : 'backup';
+      await this.writeRequest(uuid, req.id, { state: 'failed', error, finished_at: now().toISOString() }, `${what} failed: ${error}`, {
+        level: 'error',
+        vm: uuid,
+        event: 'vm.backup_failed',
+        message: `The ${what} of VM ${name} failed: ${error.replace(/[.\s]+$/, '')}.`,
+        email: false,
+      });
     }
   }
 
@@ -164,8 +173,7 @@ export class BackupRunner {
     const what = req.op === 'restore' ? 'restore' : 'backup';
     const leftover = req.snapshot !== undefined ? `; its temporary snapshot ${req.snapshot} is being deleted` : '';
     const error = `The agent on ${this.deps.host} restarted during the ${what}, which did not finish${leftover}; ask again.`;
-    if (!(await this.writeRequest(uuid, req.id, { state: 'failed', error, finished_at: this.deps.now().toISOString() }, `${what} failed: ${error}`))) return;
-    await this.deps.reporter.report({ level: 'error', vm: uuid, event: 'vm.backup_failed', message: error, email: false });
+    if (!(await this.writeRequest(uuid, req.id, { state: 'failed', error, finished_at: this.deps.now().toISOString() }, `${what} failed: ${error}`, { level: 'error', vm: uuid, event: 'vm.backup_failed', message: error, email: false }))) return;
     if (req.snapshot === undefined) return;
     await requestSnapshot(this.deps.store, { op: 'delete', ref: uuid, name: req.snapshot, waitSeconds: null, onProgress: () => undefined }).catch((err: unknown) => {
       this.deps.logger.warn({ vm: uuid, snapshot: req.snapshot, err: errorMessage(err) }, 'the temporary snapshot of an unfinished backup was not deleted');

@@ -33,9 +33,12 @@ export interface SnapshotContext {
   hypervisor: Hypervisor;
   /** The spec with image disks as their overlay files (snapshot-disks.ts); the record's spec when absent. */
   diskSpec?: (spec: VmRecord['spec']) => Promise<VmRecord['spec']>;
-  /** Compare-and-swap write on the record the step was planned from; false when it lost (the worker re-plans). */
-  write(mutate: (obj: JsonObject) => void, log: string | null): Promise<boolean>;
-  report(event: EventSpec): Promise<void>;
+  /**
+   * Compare-and-swap write on the record the step was planned from, with the
+   * event that reports it in the same transaction; false when it lost (the
+   * worker re-plans).
+   */
+  write(mutate: (obj: JsonObject) => void, log: string | null, event?: EventSpec): Promise<boolean>;
   now(): Date;
   logger: Logger;
 }
@@ -86,13 +89,16 @@ async function run(op: SnapshotOp, name: string, target: SnapshotTarget, ctx: Sn
       message: `VM ${vm} was rolled back to snapshot ${name}${newer}${restart ? '; it is being started again' : ''}.`,
     },
   }[op];
-  const written = await ctx.write((obj) => {
-    obj.snapshots = snapshots;
-    mergeRequest(obj, { state: 'done', finished_at: ctx.now().toISOString(), ...(op === 'rollback' ? { deleted } : {}) });
-    delete (obj.snapshot_request as JsonObject).error;
-    if (restart) startAgain(obj);
-  }, outcome.log);
-  if (written) await ctx.report({ level: 'info', event: outcome.event, message: outcome.message, email: false });
+  await ctx.write(
+    (obj) => {
+      obj.snapshots = snapshots;
+      mergeRequest(obj, { state: 'done', finished_at: ctx.now().toISOString(), ...(op === 'rollback' ? { deleted } : {}) });
+      delete (obj.snapshot_request as JsonObject).error;
+      if (restart) startAgain(obj);
+    },
+    outcome.log,
+    { level: 'info', event: outcome.event, message: outcome.message, email: false },
+  );
 }
 
 /** Fails the request with one sentence; a RUNNING VM that a rollback had stopped is started again. */
@@ -100,12 +106,15 @@ async function fail(ctx: SnapshotContext, error: string, snapshots?: VmSnapshot[
   const req = ctx.record.snapshot_request as SnapshotRequest;
   const step = snapshotFailed(ctx.record, req, error);
   const restart = restartsAfter(req.op, ctx);
-  const written = await ctx.write((obj) => {
-    if (snapshots) obj.snapshots = snapshots;
-    mergeRequest(obj, { state: 'failed', error, finished_at: ctx.now().toISOString() });
-    if (restart) startAgain(obj);
-  }, step.log);
-  if (written && step.event) await ctx.report(step.event);
+  await ctx.write(
+    (obj) => {
+      if (snapshots) obj.snapshots = snapshots;
+      mergeRequest(obj, { state: 'failed', error, finished_at: ctx.now().toISOString() });
+      if (restart) startAgain(obj);
+    },
+    step.log,
+    step.event,
+  );
 }
 
 /** A rollback of a VM the record wants RUNNING, whose process is down: the rollback stopped it, so it starts again. */

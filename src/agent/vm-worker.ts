@@ -15,7 +15,7 @@ import type { Hypervisor, MigrationProgress, VmExit, VmHandle } from '../hypervi
 import { rawObject, type JsonObject, type StoredVm, type VmRepository } from '../store/vm-repository.js';
 import type { CrashTracker } from './crash-tracker.js';
 import type { EventReporter } from './event-reporter.js';
-import { failoverStorageError, migrationFailed, planVm, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
+import { failoverStorageError, migrationFailed, planVm, type EventSpec, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
 import { runSnapshotStep } from './snapshot-runner.js';
 
 /** How this host takes part in live migrations (config migration_*). */
@@ -192,7 +192,7 @@ export class VmWorker {
   private async execute(step: Exclude<Step, { kind: 'none' }>): Promise<void> {
     switch (step.kind) {
       case 'write':
-        if (await this.write(step.patch, step.log) && step.event) await this.deps.reporter.report({ ...step.event, vm: this.uuid });
+        await this.write(step.patch, step.log, undefined, this.latest, step.event);
         return;
       case 'start':
         return this.start(step);
@@ -223,18 +223,18 @@ export class VmWorker {
       up: this.deps.hypervisor.inspect(this.uuid).state !== 'absent',
       hypervisor: this.deps.hypervisor,
       ...(this.deps.snapshotDisks ? { diskSpec: (spec: VmSpec) => this.deps.snapshotDisks!(this.uuid, spec) } : {}),
-      write: async (mutate, logText) => (await this.writeRecord(base, logText, mutate)) !== null,
-      report: (event) => this.deps.reporter.report({ ...event, vm: this.uuid }),
+      write: async (mutate, logText, event) => (await this.writeRecord(base, logText, mutate, event)) !== null,
       now: this.deps.now,
       logger: this.log,
     });
   }
 
   /**
-   * Writes the patch onto the newest record with compare-and-swap. On a lost
-   * race it re-reads the record and returns false, so the pass re-plans.
+   * Writes the patch onto the newest record with compare-and-swap, with the
+   * event that reports it in the same transaction. On a lost race it
+   * re-reads the record and returns null, so the pass re-plans.
    */
-  private async write(patch: RecordPatch, logText: string, runtime?: VmHandle, base = this.latest): Promise<StoredVm | null> {
+  private async write(patch: RecordPatch, logText: string, runtime?: VmHandle, base = this.latest, event?: EventSpec): Promise<StoredVm | null> {
     return this.writeRecord(base, logText, (obj) => {
       obj.status = patch.status;
       if (patch.error !== undefined) obj.error = patch.error;
@@ -251,15 +251,17 @@ export class VmWorker {
           (obj.migration as JsonObject).finished_at = this.deps.now().toISOString();
         }
       }
-    });
+    }, event);
   }
 
   /**
    * Changes the record with `mutate` and writes it with compare-and-swap on
-   * `base`; a `logText` is appended to the record's log. On a lost race it
-   * re-reads the record and returns null.
+   * `base`; a `logText` is appended to the record's log, and an `event` is
+   * written in the same transaction (the record's change and its event are
+   * committed together or not at all), then logged and mailed. On a lost
+   * race it re-reads the record and returns null.
    */
-  private async writeRecord(base: StoredVm | null | undefined, logText: string | null, mutate: (obj: JsonObject) => void): Promise<StoredVm | null> {
+  private async writeRecord(base: StoredVm | null | undefined, logText: string | null, mutate: (obj: JsonObject) => void, event?: EventSpec): Promise<StoredVm | null> {
     const current = base;
     if (!current) return null;
     const obj: JsonObject = rawObject(current.raw) ?? { uuid: this.uuid, raw: current.raw };
@@ -268,12 +270,14 @@ export class VmWorker {
       const log = Array.isArray(obj.log) ? obj.log.filter((l): l is string => typeof l === 'string') : [];
       obj.log = appendLog(log, logText, this.deps.now());
     }
-    const written = await this.deps.repo.replaceAndGet(current, obj);
+    const staged = event ? this.deps.reporter.stage({ ...event, vm: this.uuid }) : null;
+    const written = await this.deps.repo.replaceAndGet(current, obj, staged ? [staged.op] : []);
     if (!written) {
       this.log.debug('record changed under us; re-reading');
       await this.reload();
       return null;
     }
+    await staged?.announce();
     if (BigInt(written.modRevision) > this.latestRevision) {
       this.latest = written;
       this.latestRevision = BigInt(written.modRevision);
@@ -296,9 +300,7 @@ export class VmWorker {
     // here. The agent also refuses to start while its own lease is not fresh.
     const storageError = failoverStorageError(vm.parsed.value, this.deps.sharedStorage());
     if (storageError) {
-      if (await this.write({ status: 'ERROR', error: storageError, runtime: null }, `not started: ${storageError}`, undefined, vm)) {
-        await this.deps.reporter.report({ level: 'error', event: 'vm.error', vm: this.uuid, message: `VM ${name}: ${storageError}` });
-      }
+      await this.write({ status: 'ERROR', error: storageError, runtime: null }, `not started: ${storageError}`, undefined, vm, { level: 'error', event: 'vm.error', message: `VM ${name}: ${storageError}`, email: false });
       return;
     }
     this.deps.assertMayStart();
@@ -324,23 +326,24 @@ export class VmWorker {
         throw err;
       }
       const error = oneSentence(errorMessage(err)) + (passing ? ` It failed ${START_ATTEMPTS} times in a row.` : '');
-      if (await this.write({ status: 'ERROR', error, runtime: null }, `start failed: ${error}`, undefined, starting)) {
-        await this.deps.reporter.report({ level: 'error', event: 'vm.error', vm: this.uuid, message: `VM ${name} failed to start on ${this.deps.host}: ${error}`, email: step.cause !== 'request' });
-      }
+      await this.write({ status: 'ERROR', error, runtime: null }, `start failed: ${error}`, undefined, starting, {
+        level: 'error',
+        event: 'vm.error',
+        message: `VM ${name} failed to start on ${this.deps.host}: ${error}`,
+        email: step.cause !== 'request',
+      });
       return;
     }
     // RUNNING is written on top of our own STARTING write (compare-and-swap on
     // its revision): if someone changed the record meanwhile, the write loses,
     // their change stands, and the next step re-plans from it.
     const how = step.cause === 'request' ? 'started' : 'restarted';
-    if (await this.write({ status: 'RUNNING', error: '' }, `${how} on ${this.deps.host} (pid ${handle.pid})`, handle, starting)) {
-      await this.deps.reporter.report({
-        level: 'info',
-        event: step.cause === 'request' ? 'vm.started' : 'vm.restarted',
-        vm: this.uuid,
-        message: `VM ${name} ${how} on ${this.deps.host} as pid ${handle.pid}.`,
-      });
-    }
+    await this.write({ status: 'RUNNING', error: '' }, `${how} on ${this.deps.host} (pid ${handle.pid})`, handle, starting, {
+      level: 'info',
+      event: step.cause === 'request' ? 'vm.started' : 'vm.restarted',
+      message: `VM ${name} ${how} on ${this.deps.host} as pid ${handle.pid}.`,
+      email: false,
+    });
   }
 
   /**
@@ -352,8 +355,8 @@ export class VmWorker {
   private async disksNotReady(starting: StoredVm, name: string, err: unknown): Promise<never> {
     const error = oneSentence(errorMessage(err));
     const shown = starting.parsed.ok ? starting.parsed.value.error : undefined;
-    if (!isTerminal(err) && error !== shown && (await this.write({ status: 'STARTING', error }, `waiting: ${error}`, undefined, starting))) {
-      await this.deps.reporter.report({ level: 'warn', event: 'vm.error', vm: this.uuid, message: `VM ${name} cannot start on ${this.deps.host} yet: ${error}` });
+    if (!isTerminal(err) && error !== shown) {
+      await this.write({ status: 'STARTING', error }, `waiting: ${error}`, undefined, starting, { level: 'warn', event: 'vm.error', message: `VM ${name} cannot start on ${this.deps.host} yet: ${error}`, email: false });
     }
     throw err;
   }
@@ -374,7 +377,7 @@ export class VmWorker {
     } catch (err) {
       if (!isTerminal(err)) throw err;
       const step = migrationFailed({ host: vm.parsed.value.host ?? '?' }, vm.parsed.value, `host ${this.deps.host} could not start the VM: ${oneSentence(errorMessage(err))}`);
-      if (await this.write(step.patch, step.log, undefined, vm)) await this.deps.reporter.report({ ...step.event!, vm: this.uuid });
+      await this.write(step.patch, step.log, undefined, vm, step.event);
       return;
     }
     const written = await this.writeRecord(vm, `host ${this.deps.host} waits for the VM at ${handle.incomingUri ?? '?'}`, (obj) => {
@@ -449,6 +452,7 @@ export class VmWorker {
     for (let attempt = 0; attempt < 20 && !this.closed; attempt++) {
       const vm = this.latest;
       if (!vm) return;
+      const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
       const written = await this.writeRecord(vm, `migrated from ${source} to ${target}`, (obj) => {
         const m = objectField(obj, 'migration');
         obj.host = target;
@@ -457,11 +461,9 @@ export class VmWorker {
         if (typeof m.incoming === 'object' && m.incoming !== null) obj.runtime = m.incoming;
         else delete obj.runtime;
         obj.migration = { ...m, state: 'completed', finished_at: this.deps.now().toISOString() };
-      });
+      }, { level: 'info', event: 'vm.migrated', message: `VM ${name} was migrated live from ${source} to ${target}.`, email: false });
       if (written) {
         await this.deps.hypervisor.stop(this.uuid, { timeoutMs: 0, force: true });
-        const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
-        await this.deps.reporter.report({ level: 'info', event: 'vm.migrated', vm: this.uuid, message: `VM ${name} was migrated live from ${source} to ${target}.` });
         return;
       }
       if (!this.latest) return; // deleted meanwhile
@@ -477,10 +479,7 @@ export class VmWorker {
       const step = migrationFailed({ host: this.deps.host }, vm.parsed.value, why);
       const keepRequest = vm.parsed.value.status !== 'MIGRATING';
       const patch = keepRequest ? { ...step.patch, status: vm.parsed.value.status ?? 'RUNNING' } : step.patch;
-      if (await this.write(patch, step.log, undefined, vm)) {
-        await this.deps.reporter.report({ ...step.event!, vm: this.uuid });
-        return;
-      }
+      if (await this.write(patch, step.log, undefined, vm, step.event)) return;
       if (!this.latest) return;
     }
   }
@@ -489,14 +488,15 @@ export class VmWorker {
     const vm = this.latest;
     if (!vm) return;
     await this.deps.hypervisor.destroy(this.uuid);
-    if (!(await this.deps.repo.deleteIf(vm))) {
+    const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
+    const staged = this.deps.reporter.stage({ level: 'info', event: 'vm.deleted', vm: this.uuid, message: `VM ${name} was deleted from ${this.deps.host}.` });
+    if (!(await this.deps.repo.deleteIf(vm, [staged.op]))) {
       await this.reload();
       return;
     }
     this.latest = null;
     this.deps.crashes.forget(this.uuid);
-    const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
-    await this.deps.reporter.report({ level: 'info', event: 'vm.deleted', vm: this.uuid, message: `VM ${name} was deleted from ${this.deps.host}.` });
+    await staged.announce();
   }
 }
 

@@ -360,9 +360,9 @@ export class Scheduler {
       if (!vm.parsed.ok) continue;
       const rec = vm.parsed.value;
       const { obj, text } = planLostVm(rec, rawObject(vm.raw) ?? {}, name, view.capacities(), this.opts.policy, new Date());
-      if (await this.kv.putIfGuarded(vm.key, JSON.stringify(obj), vm.modRevision, leaderKey)) {
-        await this.events.append({ ts: new Date().toISOString(), host: name, vm: vm.uuid, level: 'error', event: obj.status === 'KILLED' ? 'vm.killed' : 'vm.failover', message: `VM ${rec.name}: ${text}.` });
-      }
+      // The record's change and its event in one transaction: neither without the other.
+      const event = this.events.appendOp({ ts: new Date().toISOString(), host: name, vm: vm.uuid, level: 'error', event: obj.status === 'KILLED' ? 'vm.killed' : 'vm.failover', message: `VM ${rec.name}: ${text}.` });
+      await this.kv.guardedTxn(leaderKey, [{ key: vm.key, expected: vm.modRevision }], [{ put: vm.key, raw: JSON.stringify(obj) }, event]);
     }
   }
 }

@@ -25,9 +25,14 @@ export class EventLog {
   ) {}
 
   async append(event: DroverEvent): Promise<string> {
-    const id = eventId(new Date(event.ts));
-    await this.kv.put(this.keys.log(id), JSON.stringify(event));
-    return id;
+    const op = this.appendOp(event);
+    await this.kv.put(op.put, op.raw);
+    return this.keys.idOf(op.put, this.keys.logPrefix);
+  }
+
+  /** The event as a write for another transaction (KvStore.txn), so it is committed with the change it reports. */
+  appendOp(event: DroverEvent): { put: string; raw: string } {
+    return { put: this.keys.log(eventId(new Date(event.ts))), raw: JSON.stringify(event) };
   }
 
   /** Events oldest first, optionally only those about one VM. */

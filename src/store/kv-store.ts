@@ -159,11 +159,26 @@ export class KvStore {
    * a pool deleted meanwhile gets no new VM.
    */
   guardedTxn(guardKey: string, compares: readonly { key: string; expected: ExpectedRevision }[], ops: readonly KvOp[]): Promise<string | null> {
+    return this.txn(compares, ops, guardKey);
+  }
+
+  /**
+   * Applies `ops` at once only if every key is still at its expected
+   * revision (and `guardKey`, when given, exists). Resolves with the
+   * revision written, or null when a compare failed. A record's change and
+   * the event that reports it go together this way: neither without the other.
+   */
+  txn(compares: readonly { key: string; expected: ExpectedRevision }[], ops: readonly KvOp[], guardKey?: string): Promise<string | null> {
     return translate(`transaction on ${ops.map((o) => ('put' in o ? o.put : o.delete)).join(', ')}`, async () => {
-      let txn = this.client.if(guardKey, 'Create', '>', 0);
-      for (const c of compares) {
-        txn = c.expected === 'absent' ? txn.and(c.key, 'Create', '==', 0) : txn.and(c.key, 'Mod', '==', c.expected);
-      }
+      type Cond = [key: string, target: 'Create' | 'Mod', op: '==' | '>', value: number | string];
+      const conds: Cond[] = [
+        ...(guardKey !== undefined ? [[guardKey, 'Create', '>', 0] as Cond] : []),
+        ...compares.map((c): Cond => (c.expected === 'absent' ? [c.key, 'Create', '==', 0] : [c.key, 'Mod', '==', c.expected])),
+      ];
+      const [head, ...rest] = conds;
+      if (!head) throw new Error('A transaction needs at least one compare.');
+      let txn = this.client.if(...head);
+      for (const c of rest) txn = txn.and(...c);
       const res = await txn.then(...ops.map((o) => ('put' in o ? this.client.put(o.put).value(o.raw) : this.client.delete().key(o.delete)))).commit();
       return res.succeeded ? String(res.header.revision) : null;
     });

@@ -7,7 +7,7 @@
 import type { KeySpace } from '../contract/keys.js';
 import { parseVmRecord, type ParseResult, type VmRecord } from '../contract/vm-record.js';
 import { DroverError } from '../lib/errors.js';
-import type { KvEntry, KvStore } from './kv-store.js';
+import type { KvEntry, KvOp, KvStore } from './kv-store.js';
 
 export type JsonObject = Record<string, unknown>;
 
@@ -62,35 +62,46 @@ export class VmRepository {
     return this.kv.putIf(current.key, JSON.stringify(next), current.modRevision);
   }
 
-  /** Like replace, but resolves with the record as written (new revision), or null on a lost race. */
-  async replaceAndGet(current: StoredVm, next: JsonObject): Promise<StoredVm | null> {
+  /**
+   * Like replace, but resolves with the record as written (new revision), or
+   * null on a lost race. `also` (the event that reports the change) is
+   * written in the same transaction.
+   */
+  async replaceAndGet(current: StoredVm, next: JsonObject, also: readonly KvOp[] = []): Promise<StoredVm | null> {
     const raw = JSON.stringify(next);
-    const rev = await this.kv.putIfRevision(current.key, raw, current.modRevision);
+    const rev =
+      also.length === 0
+        ? await this.kv.putIfRevision(current.key, raw, current.modRevision)
+        : await this.kv.txn([{ key: current.key, expected: current.modRevision }], [{ put: current.key, raw }, ...also]);
     if (rev === null) return null;
     return { uuid: current.uuid, key: current.key, raw, modRevision: rev, parsed: parseVmRecord(raw, current.uuid) };
   }
 
-  deleteIf(current: StoredVm): Promise<boolean> {
-    return this.kv.deleteIf(current.key, current.modRevision);
+  /** Deletes the record if it is still at its revision; `also` (the event that reports it) goes in the same transaction. */
+  async deleteIf(current: StoredVm, also: readonly KvOp[] = []): Promise<boolean> {
+    if (also.length === 0) return this.kv.deleteIf(current.key, current.modRevision);
+    return (await this.kv.txn([{ key: current.key, expected: current.modRevision }], [{ delete: current.key }, ...also])) !== null;
   }
 
   /**
    * Read-modify-write with compare-and-swap, retried on a lost race. The
    * mutation sees the latest record each time; returning null leaves it as it
    * is. Resolves with the record as written, or null when it was deleted,
-   * left unchanged, or does not exist.
+   * left unchanged, or does not exist. `also` (an event reporting the
+   * change) is written in the same transaction as the change.
    */
-  async update(uuid: string, mutate: Mutation, maxAttempts = 10): Promise<StoredVm | null> {
+  async update(uuid: string, mutate: Mutation, opts: { maxAttempts?: number; also?: readonly KvOp[] } = {}): Promise<StoredVm | null> {
+    const { maxAttempts = 10, also = [] } = opts;
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
       const current = await this.get(uuid);
       if (!current) return null;
       const next = mutate(current);
       if (next === null) return null;
       if (next === 'delete') {
-        if (await this.deleteIf(current)) return null;
+        if (await this.deleteIf(current, also)) return null;
         continue;
       }
-      const written = await this.replaceAndGet(current, next);
+      const written = await this.replaceAndGet(current, next, also);
       if (written) return written;
     }
     throw new DroverError('CONFLICT', `VM ${uuid} kept changing under ${maxAttempts} attempts to update it; try again.`, true);

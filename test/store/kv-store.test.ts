@@ -81,6 +81,40 @@ describe('EventLog retention against real etcd', () => {
   });
   after(async () => etcd.close());
 
+  it('a record\'s change and the event reporting it are committed together or not at all', async () => {
+    const { EventLog } = await import('../../src/store/event-log.js');
+    const { keySpace } = await import('../../src/contract/keys.js');
+    const { VmRepository } = await import('../../src/store/vm-repository.js');
+    const keys = keySpace(etcd.newPrefix());
+    const kv = new KvStore(etcd.client);
+    const log = new EventLog(kv, keys);
+    const repo = new VmRepository(kv, keys);
+    const uuid = '0b0b0b0b-0000-4000-8000-000000000001';
+    const event = (message: string) => log.appendOp({ ts: new Date().toISOString(), host: 'hv1', level: 'info', event: 'vm.started', vm: uuid, message });
+    await repo.create(uuid, { uuid, status: 'STARTING' });
+    const stale = (await repo.get(uuid))!;
+    await repo.update(uuid, (cur) => ({ ...JSON.parse(cur.raw), status: 'TO_STOP' }));
+
+    // Lost the race: neither the record nor the event is written.
+    assert.equal(await repo.replaceAndGet(stale, { uuid, status: 'RUNNING' }, [event('lost')]), null);
+    assert.equal(JSON.parse((await repo.get(uuid))!.raw).status, 'TO_STOP');
+    assert.deepEqual((await log.list()).map((e) => e.message), []);
+
+    // Won it: both, at one revision.
+    const current = (await repo.get(uuid))!;
+    const written = await repo.replaceAndGet(current, { uuid, status: 'STOP' }, [event('stopped')]);
+    assert.ok(written);
+    const [ev] = (await kv.list(keys.logPrefix)).entries;
+    assert.equal(ev?.modRevision, written.modRevision, 'the event carries the record write\'s revision: one transaction');
+    assert.deepEqual((await log.list()).map((e) => e.message), ['stopped']);
+
+    // A delete and its event likewise; update() retries with the event until it wins.
+    assert.equal(await repo.deleteIf(current, [event('not deleted')]), false);
+    await repo.update(uuid, () => 'delete', { also: [event('deleted')] });
+    assert.equal(await repo.get(uuid), null);
+    assert.deepEqual((await log.list()).map((e) => e.message), ['stopped', 'deleted']);
+  });
+
   it('prunes the oldest events beyond the limit and lists the rest in time order', async () => {
     const { EventLog } = await import('../../src/store/event-log.js');
     const { keySpace } = await import('../../src/contract/keys.js');
