@@ -11,22 +11,14 @@
 import { appendLog, type VmSpec } from '../contract/vm-record.js';
 import { DroverError, errorMessage, isTerminal, oneSentence } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import type { Hypervisor, MigrationProgress, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
+import type { Hypervisor, VmExit, VmHandle } from '../hypervisor/hypervisor.js';
 import { rawObject, type JsonObject, type StoredVm, type VmRepository } from '../store/vm-repository.js';
 import type { CrashTracker } from './crash-tracker.js';
 import type { EventReporter } from './event-reporter.js';
-import { failoverStorageError, migrationFailed, planVm, type EventSpec, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
+import { failoverStorageError, planVm, type EventSpec, type PlanLimits, type RecordPatch, type Step } from './plan-vm.js';
 import { runSnapshotStep } from './snapshot-runner.js';
+import { objectField, runtimeFields, VmMigration, type MigrationSettings } from './vm-migration.js';
 
-/** How this host takes part in live migrations (config migration_*). */
-export interface MigrationSettings {
-  /** The address a target's qemu listens on for the migration stream. */
-  listenHost: string;
-  /** How long the source waits for the target to be ready. */
-  prepareTimeoutMs: number;
-  /** How long the transfer may take before it is cancelled. */
-  timeoutMs: number;
-}
 
 export interface WorkerDeps {
   host: string;
@@ -51,9 +43,6 @@ export interface WorkerDeps {
 /** Starts refused for a passing reason are tried this many times (backoff 0.5, 1, 2, 4, 8 s: about 16 s) before ERROR. */
 const START_ATTEMPTS = 6;
 
-/** Progress is written into the record at most this often. */
-const PROGRESS_WRITE_MS = 1000;
-
 /** Guards against a plan that never settles (a bug): at most this many steps per pass. */
 const MAX_STEPS_PER_PASS = 25;
 const RETRY_MIN_MS = 500;
@@ -73,12 +62,26 @@ export class VmWorker {
   private snapshotRefreshDue = true;
   private idleWaiters: Array<() => void> = [];
   private readonly log: Logger;
+  private readonly migration: VmMigration;
 
   constructor(
     readonly uuid: string,
     private readonly deps: WorkerDeps,
   ) {
     this.log = deps.logger.child({ vm: uuid });
+    this.migration = new VmMigration({
+      uuid,
+      host: deps.host,
+      hypervisor: deps.hypervisor,
+      settings: deps.migration,
+      latest: () => this.latest,
+      closed: () => this.closed,
+      assertMayStart: deps.assertMayStart,
+      write: (patch, logText, runtime, base, event) => this.write(patch, logText, runtime, base, event),
+      writeRecord: (base, logText, mutate, event) => this.writeRecord(base, logText, mutate, event),
+      now: deps.now,
+      logger: this.log,
+    });
   }
 
   get record(): StoredVm | null | undefined {
@@ -202,9 +205,9 @@ export class VmWorker {
       case 'destroy':
         return this.destroy();
       case 'incoming':
-        return this.incoming();
+        return this.migration.incoming();
       case 'migrate':
-        return this.migrateOut();
+        return this.migration.migrateOut();
       case 'refresh-snapshots':
         this.snapshotRefreshDue = false; // once per request, whatever comes of it
         return this.snapshot(step);
@@ -361,129 +364,6 @@ export class VmWorker {
     throw err;
   }
 
-  /**
-   * Live migration, target side: qemu waits for the VM on this host's
-   * migration address; the record then says where (`migration.uri`) and what
-   * runs here (`migration.incoming`), and the source starts sending.
-   */
-  private async incoming(): Promise<void> {
-    const vm = this.latest;
-    if (!vm?.parsed.ok) return;
-    const { name, spec } = vm.parsed.value;
-    this.deps.assertMayStart();
-    let handle: VmHandle;
-    try {
-      handle = await this.deps.hypervisor.startIncoming({ uuid: this.uuid, name, spec, listenHost: this.deps.migration().listenHost });
-    } catch (err) {
-      if (!isTerminal(err)) throw err;
-      const step = migrationFailed({ host: vm.parsed.value.host ?? '?' }, vm.parsed.value, `host ${this.deps.host} could not start the VM: ${oneSentence(errorMessage(err))}`);
-      await this.write(step.patch, step.log, undefined, vm, step.event);
-      return;
-    }
-    const written = await this.writeRecord(vm, `host ${this.deps.host} waits for the VM at ${handle.incomingUri ?? '?'}`, (obj) => {
-      obj.migration = { ...objectField(obj, 'migration'), state: 'ready', uri: handle.incomingUri, incoming: runtimeFields(handle) };
-    });
-    this.log.info({ uri: handle.incomingUri, written: written !== null }, 'waiting for an incoming migration');
-  }
-
-  /**
-   * Live migration, source side. Resumable: after an agent restart the
-   * hypervisor says whether qemu already finished (then only the record is
-   * moved) or was mid-way (then it is cancelled and the VM stays here).
-   */
-  private async migrateOut(): Promise<void> {
-    const first = this.latest;
-    if (!first?.parsed.ok) return;
-    const target = first.parsed.value.migration?.target ?? '';
-    const settings = this.deps.migration();
-    const already = await this.deps.hypervisor.outgoingMigration(this.uuid);
-    if (already === 'completed') return this.finishMigration(target);
-    if (already === 'active') {
-      await this.deps.hypervisor.cancelMigration(this.uuid);
-      return this.failMigration('the migration was interrupted by an agent restart and was cancelled');
-    }
-
-    // Wait for the target to say where it listens.
-    const deadline = Date.now() + settings.prepareTimeoutMs;
-    let uri: string | undefined;
-    for (;;) {
-      const rec = this.latest?.parsed.ok ? this.latest.parsed.value : null;
-      // Changed under us (stopped, deleted, failed by the target): the next plan decides.
-      if (!rec || rec.status !== 'MIGRATING' || rec.host !== this.deps.host || rec.migration?.target !== target) return;
-      const m = rec.migration;
-      if ((m.state === 'ready' || m.state === 'sending') && m.uri) {
-        uri = m.uri;
-        break;
-      }
-      if (m.state !== 'requested') return;
-      if (Date.now() >= deadline) return this.failMigration(`host ${target} did not get ready to receive the VM within ${Math.round(settings.prepareTimeoutMs / 1000)} s`);
-      if (this.closed) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-
-    // Progress goes into the record at most once a second, one write at a time.
-    let lastWrite = 0;
-    let writing: Promise<unknown> = Promise.resolve();
-    const writeProgress = (p: MigrationProgress, force = false): void => {
-      const now = Date.now();
-      if (!force && now - lastWrite < PROGRESS_WRITE_MS) return;
-      lastWrite = now;
-      writing = writing.then(() =>
-        this.writeRecord(this.latest, null, (obj) => {
-          obj.migration = { ...objectField(obj, 'migration'), state: 'sending', progress: { ...p, updated_at: this.deps.now().toISOString() } };
-        }).catch((err: unknown) => this.log.debug({ err: errorMessage(err) }, 'progress write failed')),
-      );
-    };
-    writeProgress({ transferred: 0, remaining: 0, total: 0 }, true);
-    try {
-      await this.deps.hypervisor.migrate(this.uuid, uri, { timeoutMs: settings.timeoutMs, onProgress: (p) => writeProgress(p) });
-    } catch (err) {
-      await writing;
-      if (!(err instanceof DroverError) || err.code !== 'MIGRATION_FAILED') throw err;
-      return this.failMigration(err.message.replace(/\.$/, ''));
-    }
-    await writing;
-    return this.finishMigration(target);
-  }
-
-  /** qemu has sent everything: the record moves to the target (keeping any request made meanwhile), then the paused source goes. */
-  private async finishMigration(target: string): Promise<void> {
-    const source = this.deps.host;
-    for (let attempt = 0; attempt < 20 && !this.closed; attempt++) {
-      const vm = this.latest;
-      if (!vm) return;
-      const name = vm.parsed.ok ? vm.parsed.value.name : this.uuid;
-      const written = await this.writeRecord(vm, `migrated from ${source} to ${target}`, (obj) => {
-        const m = objectField(obj, 'migration');
-        obj.host = target;
-        if (obj.status === 'MIGRATING') obj.status = 'RUNNING';
-        obj.error = '';
-        if (typeof m.incoming === 'object' && m.incoming !== null) obj.runtime = m.incoming;
-        else delete obj.runtime;
-        obj.migration = { ...m, state: 'completed', finished_at: this.deps.now().toISOString() };
-      }, { level: 'info', event: 'vm.migrated', message: `VM ${name} was migrated live from ${source} to ${target}.`, email: false });
-      if (written) {
-        await this.deps.hypervisor.stop(this.uuid, { timeoutMs: 0, force: true });
-        return;
-      }
-      if (!this.latest) return; // deleted meanwhile
-    }
-    throw new DroverError('CONFLICT', `Could not move VM ${this.uuid}'s record to ${target} after its migration; retrying.`, true);
-  }
-
-  /** The VM stays here, running; the record says why the migration failed. */
-  private async failMigration(why: string): Promise<void> {
-    for (let attempt = 0; attempt < 20 && !this.closed; attempt++) {
-      const vm = this.latest;
-      if (!vm?.parsed.ok) return;
-      const step = migrationFailed({ host: this.deps.host }, vm.parsed.value, why);
-      const keepRequest = vm.parsed.value.status !== 'MIGRATING';
-      const patch = keepRequest ? { ...step.patch, status: vm.parsed.value.status ?? 'RUNNING' } : step.patch;
-      if (await this.write(patch, step.log, undefined, vm, step.event)) return;
-      if (!this.latest) return;
-    }
-  }
-
   private async destroy(): Promise<void> {
     const vm = this.latest;
     if (!vm) return;
@@ -498,15 +378,4 @@ export class VmWorker {
     this.deps.crashes.forget(this.uuid);
     await staged.announce();
   }
-}
-
-/** A field of the record that should be an object (a copy; empty when absent or not an object). */
-function objectField(obj: JsonObject, key: string): JsonObject {
-  const v = obj[key];
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? { ...(v as JsonObject) } : {};
-}
-
-/** What the record's `runtime` says of a process. */
-function runtimeFields(h: VmHandle): JsonObject {
-  return { pid: h.pid, started_at: h.startedAt, serial_log: h.serialLog, ...(h.serialSocket ? { serial_socket: h.serialSocket } : {}), ...(h.vnc ? { vnc: h.vnc } : {}) };
 }
