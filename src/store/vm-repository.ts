@@ -69,17 +69,13 @@ export class VmRepository {
    */
   async replaceAndGet(current: StoredVm, next: JsonObject, also: readonly KvOp[] = []): Promise<StoredVm | null> {
     const raw = JSON.stringify(next);
-    const rev =
-      also.length === 0
-        ? await this.kv.putIfRevision(current.key, raw, current.modRevision)
-        : await this.kv.txn([{ key: current.key, expected: current.modRevision }], [{ put: current.key, raw }, ...also]);
+    const rev = await this.kv.txn([{ key: current.key, expected: current.modRevision }], [{ put: current.key, raw }, ...also]);
     if (rev === null) return null;
     return { uuid: current.uuid, key: current.key, raw, modRevision: rev, parsed: parseVmRecord(raw, current.uuid) };
   }
 
   /** Deletes the record if it is still at its revision; `also` (the event that reports it) goes in the same transaction. */
   async deleteIf(current: StoredVm, also: readonly KvOp[] = []): Promise<boolean> {
-    if (also.length === 0) return this.kv.deleteIf(current.key, current.modRevision);
     return (await this.kv.txn([{ key: current.key, expected: current.modRevision }], [{ delete: current.key }, ...also])) !== null;
   }
 
